@@ -1,0 +1,236 @@
+"""`MemoryStore`: the store protocol on plain dicts, for unit tests and throw-away runs.
+
+It has exactly the semantics of `SQLStore` (leases, fencing, atomic acquire, all-or-nothing
+commit) but keeps nothing after the process ends. Every method does its work without awaiting,
+so it is atomic within one event loop, and under a `threading.Lock`, so it is also safe to share
+with worker threads. Records are frozen dataclasses, so handing them out is safe.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from types import TracebackType
+from typing import Self
+
+from durable.store import (
+    Lease,
+    LeaseLost,
+    LeaseOwner,
+    RunRecord,
+    RunStatus,
+    RunUpdate,
+    StepRecord,
+    StoreError,
+)
+
+from ._schema import check_step_batch
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """An in-memory `durable.store.Store`: fast, isolated, and gone when the process exits.
+
+    Example:
+        >>> store = MemoryStore()
+    """
+
+    def __init__(self) -> None:
+        """Create an empty store."""
+        self._lock = threading.Lock()
+        self._runs: dict[str, RunRecord] = {}
+        self._steps: dict[str, dict[int, StepRecord]] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(runs={len(self._runs)})"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("this MemoryStore is closed; create a new one")
+
+    async def create_run(self, run: RunRecord) -> tuple[RunRecord, bool]:
+        """Insert ``run`` unless a run with its id exists.
+
+        Returns:
+            ``(stored, created)``: the record now in the store, and whether this call created it.
+        """
+        with self._lock:
+            self._check_open()
+            existing = self._runs.get(run.id)
+            if existing is not None:
+                return existing, False
+            self._runs[run.id] = run
+            return run, True
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """The run with this id, or ``None``."""
+        with self._lock:
+            self._check_open()
+            return self._runs.get(run_id)
+
+    async def list_runs(
+        self, *, status: RunStatus | None = None, limit: int = 100
+    ) -> list[RunRecord]:
+        """Runs, optionally only those with ``status``, oldest first (by ``created_at``, id).
+
+        Returns:
+            At most ``limit`` runs.
+        """
+        with self._lock:
+            self._check_open()
+            if limit <= 0:
+                return []
+            runs = [r for r in self._runs.values() if status is None or r.status == status]
+        runs.sort(key=lambda r: (r.created_at, r.id))
+        return runs[:limit]
+
+    async def acquire_lease(
+        self,
+        run_id: str,
+        owner: LeaseOwner,
+        *,
+        now: float,
+        duration: float,
+        takeover_token: int | None = None,
+    ) -> Lease | None:
+        """Atomically take the lease on an unfinished run (see `durable.store.Store`).
+
+        Returns:
+            The new lease, or ``None`` when the run is missing, finished, or leased to someone
+            else.
+        """
+        with self._lock:
+            self._check_open()
+            run = self._runs.get(run_id)
+            if run is None or RunStatus(run.status).finished:
+                return None
+            free = (
+                run.lease_owner is None
+                or (run.lease_expires_at is not None and run.lease_expires_at <= now)
+                or (takeover_token is not None and run.lease_token == takeover_token)
+            )
+            if not free:
+                return None
+            expires = now + duration
+            run = replace(
+                run,
+                status=RunStatus.RUNNING,
+                error_text=None,
+                updated_at=now,
+                lease_owner=owner.owner,
+                lease_host=owner.host,
+                lease_pid=owner.pid,
+                lease_token=run.lease_token + 1,
+                lease_expires_at=expires,
+            )
+            self._runs[run_id] = run
+            return Lease(run_id, owner, run.lease_token, expires)
+
+    def _fenced(self, lease: Lease) -> RunRecord:
+        run = self._runs.get(lease.run_id)
+        if run is None:
+            raise LeaseLost(lease.run_id, "the run no longer exists")
+        if run.lease_token != lease.token:
+            raise LeaseLost(
+                lease.run_id, f"its fencing token is {run.lease_token}, not {lease.token}"
+            )
+        return run
+
+    async def renew_lease(self, lease: Lease, *, now: float, duration: float) -> Lease:
+        """Extend the lease to ``now + duration`` (``updated_at`` is left alone).
+
+        Raises:
+            LeaseLost: the run's token is no longer ``lease.token``.
+        """
+        expires = now + duration
+        with self._lock:
+            self._check_open()
+            run = self._fenced(lease)
+            self._runs[lease.run_id] = replace(run, lease_expires_at=expires)
+        return replace(lease, expires_at=expires)
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Clear owner / host / pid / expiry if the lease is still ours; otherwise do nothing."""
+        with self._lock:
+            self._check_open()
+            run = self._runs.get(lease.run_id)
+            if run is not None and run.lease_token == lease.token:
+                self._runs[lease.run_id] = _released(run)
+
+    async def load_steps(self, run_id: str) -> list[StepRecord]:
+        """Every recorded step of the run, ordered by ``seq``."""
+        with self._lock:
+            self._check_open()
+            steps = self._steps.get(run_id, {})
+            return [steps[seq] for seq in sorted(steps)]
+
+    async def commit(
+        self,
+        lease: Lease,
+        steps: Sequence[StepRecord] = (),
+        update: RunUpdate | None = None,
+        *,
+        now: float,
+    ) -> None:
+        """Insert ``steps`` and apply ``update`` in one step, or change nothing.
+
+        ``updated_at`` becomes ``now``. A ``None`` ``result`` / ``error`` in ``update`` keeps the
+        stored value; ``error_text`` is always replaced.
+
+        Raises:
+            LeaseLost: the run's token is no longer ``lease.token``; nothing was written.
+            StoreError: a step is already recorded, repeats a ``seq`` in the batch, or belongs to
+                another run; nothing was written.
+        """
+        check_step_batch(lease.run_id, steps)
+        with self._lock:
+            self._check_open()
+            run = self._fenced(lease)
+            recorded = self._steps.setdefault(lease.run_id, {})
+            clash = sorted(s.seq for s in steps if s.seq in recorded)
+            if clash:
+                raise StoreError(
+                    f"cannot commit steps to run {lease.run_id!r}: step {clash[0]} is already "
+                    "recorded (a step is written once); nothing was written"
+                )
+            for step in steps:
+                recorded[step.seq] = step
+            run = replace(run, updated_at=now)
+            if update is not None:
+                run = replace(
+                    run,
+                    status=update.status,
+                    result=run.result if update.result is None else update.result,
+                    error=run.error if update.error is None else update.error,
+                    error_text=update.error_text,
+                )
+                if update.release:
+                    run = _released(run)
+            self._runs[lease.run_id] = run
+
+    async def close(self) -> None:
+        """Make the store unusable (its data is dropped). Idempotent."""
+        with self._lock:
+            self._closed = True
+            self._runs.clear()
+            self._steps.clear()
+
+    async def __aenter__(self) -> Self:
+        """Return the store itself."""
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the store."""
+        await self.close()
+
+
+def _released(run: RunRecord) -> RunRecord:
+    return replace(run, lease_owner=None, lease_host=None, lease_pid=None, lease_expires_at=None)

@@ -1,0 +1,76 @@
+"""durable: durable execution for ordinary async Python.
+
+Decorate functions with `workflow` and `activity`, run them with `run` / `execute` under an id,
+and completed work is never repeated: a crashed, redeployed or resumed run replays its recorded
+steps and continues where it stopped. See the README for the model and the guarantees.
+"""
+
+from durable._codec import Codec, JSONCodec, PickleCodec
+from durable._decorators import activity, workflow
+from durable._errors import (
+    ActivityError,
+    ActivityTimeout,
+    DurableError,
+    LeaseLost,
+    NonDeterminismError,
+    NotAWorkflowError,
+    NotInWorkflowError,
+    PayloadDecodeError,
+    RunningLoopError,
+    SchemaVersionError,
+    SerializationError,
+    StoreError,
+    WorkflowIdConflict,
+    WorkflowNotFound,
+)
+from durable._retry import RetryPolicy
+from durable._runner import WorkflowHandle, execute, get_handle, run, start
+from durable._types import Info, RunStatus, Step, StepKind, StepStatus
+from durable._workflow_api import gather, info, now, random, sleep, uuid4
+
+__all__ = [
+    "ActivityError",
+    "ActivityTimeout",
+    "Codec",
+    "DurableError",
+    "Info",
+    "JSONCodec",
+    "LeaseLost",
+    "NonDeterminismError",
+    "NotAWorkflowError",
+    "NotInWorkflowError",
+    "PayloadDecodeError",
+    "PickleCodec",
+    "RetryPolicy",
+    "RunStatus",
+    "RunningLoopError",
+    "SchemaVersionError",
+    "SerializationError",
+    "Step",
+    "StepKind",
+    "StepStatus",
+    "StoreError",
+    "WorkflowHandle",
+    "WorkflowIdConflict",
+    "WorkflowNotFound",
+    "activity",
+    "execute",
+    "gather",
+    "get_handle",
+    "info",
+    "now",
+    "random",
+    "run",
+    "sleep",
+    "start",
+    "uuid4",
+    "workflow",
+]
+
+# Public classes say they live in `durable`, not in a private module: tracebacks read better,
+# and pickles (which store classes by module path) survive renaming the private modules.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith("durable."):
+        _obj.__module__ = "durable"
+del _name, _obj

@@ -1,0 +1,431 @@
+"""Payload codecs: how activity results, workflow arguments/results and errors become bytes.
+
+Envelope (every payload the store holds)::
+
+    b"\\xd1" | tag (1 byte) | crc32(tag + body) (4 bytes, big-endian) | body
+
+``0xd1`` is the magic/version byte; the tag names the codec that wrote the body (``b"p"``
+cloudpickle, ``b"j"`` JSON), so a reader decodes any payload whatever codec it writes with.
+The CRC makes truncation and bit flips detectable instead of decoding to a wrong value.
+
+Rules:
+
+* `dumps` never lets an encoder error escape: it raises `SerializationError`.
+* `loads` never returns a value for a payload it cannot trust: bad magic, unknown tag, checksum
+  mismatch or any decoder error (including a class that no longer exists) raise
+  `PayloadDecodeError` naming the run and step.
+* The JSON codec instantiates only classes named ``"module:qualname"`` that are dataclasses,
+  Enums, pydantic models or exceptions, so a payload cannot call arbitrary callables.
+  cloudpickle, like any pickle, can run code from a crafted payload: use it on trusted stores.
+* `dumps_error` records an exception so that the first run and every replay see the same error,
+  or an `ActivityError` stand-in when the exception does not survive a round trip.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import importlib
+import json
+import pickle
+import sys
+import traceback
+import zlib
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from decimal import Decimal
+from enum import Enum
+from typing import Any, Protocol
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import cloudpickle
+
+from durable._errors import ActivityError, DurableError, PayloadDecodeError, SerializationError
+
+__all__ = [
+    "DEFAULT_CODEC",
+    "MAGIC",
+    "Codec",
+    "JSONCodec",
+    "PickleCodec",
+    "dumps",
+    "dumps_error",
+    "loads",
+    "register_codec",
+]
+
+MAGIC = b"\xd1"
+_HEADER = 6  # magic + tag + crc32
+_TAG = "__durable__"
+
+
+class Codec(Protocol):
+    """Turns values into bytes and back. ``tag`` is one byte, unique among registered codecs."""
+
+    name: str
+    tag: bytes
+
+    def encode(self, value: object) -> bytes:
+        """Encode ``value``; raise (``TypeError`` for unsupported values) on failure."""
+        ...
+
+    def decode(self, data: bytes) -> object:
+        """Decode bytes written by `encode`."""
+        ...
+
+
+class PickleCodec:
+    """The default codec: cloudpickle, so lambdas, local classes and most objects work."""
+
+    name = "pickle"
+    tag = b"p"
+
+    def encode(self, value: object) -> bytes:
+        """Pickle ``value`` with cloudpickle at the highest protocol."""
+        body: bytes = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        return body
+
+    def decode(self, data: bytes) -> object:
+        """Unpickle ``data``. Only decode payloads from a store you trust."""
+        return pickle.loads(data)
+
+
+class JSONCodec:
+    """Portable, type-tagged JSON. Plain JSON values stay plain; others become tagged objects
+    like ``{"__durable__": "dataclass", "type": "module:qualname", "value": {...}}``.
+    Exceptions keep their type, args and the attributes JSON can encode.
+    """
+
+    name = "json"
+    tag = b"j"
+
+    def encode(self, value: object) -> bytes:
+        """Encode ``value``; raise ``TypeError`` naming where an unsupported value sits."""
+        return json.dumps(_enc(value), separators=(",", ":"), ensure_ascii=False).encode()
+
+    def decode(self, data: bytes) -> object:
+        """Decode bytes written by `encode`, refusing classes it may not instantiate."""
+        return _dec(json.loads(data.decode()))
+
+
+_CODECS: dict[bytes, Codec] = {}
+
+
+def register_codec(codec: Codec) -> None:
+    """Make payloads tagged ``codec.tag`` decodable by `loads` (and writable by `dumps`).
+
+    Raises:
+        ValueError: the tag is not one byte, or is taken by a different codec.
+    """
+    if not isinstance(codec.tag, bytes) or len(codec.tag) != 1:
+        raise ValueError(f"codec {codec.name!r}: tag must be exactly one byte, not {codec.tag!r}")
+    taken = _CODECS.get(codec.tag)
+    if taken is not None and (type(taken), taken.name) != (type(codec), codec.name):
+        raise ValueError(f"codec tag {codec.tag!r} is already taken by codec {taken.name!r}")
+    _CODECS[codec.tag] = codec
+
+
+DEFAULT_CODEC = PickleCodec()
+register_codec(DEFAULT_CODEC)
+register_codec(JSONCodec())
+
+
+def dumps(codec: Codec, value: object, *, what: str) -> bytes:
+    """Encode ``value`` into an envelope with ``codec``.
+
+    Args:
+        codec: a registered codec.
+        value: the value to record.
+        what: what is encoded, for the error message ("result of activity 'shop.charge'").
+
+    Raises:
+        SerializationError: the codec cannot encode ``value``.
+    """
+    try:
+        body = codec.encode(value)
+    except Exception as e:
+        raise SerializationError(what, _type_name(type(value)), _reason(e)) from e
+    return _envelope(codec, body)
+
+
+def loads(data: bytes, *, run_id: str, seq: int | None, what: str) -> object:
+    """Decode an envelope written by `dumps` with whichever registered codec wrote it.
+
+    Args:
+        data: the payload.
+        run_id: the run owning it, for the error message.
+        seq: its step number, or ``None`` for the run's own arguments / result.
+        what: which payload ("result", "error", "arguments").
+
+    Raises:
+        PayloadDecodeError: the payload is corrupt, from an unknown codec, or does not decode.
+    """
+    data = bytes(data)
+    if len(data) < _HEADER:
+        raise PayloadDecodeError(run_id, seq, what, f"payload truncated to {len(data)} bytes")
+    if data[:1] != MAGIC:
+        raise PayloadDecodeError(
+            run_id, seq, what, f"not a durable payload (magic byte {data[:1]!r}, not {MAGIC!r})"
+        )
+    tag, body = data[1:2], data[_HEADER:]
+    codec = _CODECS.get(tag)
+    if codec is None:
+        reason = f"unknown codec tag {tag!r}; register_codec() the codec that wrote it"
+        raise PayloadDecodeError(run_id, seq, what, reason)
+    if zlib.crc32(body, zlib.crc32(tag)) != int.from_bytes(data[2:_HEADER], "big"):
+        raise PayloadDecodeError(run_id, seq, what, "checksum mismatch: the payload is corrupt")
+    try:
+        return codec.decode(body)
+    except Exception as e:
+        raise PayloadDecodeError(run_id, seq, what, f"{codec.name} codec: {_reason(e)}") from e
+
+
+def dumps_error(codec: Codec, exc: BaseException, *, what: str) -> tuple[bytes, BaseException]:
+    """Encode an exception for recording, and return the exception the workflow must see.
+
+    The exception is round-tripped. If that fails or changes its type, an `ActivityError`
+    (type name, message, traceback text) is recorded and returned instead. Otherwise the
+    original is returned for `PickleCodec` (it keeps its traceback) and the decoded copy for
+    other codecs, which may drop attributes: the first run sees what every replay sees.
+
+    Returns:
+        ``(payload, exception to raise in the workflow)``.
+    """
+    _check_registered(codec)
+    try:
+        body = codec.encode(exc)
+        decoded = codec.decode(body)
+    except Exception:
+        pass
+    else:
+        if type(decoded) is type(exc) and isinstance(decoded, BaseException):
+            return _envelope(codec, body), exc if isinstance(codec, PickleCodec) else decoded
+    try:
+        message = str(exc)
+    except Exception:
+        message = "<str() failed>"
+    tb = "".join(traceback.format_exception(exc))
+    stand_in = ActivityError(_type_name(type(exc)), message, tb)
+    return dumps(codec, stand_in, what=what), stand_in
+
+
+def _envelope(codec: Codec, body: bytes) -> bytes:
+    _check_registered(codec)
+    crc = zlib.crc32(body, zlib.crc32(codec.tag))
+    return b"".join((MAGIC, codec.tag, crc.to_bytes(4, "big"), body))
+
+
+def _check_registered(codec: Codec) -> None:
+    taken = _CODECS.get(codec.tag)
+    if taken is not codec and (taken is None or type(taken) is not type(codec)):
+        raise ValueError(f"codec {codec.name!r} is not registered: call register_codec() first")
+
+
+def _type_name(cls: type) -> str:
+    mod = cls.__module__
+    return cls.__qualname__ if mod == "builtins" else f"{mod}.{cls.__qualname__}"
+
+
+def _reason(e: BaseException) -> str:
+    return str(e) if isinstance(e, _Unsupported) else f"{type(e).__name__}: {e}"
+
+
+# --- JSON encoding -------------------------------------------------------------------------
+
+
+class _Unsupported(TypeError):
+    def __init__(self, value: object) -> None:
+        super().__init__()
+        self.type_name = _type_name(type(value))
+        self.path: list[str] = []
+
+    def __str__(self) -> str:
+        where = "".join(reversed(self.path)) or "the top level"
+        return f"the JSON codec cannot encode a {self.type_name} value (at {where})"
+
+
+def _at(value: object, key: str) -> Any:
+    try:
+        return _enc(value)
+    except _Unsupported as e:
+        e.path.append(key)
+        raise
+
+
+def _class_path(cls: type) -> str:
+    path = f"{cls.__module__}:{cls.__qualname__}"
+    if "<locals>" in path or _lookup(path) is not cls:
+        raise TypeError(
+            f"{_type_name(cls)} cannot be found by name on decode; define it at module level"
+        )
+    return path
+
+
+def _enc_tz(tz: tzinfo | None) -> Any:
+    if tz is None:
+        return None
+    if isinstance(tz, ZoneInfo) and tz.key is not None:
+        return {"zone": tz.key}
+    if isinstance(tz, timezone):
+        offset = tz.utcoffset(None)
+        name = tz.tzname(None)
+        plain = name == timezone(offset).tzname(None)
+        return {"offset": offset // timedelta(microseconds=1), "name": None if plain else name}
+    raise TypeError(f"the JSON codec cannot encode tzinfo {tz!r}; use timezone or ZoneInfo")
+
+
+def _enc(v: object) -> Any:
+    t = type(v)
+    if v is None or t is bool or t is int or t is float or t is str:
+        return v
+    if isinstance(v, list) and t is list:
+        return [_at(x, f"[{i}]") for i, x in enumerate(v)]
+    if isinstance(v, dict) and t is dict:
+        if _TAG not in v and all(type(k) is str for k in v):
+            return {k: _at(x, f"[{k!r}]") for k, x in v.items()}
+        items = [[_at(k, f"<key {i}>"), _at(x, f"[{k!r}]")] for i, (k, x) in enumerate(v.items())]
+        return {_TAG: "dict", "items": items}
+    if isinstance(v, tuple | set | frozenset) and t in (tuple, set, frozenset):
+        return {_TAG: t.__name__, "items": [_at(x, f"[{i}]") for i, x in enumerate(v)]}
+    if isinstance(v, bytes) and t is bytes:
+        return {_TAG: "bytes", "b64": base64.b64encode(v).decode()}
+    if isinstance(v, datetime | time) and t in (datetime, time):
+        tagged = {_TAG: t.__name__, "value": v.isoformat(), "tz": _enc_tz(v.tzinfo)}
+        return tagged | ({"fold": 1} if v.fold else {})
+    if isinstance(v, date) and t is date:
+        return {_TAG: "date", "value": v.isoformat()}
+    if isinstance(v, timedelta) and t is timedelta:
+        return {_TAG: "timedelta", "value": [v.days, v.seconds, v.microseconds]}
+    if isinstance(v, UUID | Decimal) and t in (UUID, Decimal):
+        return {_TAG: t.__name__.lower(), "value": str(v)}
+    if isinstance(v, Enum):
+        return {_TAG: "enum", "type": _class_path(t), "value": _at(v.value, ".value")}
+    if isinstance(v, BaseException):
+        state = {}
+        for k, x in vars(v).items():
+            try:
+                state[k] = _enc(x)
+            except Exception:
+                continue  # JSON keeps the attributes it can encode
+        args = [_at(a, f".args[{i}]") for i, a in enumerate(v.args)]
+        return {
+            _TAG: "exception",
+            "type": _class_path(t),
+            "args": args,
+            "message": str(v),
+            "state": state,
+        }
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        fields = {f.name: _at(getattr(v, f.name), f".{f.name}") for f in dataclasses.fields(v)}
+        return {_TAG: "dataclass", "type": _class_path(t), "value": fields}
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and isinstance(v, pydantic.BaseModel):
+        try:
+            dumped = _enc(v.model_dump(mode="python", round_trip=True))
+            mode = "python"
+        except TypeError:
+            dumped, mode = v.model_dump(mode="json", round_trip=True), "json"
+        return {_TAG: "pydantic", "type": _class_path(t), "mode": mode, "value": dumped}
+    raise _Unsupported(v)
+
+
+# --- JSON decoding -------------------------------------------------------------------------
+
+
+def _lookup(path: str) -> object:
+    module, _, qualname = path.partition(":")
+    obj: object = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _allowed(path: str, kind: str) -> Any:
+    cls = _lookup(path)
+    pydantic = sys.modules.get("pydantic")
+    ok = isinstance(cls, type) and (
+        (kind == "dataclass" and dataclasses.is_dataclass(cls))
+        or (kind == "enum" and issubclass(cls, Enum))
+        or (kind == "exception" and issubclass(cls, BaseException))
+        or (kind == "pydantic" and pydantic is not None and issubclass(cls, pydantic.BaseModel))
+    )
+    if not ok:
+        raise ValueError(f"refusing to instantiate {path!r}: it is not a {kind} class")
+    return cls
+
+
+def _dec_tz(spec: Any) -> tzinfo | None:
+    if spec is None:
+        return None
+    if "zone" in spec:
+        return ZoneInfo(spec["zone"])
+    offset = timedelta(microseconds=spec["offset"])
+    return timezone(offset) if spec["name"] is None else timezone(offset, spec["name"])
+
+
+def _dec(o: Any) -> Any:
+    if isinstance(o, list):
+        return [_dec(x) for x in o]
+    if not isinstance(o, dict):
+        return o
+    kind = o.get(_TAG)
+    if kind is None:
+        return {k: _dec(x) for k, x in o.items()}
+    match kind:
+        case "tuple" | "set" | "frozenset" | "dict":
+            items = [_dec(x) for x in o["items"]]
+            return {"tuple": tuple, "set": set, "frozenset": frozenset, "dict": dict}[kind](items)
+        case "bytes":
+            return base64.b64decode(o["b64"], validate=True)
+        case "datetime" | "time":
+            parsed = (datetime if kind == "datetime" else time).fromisoformat(o["value"])
+            return parsed.replace(tzinfo=_dec_tz(o["tz"]), fold=o.get("fold", 0))
+        case "date":
+            return date.fromisoformat(o["value"])
+        case "timedelta":
+            days, seconds, micros = o["value"]
+            return timedelta(days=days, seconds=seconds, microseconds=micros)
+        case "uuid":
+            return UUID(o["value"])
+        case "decimal":
+            return Decimal(o["value"])
+        case "enum":
+            return _allowed(o["type"], "enum")(_dec(o["value"]))
+        case "dataclass":
+            cls = _allowed(o["type"], kind)
+            kwargs = {k: _dec(x) for k, x in o["value"].items()}
+            late = {
+                f.name: kwargs.pop(f.name)
+                for f in dataclasses.fields(cls)
+                if not f.init and f.name in kwargs
+            }
+            obj = cls(**kwargs)
+            for name, x in late.items():
+                object.__setattr__(obj, name, x)
+            return obj
+        case "pydantic":
+            cls = _allowed(o["type"], kind)
+            if o["mode"] == "json":
+                return cls.model_validate_json(json.dumps(o["value"]))
+            return cls.model_validate(_dec(o["value"]))
+        case "exception":
+            return _dec_exception(o)
+    raise ValueError(f"unknown JSON tag {kind!r}")
+
+
+def _dec_exception(o: Any) -> BaseException:
+    cls = _allowed(o["type"], "exception")
+    args, state = tuple(_dec(o["args"])), _dec(o["state"])
+    try:
+        if issubclass(cls, DurableError):  # rebuilt from args and state, like its __reduce__
+            exc: BaseException = cls.__new__(cls)
+            exc.args = args
+        else:
+            exc = cls(*args)
+        exc.__dict__.update(state)
+    except Exception:
+        module, _, qualname = o["type"].partition(":")
+        return ActivityError(
+            qualname if module == "builtins" else f"{module}.{qualname}", o["message"]
+        )
+    return exc

@@ -1,0 +1,125 @@
+"""The run context: what workflow code may ask of the engine that executes it.
+
+The public functions (`durable.sleep`, `durable.now`, the decorators...) never import the engine;
+they read the `RunContext` that the engine put in a `ContextVar` and delegate to it. A
+`ContextVar` follows the workflow into the tasks it spawns (``asyncio.gather``, task groups), so
+concurrent branches share their run's context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+from uuid import UUID
+
+from durable._errors import NotInWorkflowError
+from durable._types import Info
+
+if TYPE_CHECKING:
+    from durable._registry import ActivityDefinition, WorkflowDefinition
+
+__all__ = ["RunContext", "activity_info", "current", "current_or_none", "in_workflow"]
+
+
+class RunContext(Protocol):
+    """Implemented by the engine for the run it executes."""
+
+    def call_activity(
+        self,
+        defn: ActivityDefinition,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        location: str | None,
+    ) -> Awaitable[Any]:
+        """Number the call as the next step now; the awaitable replays or executes it."""
+        ...
+
+    def call_workflow(
+        self,
+        defn: WorkflowDefinition,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        location: str | None,
+    ) -> Awaitable[Any]:
+        """Number the call as the next step now; the awaitable runs it as a child run."""
+        ...
+
+    async def sleep(self, seconds: float, location: str | None) -> None:
+        """Record a timer step and wait until it is due."""
+        ...
+
+    def now(self, location: str | None) -> datetime:
+        """The recorded current time (UTC)."""
+        ...
+
+    def uuid4(self, location: str | None) -> UUID:
+        """A recorded random UUID."""
+        ...
+
+    def random(self, location: str | None) -> float:
+        """A recorded random float in [0, 1)."""
+        ...
+
+    def info(self) -> Info:
+        """Where the workflow code is."""
+        ...
+
+
+_current: ContextVar[RunContext | None] = ContextVar("durable_run_context", default=None)
+_activity: ContextVar[Info | None] = ContextVar("durable_activity_info", default=None)
+
+
+def current_or_none() -> RunContext | None:
+    """The context of the run executing this code, or ``None`` outside workflow code."""
+    return _current.get()
+
+
+def current(call: str) -> RunContext:
+    """The context of the run executing this code.
+
+    Raises:
+        NotInWorkflowError: outside workflow code; the message names ``call``.
+    """
+    ctx = _current.get()
+    if ctx is None:
+        where = "inside an activity" if _activity.get() is not None else "outside any run"
+        raise NotInWorkflowError(
+            f"durable.{call}() was called {where}; it records a step, so it may only be called "
+            "from the body of a @durable.workflow that is being run (durable.run / execute / "
+            "start), not from an activity or plain code"
+        )
+    return ctx
+
+
+def in_workflow() -> bool:
+    """True when called from workflow code that a run is executing (not from an activity)."""
+    return _current.get() is not None
+
+
+def activity_info() -> Info | None:
+    """The `Info` of the activity attempt executing this code, or ``None``."""
+    return _activity.get()
+
+
+def enter_run(ctx: RunContext | None) -> Any:
+    """Make ``ctx`` current; returns the token for `leave_run`."""
+    return _current.set(ctx)
+
+
+def leave_run(token: Any) -> None:
+    """Undo `enter_run`."""
+    _current.reset(token)
+
+
+def enter_activity(info: Info) -> tuple[Any, Any]:
+    """Mark the current task as running an activity attempt (no run context inside it)."""
+    return _current.set(None), _activity.set(info)
+
+
+def leave_activity(tokens: tuple[Any, Any]) -> None:
+    """Undo `enter_activity`."""
+    _activity.reset(tokens[1])
+    _current.reset(tokens[0])

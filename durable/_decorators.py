@@ -1,0 +1,210 @@
+"""``@workflow`` and ``@activity``: transparent wrappers that hand calls to the current run.
+
+Outside a run a decorated function behaves exactly like the undecorated one (same result, same
+signature, same ``inspect`` answers, works on methods), so decorating existing code breaks no
+caller. Inside a run, calling an activity or a workflow returns an awaitable that the run's
+engine replays or executes as one step; the step number is taken at the moment of the call, so
+steps started together (``asyncio.gather``, ``start_soon``) are numbered in the order written.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar, overload
+
+import wrapt
+
+from durable import _context
+from durable._codec import DEFAULT_CODEC, Codec
+from durable._registry import ActivityDefinition, WorkflowDefinition, register_workflow
+from durable._retry import NO_RETRY, RetryPolicy
+
+__all__ = ["activity", "caller_location", "definition_of", "workflow"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_SKIP = (_HERE, os.path.dirname(os.path.abspath(wrapt.__file__)))
+
+
+def caller_location() -> str | None:
+    """``"file:line"`` of the first frame outside `durable` and `wrapt`: the user's call site."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_SKIP):
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return None
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+class _Durable(wrapt.FunctionWrapper[Any, Any]):
+    """A wrapt proxy that also carries the definition (``_self_`` attributes stay on the proxy)."""
+
+    def __init__(self, wrapped: Callable[..., Any], wrapper: Any, defn: Any) -> None:
+        super().__init__(wrapped, wrapper)
+        self._self_durable_definition = defn
+
+
+def definition_of(obj: object) -> WorkflowDefinition | ActivityDefinition | None:
+    """The definition behind a decorated function (or a bound method of one), else ``None``."""
+    defn = getattr(obj, "_self_durable_definition", None)
+    if defn is None:
+        parent = getattr(obj, "_self_parent", None)
+        defn = getattr(parent, "_self_durable_definition", None)
+    if isinstance(defn, WorkflowDefinition | ActivityDefinition):
+        return defn
+    return None
+
+
+def _default_name(fn: Callable[..., Any]) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+def _check_name(name: str | None, decorator: str) -> None:
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise ValueError(f"@{decorator}(name=...) must be a non-empty string, not {name!r}")
+
+
+@overload
+def workflow(fn: Callable[P, Coroutine[Any, Any, R]], /) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+
+@overload
+def workflow(
+    *, name: str | None = None, codec: Codec | None = None
+) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]: ...
+
+
+def workflow(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    codec: Codec | None = None,
+) -> Any:
+    """Declare an ``async def`` as a durable workflow.
+
+    Args:
+        fn: the workflow function (when used as ``@workflow`` without parentheses).
+        name: the name recorded with its runs; defaults to ``"module.qualname"``. Keep it
+            stable: runs are matched to code by this name.
+        codec: how its arguments, results and steps are encoded; defaults to cloudpickle.
+
+    Outside a run, calling the workflow just runs the function. Inside a run, calling it starts a
+    child run (id ``"<parent id>/<step>"``) whose result or error becomes one step of the parent.
+
+    Raises:
+        TypeError: the function is not ``async def``.
+    """
+    _check_name(name, "workflow")
+
+    def decorate(f: Callable[..., Any]) -> Any:
+        if not inspect.iscoroutinefunction(f):
+            raise TypeError(
+                f"@workflow needs an 'async def' function, but {_default_name(f)} is not one; "
+                "declare it 'async def' (blocking work belongs in an @activity)"
+            )
+        defn = WorkflowDefinition(name or _default_name(f), f, codec or DEFAULT_CODEC)
+        register_workflow(defn)
+
+        def call(
+            wrapped: Callable[..., Any],
+            instance: Any,
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+        ) -> Any:
+            ctx = _context.current_or_none()
+            if ctx is None:
+                return wrapped(*args, **kwargs)
+            if instance is not None:
+                args = (instance, *args)
+            return ctx.call_workflow(defn, args, kwargs, caller_location())
+
+        return _Durable(f, call, defn)
+
+    return decorate if fn is None else decorate(fn)
+
+
+@overload
+def activity(fn: Callable[P, R], /) -> Callable[P, R]: ...
+
+
+@overload
+def activity(
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    compensate: Callable[..., Any] | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+
+def activity(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    compensate: Callable[..., Any] | None = None,
+) -> Any:
+    """Declare a function as an activity: a side effect whose result is recorded once.
+
+    Args:
+        fn: the activity (``async def``, or a plain ``def`` that runs in a worker thread).
+        name: the name recorded in history; defaults to ``"module.qualname"``.
+        retry: how failed attempts are retried; without it the activity is attempted once.
+        timeout: seconds an attempt may take; a slower attempt is cancelled and fails with
+            `durable.ActivityTimeout` (a plain ``def`` activity's thread is abandoned, not
+            stopped).
+        compensate: the undo to run if the workflow later fails (saga).
+
+    Outside a run, calling the activity just runs it. Inside a run the call returns an
+    awaitable (also for a plain ``def``): ``await charge(order)``.
+
+    Raises:
+        TypeError / ValueError: an argument has the wrong type or range.
+    """
+    _check_name(name, "activity")
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise TypeError(f"@activity(retry=...) must be a durable.RetryPolicy, not {retry!r}")
+    if timeout is not None and (
+        not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0
+    ):
+        raise ValueError(f"@activity(timeout=...) must be a number of seconds > 0, not {timeout!r}")
+    if compensate is not None and not callable(compensate):
+        raise TypeError(f"@activity(compensate=...) must be callable, not {compensate!r}")
+
+    def decorate(f: Callable[..., Any]) -> Any:
+        if not callable(f):
+            raise TypeError(f"@activity needs a function, not {f!r}")
+        if definition_of(f) is not None:
+            raise TypeError(f"{_default_name(f)} is already decorated with @workflow/@activity")
+        defn = ActivityDefinition(
+            name=name or _default_name(f),
+            fn=f,
+            is_async=inspect.iscoroutinefunction(f),
+            retry=retry or NO_RETRY,
+            timeout=float(timeout) if timeout is not None else None,
+            compensate=compensate,
+        )
+
+        def call(
+            wrapped: Callable[..., Any],
+            instance: Any,
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+        ) -> Any:
+            ctx = _context.current_or_none()
+            if ctx is None:
+                return wrapped(*args, **kwargs)
+            return ctx.call_activity(defn, wrapped, args, kwargs, caller_location())
+
+        return _Durable(f, call, defn)
+
+    return decorate if fn is None else decorate(fn)

@@ -1,0 +1,439 @@
+"""The engine: replays one run from the top and executes the steps it has not recorded yet.
+
+Workflow code is plain ``async def`` code. The engine makes itself the run's `RunContext`, then
+awaits the workflow function. Every intercepted call takes the next step number at the moment it
+is made. A step already recorded returns its recorded result (or raises its recorded error)
+without executing; a new step executes and is committed before its result reaches the workflow.
+
+Replay check: a recorded step whose kind or name differs from the call now made raises
+`NonDeterminismError`. That error, a lost lease, and an undecodable payload are *fatal*: they stick
+to the engine (a workflow that catches them cannot continue past them) and decide the outcome.
+Diverged and undecodable runs become ``blocked``; they keep their history and resume when run
+again with compatible code (or a repaired row).
+
+Helper steps (`now`, `uuid4`, `random`) are buffered and committed in the same transaction as
+the next step or outcome, and always before the next activity starts, so no side effect can
+observe a value that a crash could change.
+"""
+
+from __future__ import annotations
+
+import functools
+import random as _random
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from durable import _context
+from durable._clock import Clock
+from durable._codec import dumps, dumps_error, loads
+from durable._errors import (
+    ActivityTimeout,
+    LeaseLost,
+    NonDeterminismError,
+    PayloadDecodeError,
+    SerializationError,
+)
+from durable._registry import ActivityDefinition, WorkflowDefinition
+from durable._types import Info, RunStatus, StepKind, StepStatus
+from durable.store import Lease, RunRecord, RunUpdate, StepRecord, Store
+
+__all__ = ["ChildRunner", "Engine"]
+
+ChildRunner = Callable[
+    [WorkflowDefinition, str, tuple[Any, ...], dict[str, Any], str], Awaitable[Any]
+]
+"""Runs a child workflow ``(defn, child_id, args, kwargs, parent_id)`` to its outcome."""
+
+_FATAL = (NonDeterminismError, LeaseLost, PayloadDecodeError)
+
+
+class Engine:
+    """Executes one run under a lease; implements `durable._context.RunContext`."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        run: RunRecord,
+        lease: Lease,
+        defn: WorkflowDefinition,
+        steps: list[StepRecord],
+        clock: Clock,
+        child_runner: ChildRunner,
+    ) -> None:
+        self._store = store
+        self._run = run
+        self._lease = lease
+        self._defn = defn
+        self._codec = defn.codec
+        self._clock = clock
+        self._child_runner = child_runner
+        self._recorded = {step.seq: step for step in steps}
+        self._seq = 0
+        self._pending: list[StepRecord] = []
+        self.fatal: BaseException | None = None
+
+    # -- the run ---------------------------------------------------------------------------
+
+    async def run(self) -> Any:
+        """Run the workflow body to its end and record the outcome.
+
+        Returns:
+            The workflow's result.
+
+        Raises:
+            The workflow's exception (run recorded ``failed``), `NonDeterminismError` or
+            `PayloadDecodeError` (run recorded ``blocked``), `LeaseLost` (nothing recorded).
+        """
+        run_id, name = self._run.id, self._defn.name
+        token = _context.enter_run(self)
+        try:
+            args, kwargs = self._load(self._run.args, None, "arguments")
+            result = await self._defn.fn(*args, **kwargs)
+        except Exception as exc:
+            if self.fatal is None:
+                await self._fail(exc)
+                raise
+            result = None
+        finally:
+            _context.leave_run(token)
+        if self.fatal is None and max(self._recorded, default=0) > self._seq:
+            step = self._recorded[max(self._recorded)]
+            self.fatal = NonDeterminismError(
+                run_id,
+                step.seq,
+                f"{step.kind} {step.name!r}",
+                step.location,
+                "no such step (the workflow returned first)",
+                None,
+            )
+        if self.fatal is not None:
+            await self._block(self.fatal)
+            raise self.fatal
+        try:
+            payload = dumps(
+                self._codec, result, what=f"result of workflow {name!r} (run {run_id!r})"
+            )
+        except SerializationError as exc:
+            await self._fail(exc)
+            raise
+        await self._commit((), RunUpdate(RunStatus.COMPLETED, result=payload, release=True))
+        return result
+
+    async def _fail(self, exc: Exception) -> None:
+        error, _ = dumps_error(self._codec, exc, what=f"error of run {self._run.id!r}")
+        text = f"{type(exc).__qualname__}: {exc}"
+        await self._commit(
+            (), RunUpdate(RunStatus.FAILED, error=error, error_text=text, release=True)
+        )
+
+    async def _block(self, fatal: BaseException) -> None:
+        if isinstance(fatal, LeaseLost):
+            return  # someone else owns the run now: write nothing
+        self._pending.clear()  # values from a diverged replay must not be recorded
+        update = RunUpdate(RunStatus.BLOCKED, error_text=str(fatal), release=True)
+        await self._commit((), update)
+
+    # -- step bookkeeping ------------------------------------------------------------------
+
+    def _step(
+        self, kind: StepKind, name: str, location: str | None
+    ) -> tuple[int, StepRecord | None]:
+        if self.fatal is not None:
+            raise self.fatal
+        self._seq += 1
+        seq = self._seq
+        recorded = self._recorded.get(seq)
+        if recorded is not None and (recorded.kind != kind or recorded.name != name):
+            self.fatal = NonDeterminismError(
+                self._run.id,
+                seq,
+                f"{recorded.kind} {recorded.name!r}",
+                recorded.location,
+                f"{kind} {name!r}",
+                location,
+            )
+            raise self.fatal
+        return seq, recorded
+
+    def _load(self, data: bytes | None, seq: int | None, what: str) -> Any:
+        try:
+            return loads(data or b"", run_id=self._run.id, seq=seq, what=what)
+        except PayloadDecodeError as exc:
+            self.fatal = exc
+            raise
+
+    def _replayed(self, step: StepRecord) -> Any:
+        if step.status == StepStatus.FAILED:
+            error = self._load(step.error, step.seq, "error")
+            raise error
+        return self._load(step.result, step.seq, "result")
+
+    async def _replay(self, step: StepRecord) -> Any:
+        return self._replayed(step)
+
+    async def _commit(
+        self, steps: tuple[StepRecord, ...] | list[StepRecord], update: RunUpdate | None = None
+    ) -> None:
+        batch = [*self._pending, *steps] if self._pending else steps
+        try:
+            await self._store.commit(self._lease, batch, update, now=self._clock.time())
+        except LeaseLost as exc:
+            self.fatal = exc
+            raise
+        self._pending = []
+
+    def _record(
+        self,
+        seq: int,
+        kind: StepKind,
+        name: str,
+        started: float,
+        attempts: int,
+        location: str | None,
+        *,
+        result: bytes | None = None,
+        error: bytes | None = None,
+    ) -> StepRecord:
+        return StepRecord(
+            run_id=self._run.id,
+            seq=seq,
+            kind=kind,
+            name=name,
+            status=StepStatus.FAILED if error is not None else StepStatus.COMPLETED,
+            attempts=attempts,
+            started_at=started,
+            finished_at=self._clock.time(),
+            result=result,
+            error=error,
+            location=location,
+        )
+
+    async def _record_failure(
+        self,
+        seq: int,
+        kind: StepKind,
+        name: str,
+        started: float,
+        attempts: int,
+        location: str | None,
+        exc: Exception,
+    ) -> BaseException:
+        error, seen = dumps_error(self._codec, exc, what=f"error of {kind} {name!r} (step {seq})")
+        await self._commit(
+            [self._record(seq, kind, name, started, attempts, location, error=error)]
+        )
+        return seen
+
+    async def _record_result(
+        self,
+        seq: int,
+        kind: StepKind,
+        name: str,
+        started: float,
+        attempts: int,
+        location: str | None,
+        value: Any,
+    ) -> Any:
+        try:
+            payload = dumps(
+                self._codec,
+                value,
+                what=f"result of {kind} {name!r} (run {self._run.id!r}, step {seq})",
+            )
+        except SerializationError as exc:
+            raise await self._record_failure(
+                seq, kind, name, started, attempts, location, exc
+            ) from None
+        await self._commit(
+            [self._record(seq, kind, name, started, attempts, location, result=payload)]
+        )
+        return value
+
+    # -- RunContext: activities ------------------------------------------------------------
+
+    def call_activity(
+        self,
+        defn: ActivityDefinition,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        location: str | None,
+    ) -> Awaitable[Any]:
+        """Number the call now; return an awaitable that replays or executes it."""
+        seq, recorded = self._step(StepKind.ACTIVITY, defn.name, location)
+        if recorded is not None:
+            return self._replay(recorded)
+        return self._execute_activity(seq, defn, fn, args, kwargs, location)
+
+    async def _execute_activity(
+        self,
+        seq: int,
+        defn: ActivityDefinition,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        location: str | None,
+    ) -> Any:
+        if self._pending:
+            await self._commit(())
+        started = self._clock.time()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                value = await self._attempt(defn, fn, args, kwargs, seq, attempt)
+            except Exception as exc:
+                if defn.retry.retries(exc, attempt):
+                    await self._clock.sleep(defn.retry.delay(attempt))
+                    continue
+                seen = await self._record_failure(
+                    seq, StepKind.ACTIVITY, defn.name, started, attempt, location, exc
+                )
+                raise seen from None
+            return await self._record_result(
+                seq, StepKind.ACTIVITY, defn.name, started, attempt, location, value
+            )
+
+    async def _attempt(
+        self,
+        defn: ActivityDefinition,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        seq: int,
+        attempt: int,
+    ) -> Any:
+        run_id = self._run.id
+        info = Info(run_id, self._defn.name, seq, attempt, f"{run_id}/{seq}")
+        tokens = _context.enter_activity(info)
+        try:
+            if defn.timeout is None:
+                return await self._invoke(defn, fn, args, kwargs)
+            with anyio.CancelScope(deadline=anyio.current_time() + defn.timeout) as scope:
+                return await self._invoke(defn, fn, args, kwargs)
+            if scope.cancelled_caught:
+                raise ActivityTimeout(defn.name, defn.timeout)
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            _context.leave_activity(tokens)
+
+    @staticmethod
+    async def _invoke(
+        defn: ActivityDefinition,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        if defn.is_async:
+            return await fn(*args, **kwargs)
+        call = functools.partial(fn, *args, **kwargs)
+        return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+
+    # -- RunContext: child workflows -------------------------------------------------------
+
+    def call_workflow(
+        self,
+        defn: WorkflowDefinition,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        location: str | None,
+    ) -> Awaitable[Any]:
+        """Number the call now; return an awaitable that replays it or runs the child run."""
+        seq, recorded = self._step(StepKind.CHILD, defn.name, location)
+        if recorded is not None:
+            return self._replay(recorded)
+        return self._execute_child(seq, defn, args, kwargs, location)
+
+    async def _execute_child(
+        self,
+        seq: int,
+        defn: WorkflowDefinition,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        location: str | None,
+    ) -> Any:
+        if self._pending:
+            await self._commit(())
+        started = self._clock.time()
+        child_id = f"{self._run.id}/{seq}"
+        try:
+            value = await self._child_runner(defn, child_id, args, kwargs, self._run.id)
+        except _FATAL as exc:
+            self.fatal = exc  # the child cannot progress, so neither can this run
+            raise
+        except Exception as exc:
+            raise await self._record_failure(
+                seq, StepKind.CHILD, defn.name, started, 1, location, exc
+            ) from None
+        return await self._record_result(
+            seq, StepKind.CHILD, defn.name, started, 1, location, value
+        )
+
+    # -- RunContext: timers and deterministic helpers --------------------------------------
+
+    async def sleep(self, seconds: float, location: str | None) -> None:
+        """Record a timer step with its due time, then wait until it is due."""
+        seq, recorded = self._step(StepKind.TIMER, "sleep", location)
+        if recorded is not None:
+            due = float(self._replayed(recorded))
+            new: list[StepRecord] = []
+        else:
+            started = self._clock.time()
+            due = started + seconds
+            payload = dumps(self._codec, due, what=f"due time of step {seq}")
+            new = [self._record(seq, StepKind.TIMER, "sleep", started, 1, location, result=payload)]
+        remaining = due - self._clock.time()
+        if remaining <= 0:
+            if new:
+                await self._commit(new)
+            return
+        await self._commit(new, RunUpdate(RunStatus.SLEEPING))
+        await self._clock.sleep(remaining)
+        await self._commit((), RunUpdate(RunStatus.RUNNING))
+
+    def _helper(self, kind: StepKind, location: str | None, make: Callable[[], Any]) -> Any:
+        seq, recorded = self._step(kind, str(kind), location)
+        if recorded is not None:
+            return self._replayed(recorded)
+        value = make()
+        now = self._clock.time()
+        payload = dumps(self._codec, value, what=f"value of {kind}() (step {seq})")
+        self._pending.append(
+            StepRecord(
+                run_id=self._run.id,
+                seq=seq,
+                kind=kind,
+                name=str(kind),
+                status=StepStatus.COMPLETED,
+                attempts=1,
+                started_at=now,
+                finished_at=now,
+                result=payload,
+                location=location,
+            )
+        )
+        return value
+
+    def now(self, location: str | None) -> datetime:
+        """The current time (UTC), recorded."""
+        return self._helper(  # type: ignore[no-any-return]
+            StepKind.NOW, location, lambda: datetime.fromtimestamp(self._clock.time(), UTC)
+        )
+
+    def uuid4(self, location: str | None) -> uuid.UUID:
+        """A random UUID, recorded."""
+        return self._helper(StepKind.UUID4, location, uuid.uuid4)  # type: ignore[no-any-return]
+
+    def random(self, location: str | None) -> float:
+        """A random float in [0, 1), recorded."""
+        return self._helper(StepKind.RANDOM, location, _random.random)  # type: ignore[no-any-return]
+
+    def info(self) -> Info:
+        """Run id, workflow name and the number of the last step called."""
+        return Info(self._run.id, self._defn.name, self._seq, 0, None)

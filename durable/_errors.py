@@ -1,0 +1,250 @@
+"""Every error `durable` raises, rooted at `DurableError`.
+
+    DurableError
+    ├── NotInWorkflowError        a workflow-only call made outside a run
+    ├── NotAWorkflowError         (also TypeError) `run`/`start` given a non-@workflow
+    ├── RunningLoopError          (also RuntimeError) `durable.run` called inside an event loop
+    ├── WorkflowIdConflict        an id already recorded under another workflow
+    ├── WorkflowNotFound          no run with that id
+    ├── NonDeterminismError       replayed code diverged from the recorded history; run is blocked
+    ├── LeaseLost                 another executor took the run over; stop touching it
+    ├── ActivityError             stand-in for an activity exception that could not be serialised
+    ├── ActivityTimeout           (also TimeoutError) an activity attempt ran past its timeout
+    ├── SerializationError        a result or argument could not be encoded
+    ├── PayloadDecodeError        a recorded payload could not be decoded
+    └── StoreError                the store cannot be used as asked
+        └── SchemaVersionError    the database was written by an unknown (newer) schema
+
+Every error pickles and cloudpickles by its public name (``durable.X``) with its fields intact:
+`DurableError.__reduce__` rebuilds the instance from its ``args`` and ``__dict__`` without calling
+``__init__``, so subclasses may take any constructor signature.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ActivityError",
+    "ActivityTimeout",
+    "DurableError",
+    "LeaseLost",
+    "NonDeterminismError",
+    "NotAWorkflowError",
+    "NotInWorkflowError",
+    "PayloadDecodeError",
+    "RunningLoopError",
+    "SchemaVersionError",
+    "SerializationError",
+    "StoreError",
+    "WorkflowIdConflict",
+    "WorkflowNotFound",
+]
+
+
+class DurableError(Exception):
+    """Base class of every error raised by `durable`."""
+
+    @classmethod
+    def _rebuild(cls, args: tuple[Any, ...], state: dict[str, Any]) -> DurableError:
+        self = cls.__new__(cls)
+        self.args = args
+        self.__dict__.update(state)
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self)._rebuild, (self.args, dict(self.__dict__)))
+
+
+class NotInWorkflowError(DurableError):
+    """A call that only makes sense inside a running workflow was made outside one."""
+
+
+class NotAWorkflowError(DurableError, TypeError):
+    """`durable.run`, `execute` or `start` was given a callable that is not a ``@workflow``."""
+
+
+class RunningLoopError(DurableError, RuntimeError):
+    """`durable.run` was called from inside a running event loop; use ``await durable.execute``."""
+
+
+class WorkflowIdConflict(DurableError):
+    """The run id is already recorded for a different workflow.
+
+    Attributes:
+        run_id: the id that was asked for.
+        recorded: the workflow name recorded under that id.
+        requested: the workflow name that was asked for now.
+    """
+
+    def __init__(self, run_id: str, recorded: str, requested: str) -> None:
+        super().__init__(
+            f"run {run_id!r} is already recorded for workflow {recorded!r}, not {requested!r}; "
+            "a run id is an idempotency key for one workflow: choose another id for this call"
+        )
+        self.run_id = run_id
+        self.recorded = recorded
+        self.requested = requested
+
+
+class WorkflowNotFound(DurableError):
+    """No run is recorded under the given id.
+
+    Attributes:
+        run_id: the id that was looked up.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(
+            f"no run {run_id!r} in this store; start it with durable.start(...) or "
+            "durable.run(...), or check the id and the store URL"
+        )
+        self.run_id = run_id
+
+
+class NonDeterminismError(DurableError):
+    """Replaying a run made a different call than the one recorded at the same step.
+
+    The run is not failed: it keeps its history, its status becomes ``blocked``, and running it
+    again with code that makes the recorded calls resumes it.
+
+    Attributes:
+        run_id: the run whose history diverged.
+        seq: the step number (from 1).
+        recorded: ``"<kind> <name>"`` recorded at that step.
+        called: ``"<kind> <name>"`` called now.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        seq: int,
+        recorded: str,
+        recorded_at: str | None,
+        called: str,
+        called_at: str | None,
+    ) -> None:
+        super().__init__(
+            f"run {run_id!r} diverged from its history at step {seq}: it recorded {recorded} "
+            f"(first called at {recorded_at or 'an unknown line'}), but the code now calls "
+            f"{called} (at {called_at or 'an unknown line'}). Workflow code must make the same "
+            "calls in the same order when it replays. Restore the code this run started with "
+            "(or make the change only for new runs), then run the same id again: the run is "
+            "blocked, not failed, and keeps its recorded steps."
+        )
+        self.run_id = run_id
+        self.seq = seq
+        self.recorded = recorded
+        self.recorded_at = recorded_at
+        self.called = called
+        self.called_at = called_at
+
+
+class LeaseLost(DurableError):
+    """This executor's lease on the run was taken over; it must stop advancing the run.
+
+    Attributes:
+        run_id: the run whose lease was lost.
+    """
+
+    def __init__(self, run_id: str, detail: str = "") -> None:
+        super().__init__(
+            f"lost the lease on run {run_id!r}{': ' + detail if detail else ''}; another executor "
+            "took it over (this one stalled past its lease), so this executor stops and writes "
+            "nothing more for the run"
+        )
+        self.run_id = run_id
+
+
+class ActivityError(DurableError):
+    """Recorded stand-in for an activity exception that could not be serialised.
+
+    The workflow sees this same error on the first run and on every replay.
+
+    Attributes:
+        type_name: qualified name of the original exception type.
+        message: ``str()`` of the original exception.
+        traceback: the original traceback, formatted as text.
+    """
+
+    def __init__(self, type_name: str, message: str, traceback: str = "") -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.traceback = traceback
+
+
+class ActivityTimeout(DurableError, TimeoutError):
+    """An activity attempt ran past its ``timeout`` and was cancelled. Counts as a failed attempt.
+
+    Attributes:
+        activity: the activity name.
+        timeout: the timeout in seconds.
+    """
+
+    def __init__(self, activity: str, timeout: float) -> None:
+        super().__init__(f"activity {activity!r} timed out after {timeout:g} s")
+        self.activity = activity
+        self.timeout = timeout
+
+
+class SerializationError(DurableError):
+    """A value could not be encoded by the run's codec. Never retried.
+
+    Attributes:
+        what: what was being encoded (for example ``"result of activity 'app.charge'"``).
+        type_name: the type of the value.
+    """
+
+    def __init__(self, what: str, type_name: str, reason: str) -> None:
+        super().__init__(
+            f"cannot encode the {what}: a {type_name} value is not serialisable ({reason}); "
+            "return plain data (or make the type picklable / use a codec that supports it)"
+        )
+        self.what = what
+        self.type_name = type_name
+        self.reason = reason
+
+
+class PayloadDecodeError(DurableError):
+    """A recorded payload could not be decoded (corrupt, or from a class that no longer exists).
+
+    Attributes:
+        run_id: the run that owns the payload.
+        seq: the step number, or ``None`` for the run's own arguments / result.
+        what: which payload (``"result"``, ``"error"``, ``"arguments"``).
+    """
+
+    def __init__(self, run_id: str, seq: int | None, what: str, reason: str) -> None:
+        where = f"step {seq}" if seq is not None else "the run record"
+        super().__init__(
+            f"cannot decode the {what} of run {run_id!r} at {where}: {reason}. The row is left "
+            "as it is; restore the code (classes) that wrote it, or repair the store row"
+        )
+        self.run_id = run_id
+        self.seq = seq
+        self.what = what
+        self.reason = reason
+
+
+class StoreError(DurableError):
+    """The store cannot be opened or used as asked (bad URL, not a durable database...)."""
+
+
+class SchemaVersionError(StoreError):
+    """The database schema was written by a newer (or unknown) version of `durable`.
+
+    Attributes:
+        found: the schema version in the database.
+        supported: the newest schema version this code understands.
+    """
+
+    def __init__(self, url: str, found: int, supported: int) -> None:
+        super().__init__(
+            f"the database {url!r} has durable schema version {found}, but this version of "
+            f"durable understands up to {supported}; upgrade durable (or point at another "
+            "database)"
+        )
+        self.url = url
+        self.found = found
+        self.supported = supported

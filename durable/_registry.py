@@ -1,0 +1,66 @@
+"""Workflow and activity definitions, and the name -> workflow map that executors look up."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from durable._codec import DEFAULT_CODEC, Codec
+from durable._retry import NO_RETRY, RetryPolicy
+
+__all__ = ["ActivityDefinition", "WorkflowDefinition", "lookup_workflow", "register_workflow"]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class WorkflowDefinition:
+    """A ``@workflow``: its name, the undecorated function and the codec for its payloads."""
+
+    name: str
+    fn: Callable[..., Any]
+    codec: Codec = field(default=DEFAULT_CODEC)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ActivityDefinition:
+    """An ``@activity``: name, function, whether it is ``async def``, retry, timeout, undo."""
+
+    name: str
+    fn: Callable[..., Any]
+    is_async: bool
+    retry: RetryPolicy = NO_RETRY
+    timeout: float | None = None
+    compensate: Callable[..., Any] | None = None
+
+
+_lock = threading.Lock()
+_workflows: dict[str, WorkflowDefinition] = {}
+
+
+def _origin(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def register_workflow(defn: WorkflowDefinition) -> None:
+    """Make ``defn`` findable by name.
+
+    Re-registering the same function origin (a module reloaded, a function defined in a loop or
+    a test) replaces the entry. Two different functions claiming one name is an error.
+
+    Raises:
+        ValueError: ``defn.name`` is taken by a different function.
+    """
+    with _lock:
+        existing = _workflows.get(defn.name)
+        if existing is not None and _origin(existing.fn) != _origin(defn.fn):
+            raise ValueError(
+                f"workflow name {defn.name!r} is already used by {_origin(existing.fn)}; "
+                f"{_origin(defn.fn)} needs another name: @workflow(name='...')"
+            )
+        _workflows[defn.name] = defn
+
+
+def lookup_workflow(name: str) -> WorkflowDefinition | None:
+    """The workflow registered under ``name`` in this process, if any."""
+    return _workflows.get(name)

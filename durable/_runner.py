@@ -1,0 +1,474 @@
+"""Entry points: `run`, `execute`, `start`, `get_handle`, and `WorkflowHandle`.
+
+Executing a run means: record it (or find it), take its lease, replay it with an `Engine` while a
+background task renews the lease, and release the lease when the engine is done. The same id
+again returns the recorded outcome without executing anything.
+
+Leases and takeover: a run whose executor was a process on this host that no longer exists is
+taken over at once; otherwise a run leased by someone else is waited for until that executor
+finishes it or its lease expires (`LEASE_SECONDS`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib
+import math
+import os
+import socket
+import sys
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+
+from durable._clock import Clock, SystemClock
+from durable._codec import dumps, loads
+from durable._decorators import definition_of
+from durable._engine import Engine
+from durable._errors import (
+    LeaseLost,
+    NotAWorkflowError,
+    RunningLoopError,
+    StoreError,
+    WorkflowIdConflict,
+    WorkflowNotFound,
+)
+from durable._registry import WorkflowDefinition
+from durable._types import RunStatus, Step, StepKind, StepStatus
+from durable.store import Lease, LeaseOwner, RunRecord, Store
+
+__all__ = ["LEASE_SECONDS", "WorkflowHandle", "execute", "get_handle", "run", "start"]
+
+LEASE_SECONDS = 30.0
+"""How long a lease lasts without renewal; an executor renews it every third of that."""
+
+DEFAULT_URL = "sqlite:///durable.db"
+
+_HOST = socket.gethostname()
+_active_owners: set[str] = set()
+_stores: dict[str, Store] = {}
+_stores_lock = threading.Lock()
+
+
+# -- stores ------------------------------------------------------------------------------------
+
+
+def resolve_store(store: Store | str | None) -> Store:
+    """A store object as given, or the (process-wide, cached) store for a URL.
+
+    ``None`` means the ``DURABLE_URL`` environment variable, else ``sqlite:///durable.db``.
+    ``memory://<name>`` gives a process-wide in-memory store.
+    """
+    if store is None:
+        store = os.environ.get("DURABLE_URL") or DEFAULT_URL
+    if isinstance(store, str):
+        with _stores_lock:
+            opened = _stores.get(store)
+            if opened is None:
+                opened = _open_store(store)
+                _stores[store] = opened
+            return opened
+    if isinstance(store, Store):
+        return store
+    raise TypeError(f"store= must be a durable store or a URL string, not {store!r}")
+
+
+def _open_store(url: str) -> Store:
+    backends = importlib.import_module("durable.backends")
+    if url.startswith("memory:"):
+        return backends.MemoryStore()  # type: ignore[no-any-return]
+    return backends.SQLStore(url)  # type: ignore[no-any-return]
+
+
+# -- argument checks ---------------------------------------------------------------------------
+
+
+def _workflow_definition(workflow: object, call: str) -> WorkflowDefinition:
+    defn = definition_of(workflow)
+    if isinstance(defn, WorkflowDefinition):
+        return defn
+    what = "an @activity" if defn is not None else repr(workflow)
+    raise NotAWorkflowError(
+        f"durable.{call}() needs a function decorated with @durable.workflow, but got {what}; "
+        "decorate the async function with @durable.workflow (activities run inside workflows)"
+    )
+
+
+def _check_id(run_id: object, call: str) -> str:
+    if not isinstance(run_id, str) or not run_id.strip():
+        raise ValueError(
+            f"durable.{call}() needs id=<non-empty string>, the run's idempotency key (for "
+            f"example an order number), not {run_id!r}"
+        )
+    return run_id
+
+
+# -- executing a run ---------------------------------------------------------------------------
+
+
+def _holder_is_dead(run: RunRecord) -> bool:
+    """True when the lease holder is a process on this host that no longer runs."""
+    if run.lease_owner is None or run.lease_host != _HOST or run.lease_pid is None:
+        return False
+    if run.lease_pid == os.getpid():
+        return run.lease_owner not in _active_owners
+    try:
+        os.kill(run.lease_pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # a killed child not yet reaped by its parent is a zombie: dead for our purposes
+        with open(f"/proc/{run.lease_pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+async def _acquire(store: Store, run: RunRecord, clock: Clock) -> Lease | None:
+    owner = LeaseOwner(uuid.uuid4().hex, _HOST, os.getpid())
+    takeover = run.lease_token if _holder_is_dead(run) else None
+    return await store.acquire_lease(
+        run.id, owner, now=clock.time(), duration=LEASE_SECONDS, takeover_token=takeover
+    )
+
+
+async def _ensure_run(
+    store: Store,
+    defn: WorkflowDefinition,
+    run_id: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    parent_id: str | None,
+    clock: Clock,
+) -> RunRecord:
+    existing = await store.get_run(run_id)
+    if existing is None:
+        payload = dumps(defn.codec, (args, kwargs), what=f"arguments of run {run_id!r}")
+        now = clock.time()
+        record = RunRecord(
+            id=run_id,
+            workflow=defn.name,
+            status=RunStatus.PENDING,
+            args=payload,
+            created_at=now,
+            updated_at=now,
+            parent_id=parent_id,
+        )
+        existing, _ = await store.create_run(record)
+    if existing.workflow != defn.name:
+        raise WorkflowIdConflict(run_id, existing.workflow, defn.name)
+    return existing
+
+
+def _outcome(run: RunRecord) -> Any:
+    """The recorded result of a finished run, or raise its recorded error."""
+    if run.status == RunStatus.COMPLETED:
+        return loads(run.result or b"", run_id=run.id, seq=None, what="result")
+    error = loads(run.error or b"", run_id=run.id, seq=None, what="error")
+    if isinstance(error, BaseException):
+        raise error
+    raise StoreError(f"run {run.id!r} is {run.status} but its recorded error is {error!r}")
+
+
+async def _execute(
+    store: Store,
+    defn: WorkflowDefinition,
+    run_id: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    parent_id: str | None,
+    clock: Clock,
+) -> Any:
+    run = await _ensure_run(store, defn, run_id, args, kwargs, parent_id, clock)
+    delay = 0.02
+    while True:
+        if run.status.finished:
+            return _outcome(run)
+        lease = await _acquire(store, run, clock)
+        if lease is not None:
+            break
+        await anyio.sleep(delay)  # held by a live executor: wait for it to finish or expire
+        delay = min(delay * 2, 1.0)
+        latest = await store.get_run(run_id)
+        if latest is None:
+            raise WorkflowNotFound(run_id)
+        run = latest
+    return await _drive(store, defn, run, lease, clock)
+
+
+async def _drive(
+    store: Store, defn: WorkflowDefinition, run: RunRecord, lease: Lease, clock: Clock
+) -> Any:
+    async def run_child(
+        child: WorkflowDefinition,
+        child_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        parent_id: str,
+    ) -> Any:
+        return await _execute(store, child, child_id, args, kwargs, parent_id, clock)
+
+    _active_owners.add(lease.owner.owner)
+    try:
+        steps = await store.load_steps(run.id)
+        engine = Engine(
+            store=store,
+            run=run,
+            lease=lease,
+            defn=defn,
+            steps=steps,
+            clock=clock,
+            child_runner=run_child,
+        )
+        outcome: list[tuple[bool, Any]] = []
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_keep_lease, store, lease, clock, engine, tg.cancel_scope)
+                try:
+                    outcome.append((True, await engine.run()))
+                except Exception as exc:
+                    outcome.append((False, exc))
+                finally:
+                    tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:  # a BaseException (cancellation, exit) went through
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+        if not outcome:  # the renewal task cancelled the engine: the lease was lost
+            raise engine.fatal if engine.fatal is not None else LeaseLost(run.id)
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
+    finally:
+        _active_owners.discard(lease.owner.owner)
+        with anyio.CancelScope(shield=True):
+            await store.release_lease(lease)
+
+
+async def _keep_lease(
+    store: Store, lease: Lease, clock: Clock, engine: Engine, scope: anyio.CancelScope
+) -> None:
+    while True:
+        await anyio.sleep(LEASE_SECONDS / 3)
+        try:
+            lease = await store.renew_lease(lease, now=clock.time(), duration=LEASE_SECONDS)
+        except LeaseLost as exc:
+            engine.fatal = exc
+            scope.cancel()
+            return
+        except Exception:  # a transient store error: try again at the next tick
+            continue
+
+
+# -- public entry points -----------------------------------------------------------------------
+
+
+async def execute(
+    workflow: Callable[..., Any],
+    /,
+    *args: Any,
+    id: str,
+    store: Store | str | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Run (or resume) the run ``id`` of ``workflow`` in this task until it finishes.
+
+    The same id again never repeats completed work: a finished run returns its recorded result
+    (or raises its recorded error) without executing anything; an unfinished one resumes. A
+    resumed run uses the arguments recorded when it started.
+
+    Args:
+        workflow: a ``@durable.workflow`` function.
+        *args: its positional arguments.
+        id: the run id, the idempotency key of this run.
+        store: a store, a URL, or ``None`` for ``DURABLE_URL`` / ``sqlite:///durable.db``.
+        **kwargs: its keyword arguments.
+
+    Returns:
+        The workflow's result.
+
+    Raises:
+        WorkflowIdConflict: ``id`` is recorded for another workflow.
+        NonDeterminismError: the code diverged from the run's history (the run is blocked).
+        Exception: whatever the workflow raised (the run is failed).
+    """
+    defn = _workflow_definition(workflow, "execute")
+    _check_id(id, "execute")
+    return await _execute(resolve_store(store), defn, id, args, kwargs, None, SystemClock())
+
+
+def _refuse_running_loop() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        running = "trio" in sys.modules and _in_trio()
+    else:
+        running = True
+    if running:
+        raise RunningLoopError(
+            "durable.run() was called inside a running event loop; it would block that loop. "
+            "Use 'await durable.execute(workflow, ..., id=...)' from async code instead"
+        )
+
+
+def _in_trio() -> bool:
+    trio = sys.modules["trio"]
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return False
+    return True
+
+
+def run(
+    workflow: Callable[..., Any],
+    /,
+    *args: Any,
+    id: str,
+    store: Store | str | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Synchronous `execute`: run or resume run ``id`` until it finishes and return its result.
+
+    Raises:
+        RunningLoopError: called from inside a running event loop (use `execute`).
+        (and everything `execute` raises)
+    """
+    defn = _workflow_definition(workflow, "run")
+    _check_id(id, "run")
+    _refuse_running_loop()
+    call = functools.partial(
+        _execute, resolve_store(store), defn, id, args, kwargs, None, SystemClock()
+    )
+    return anyio.run(call)
+
+
+async def start(
+    workflow: Callable[..., Any],
+    /,
+    *args: Any,
+    id: str,
+    store: Store | str | None = None,
+    **kwargs: Any,
+) -> WorkflowHandle:
+    """Record run ``id`` as pending (unless it exists) and return its handle without running it.
+
+    A later `run` / `execute` of the same id (or a worker) executes it.
+
+    Raises:
+        WorkflowIdConflict: ``id`` is recorded for another workflow.
+    """
+    defn = _workflow_definition(workflow, "start")
+    _check_id(id, "start")
+    resolved = resolve_store(store)
+    await _ensure_run(resolved, defn, id, args, kwargs, None, SystemClock())
+    return WorkflowHandle(id, resolved)
+
+
+def get_handle(id: str, store: Store | str | None = None) -> WorkflowHandle:
+    """A handle on run ``id``. Only builds the handle: nothing is read until it is used."""
+    _check_id(id, "get_handle")
+    return WorkflowHandle(id, resolve_store(store))
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+class WorkflowHandle:
+    """A reference to one run, usable from any process that can reach its store.
+
+    Args:
+        id: the run id.
+        store: the store that records the run.
+    """
+
+    def __init__(self, id: str, store: Store) -> None:
+        self._id = id
+        self._store = store
+
+    @property
+    def id(self) -> str:
+        """The run id."""
+        return self._id
+
+    def __repr__(self) -> str:
+        return f"WorkflowHandle(id={self._id!r})"
+
+    async def _record(self) -> RunRecord:
+        run = await self._store.get_run(self._id)
+        if run is None:
+            raise WorkflowNotFound(self._id)
+        return run
+
+    async def status(self) -> RunStatus:
+        """The run's current status.
+
+        Raises:
+            WorkflowNotFound: no such run.
+        """
+        return (await self._record()).status
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """Wait until the run finishes and return its result (or raise its error).
+
+        Never executes the run: another process (or a `run` / `execute` call) must. A run that
+        is ``blocked`` is waited for too, since compatible code may resume it.
+
+        Args:
+            timeout: seconds to wait at most; ``None`` waits forever.
+
+        Raises:
+            TimeoutError: the run did not finish within ``timeout``.
+            WorkflowNotFound: no such run.
+        """
+        if timeout is not None and (not math.isfinite(timeout) or timeout < 0):
+            raise ValueError(f"timeout must be a finite number of seconds >= 0, not {timeout!r}")
+        delay = 0.01
+        with anyio.fail_after(timeout):
+            while True:
+                run = await self._record()
+                if run.status.finished:
+                    return _outcome(run)
+                await anyio.sleep(delay)
+                delay = min(delay * 1.5, 0.5)
+
+    async def history(self) -> list[Step]:
+        """Every recorded step of the run, in step order, with decoded results and errors.
+
+        Raises:
+            WorkflowNotFound: no such run.
+            PayloadDecodeError: a step's payload cannot be decoded (names run and step).
+        """
+        await self._record()
+        steps = []
+        for rec in await self._store.load_steps(self._id):
+            failed = rec.status == StepStatus.FAILED
+            payload = rec.error if failed else rec.result
+            value = loads(
+                payload or b"",
+                run_id=self._id,
+                seq=rec.seq,
+                what=str("error" if failed else "result"),
+            )
+            steps.append(
+                Step(
+                    seq=rec.seq,
+                    kind=StepKind(rec.kind),
+                    name=rec.name,
+                    status=StepStatus(rec.status),
+                    attempts=rec.attempts,
+                    started_at=_utc(rec.started_at),
+                    finished_at=_utc(rec.finished_at),
+                    result=None if failed else value,
+                    error=value if failed and isinstance(value, BaseException) else None,
+                )
+            )
+        return steps

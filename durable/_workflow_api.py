@@ -1,0 +1,123 @@
+"""Calls that only workflow code makes: each checks its arguments, then asks the current run."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+from uuid import UUID
+
+import anyio
+
+from durable import _context
+from durable._decorators import caller_location
+from durable._errors import NotInWorkflowError
+from durable._types import Info
+
+__all__ = ["gather", "info", "now", "random", "sleep", "uuid4"]
+
+T = TypeVar("T")
+
+
+def _seconds(delay: float | timedelta) -> float:
+    if isinstance(delay, timedelta):
+        seconds = delay.total_seconds()
+    elif isinstance(delay, int | float) and not isinstance(delay, bool):
+        seconds = float(delay)
+    else:
+        raise TypeError(
+            f"durable.sleep() takes seconds (int or float) or a datetime.timedelta, not {delay!r}"
+        )
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"durable.sleep() needs a finite delay >= 0, not {delay!r}")
+    return seconds
+
+
+async def sleep(delay: float | timedelta) -> None:
+    """Wait ``delay`` (seconds or a `timedelta`) durably.
+
+    The due time is recorded as a step when the sleep starts, so a run that is resumed after a
+    crash waits only for what is left, and a replay of a finished sleep returns at once.
+
+    Raises:
+        NotInWorkflowError: called outside workflow code.
+    """
+    seconds = _seconds(delay)
+    await _context.current("sleep").sleep(seconds, caller_location())
+
+
+def now() -> datetime:
+    """The current time (timezone-aware UTC), recorded as a step: a replay sees the same value.
+
+    Raises:
+        NotInWorkflowError: called outside workflow code.
+    """
+    return _context.current("now").now(caller_location())
+
+
+def uuid4() -> UUID:
+    """A random UUID, recorded as a step: a replay sees the same value.
+
+    Raises:
+        NotInWorkflowError: called outside workflow code.
+    """
+    return _context.current("uuid4").uuid4(caller_location())
+
+
+def random() -> float:
+    """A random float in [0, 1), recorded as a step: a replay sees the same value.
+
+    Raises:
+        NotInWorkflowError: called outside workflow code.
+    """
+    return _context.current("random").random(caller_location())
+
+
+def info() -> Info:
+    """Where the caller is: run id, workflow, step, attempt and the activity's idempotency key.
+
+    Works in workflow code and inside an activity (where ``idempotency_key`` is set).
+
+    Raises:
+        NotInWorkflowError: called outside any run.
+    """
+    activity = _context.activity_info()
+    if activity is not None:
+        return activity
+    ctx = _context.current_or_none()
+    if ctx is None:
+        raise NotInWorkflowError(
+            "durable.info() was called outside any run; it describes the run and step that "
+            "execute the caller, so call it from a @workflow body or an @activity"
+        )
+    return ctx.info()
+
+
+async def gather(*awaitables: Awaitable[T]) -> list[T]:
+    """Await several steps concurrently and return their results in the order given.
+
+    Works on asyncio and on trio. The steps are numbered when they are *called* (when the
+    argument list is built), in the order written, so the run replays deterministically. This is
+    the portable way to run activities or child workflows side by side; put a branch that makes
+    several steps one after another into a child workflow, so its steps are numbered in its own
+    run whatever the timing.
+
+    Raises:
+        The exception of a failed awaitable (the others are cancelled); an `ExceptionGroup` when
+        several failed.
+    """
+    results: list[Any] = [None] * len(awaitables)
+
+    async def one(index: int, awaitable: Awaitable[T]) -> None:
+        results[index] = await awaitable
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for index, awaitable in enumerate(awaitables):
+                tg.start_soon(one, index, awaitable)
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+    return results

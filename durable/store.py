@@ -1,0 +1,258 @@
+"""The store contract: what the engine needs from a database, and nothing more.
+
+The engine depends only on this module. A backend (``durable.backends.MemoryStore``,
+``durable.backends.SQLStore``) implements `Store` and may import nothing else from `durable`
+except the error names re-exported here.
+
+Guarantees every implementation gives (DESIGN.md, "What the store must guarantee"):
+
+* `Store.commit` writes its steps and its run update in one transaction, or not at all.
+* Every write an executor makes goes through `Store.commit` / `renew_lease` / `release_lease`
+  and carries the executor's `Lease`; it is refused with `LeaseLost` when the run's fencing
+  token is no longer the lease's token (someone took the run over).
+* `Store.acquire_lease` is atomic: of any number of concurrent callers, at most one gets the
+  lease, and each success increments the run's fencing token.
+* Payloads are opaque bytes: stores never decode them.
+
+Timestamps are float seconds since the Unix epoch (UTC), passed in by the caller so that a test
+clock controls them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol, runtime_checkable
+
+from durable._errors import (
+    LeaseLost,
+    SchemaVersionError,
+    StoreError,
+    WorkflowIdConflict,
+    WorkflowNotFound,
+)
+from durable._types import RunStatus, StepKind, StepStatus
+
+__all__ = [
+    "Lease",
+    "LeaseLost",
+    "LeaseOwner",
+    "RunRecord",
+    "RunStatus",
+    "RunUpdate",
+    "SchemaVersionError",
+    "StepKind",
+    "StepRecord",
+    "StepStatus",
+    "Store",
+    "StoreError",
+    "WorkflowIdConflict",
+    "WorkflowNotFound",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One run as stored.
+
+    Attributes:
+        id: the caller-chosen run id (primary key).
+        workflow: the workflow's registered name.
+        status: where the run is.
+        args: encoded ``(args, kwargs)`` the run was started with.
+        created_at: when the run was first recorded.
+        updated_at: when the run record last changed.
+        parent_id: the parent run's id for a child workflow.
+        result: encoded result, once completed.
+        error: encoded exception, once failed.
+        error_text: human-readable reason for ``failed`` / ``blocked``.
+        lease_owner: the executor holding the lease, or ``None``.
+        lease_host: that executor's host name.
+        lease_pid: that executor's process id.
+        lease_token: the fencing token; incremented by every successful `Store.acquire_lease`.
+        lease_expires_at: when the current lease expires.
+    """
+
+    id: str
+    workflow: str
+    status: RunStatus
+    args: bytes
+    created_at: float
+    updated_at: float
+    parent_id: str | None = None
+    result: bytes | None = None
+    error: bytes | None = None
+    error_text: str | None = None
+    lease_owner: str | None = None
+    lease_host: str | None = None
+    lease_pid: int | None = None
+    lease_token: int = 0
+    lease_expires_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One recorded step.
+
+    Attributes:
+        run_id: the run the step belongs to.
+        seq: the step number, from 1 in call order; ``(run_id, seq)`` is the key.
+        kind: what the step was.
+        name: activity / workflow name, or the helper name.
+        status: completed or failed.
+        attempts: attempts made.
+        started_at: when the step started.
+        finished_at: when it ended.
+        result: encoded result (completed steps).
+        error: encoded exception (failed steps).
+        location: ``"file:line"`` of the call in workflow code, for replay-check messages.
+    """
+
+    run_id: str
+    seq: int
+    kind: StepKind
+    name: str
+    status: StepStatus
+    attempts: int
+    started_at: float
+    finished_at: float
+    result: bytes | None = None
+    error: bytes | None = None
+    location: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseOwner:
+    """Who executes a run: a unique owner id plus host and pid (to detect a dead local process)."""
+
+    owner: str
+    host: str
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Proof that an executor may advance a run until ``expires_at``, fenced by ``token``."""
+
+    run_id: str
+    owner: LeaseOwner
+    token: int
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunUpdate:
+    """A change to a run record, applied by `Store.commit` in the same transaction as its steps.
+
+    Attributes:
+        status: the new status.
+        result: encoded result to store (completed runs).
+        error: encoded exception to store (failed runs).
+        error_text: human-readable reason (failed / blocked runs); ``None`` clears it.
+        release: also release the lease (clear owner, host, pid and expiry; keep the token).
+    """
+
+    status: RunStatus
+    result: bytes | None = None
+    error: bytes | None = None
+    error_text: str | None = None
+    release: bool = False
+
+
+@runtime_checkable
+class Store(Protocol):
+    """The async store protocol. See the module docstring for the guarantees."""
+
+    async def create_run(self, run: RunRecord) -> tuple[RunRecord, bool]:
+        """Insert ``run`` unless a run with its id exists.
+
+        Returns:
+            ``(stored, created)``: the record now in the store (the existing one when ``created``
+            is False; the caller checks that its workflow name matches).
+        """
+        ...
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """The run with this id, or ``None``."""
+        ...
+
+    async def list_runs(
+        self, *, status: RunStatus | None = None, limit: int = 100
+    ) -> list[RunRecord]:
+        """Runs, optionally only those with ``status``, oldest first, at most ``limit``."""
+        ...
+
+    async def acquire_lease(
+        self,
+        run_id: str,
+        owner: LeaseOwner,
+        *,
+        now: float,
+        duration: float,
+        takeover_token: int | None = None,
+    ) -> Lease | None:
+        """Atomically take the lease on an unfinished run.
+
+        Succeeds when the run exists, its status is not finished, and either nobody holds the
+        lease, or the lease expired (``lease_expires_at <= now``), or the run's current token
+        equals ``takeover_token`` (the caller verified that the holder is dead). On success the
+        token is incremented, owner / host / pid / expiry are set, the status becomes
+        ``running``, and ``error_text`` is cleared.
+
+        Returns:
+            The new lease, or ``None`` when the run is missing, finished, or leased to someone
+            else.
+        """
+        ...
+
+    async def renew_lease(self, lease: Lease, *, now: float, duration: float) -> Lease:
+        """Extend the lease to ``now + duration``.
+
+        Raises:
+            LeaseLost: the run's token is no longer ``lease.token``.
+        """
+        ...
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Clear owner / host / pid / expiry if the lease is still ours; otherwise do nothing."""
+        ...
+
+    async def load_steps(self, run_id: str) -> list[StepRecord]:
+        """Every recorded step of the run, ordered by ``seq``."""
+        ...
+
+    async def commit(
+        self,
+        lease: Lease,
+        steps: Sequence[StepRecord] = (),
+        update: RunUpdate | None = None,
+        *,
+        now: float,
+    ) -> None:
+        """Insert ``steps`` and apply ``update`` to ``lease.run_id`` in one transaction.
+
+        ``updated_at`` is set to ``now``. Nothing is written unless the run's token still equals
+        ``lease.token``.
+
+        Raises:
+            LeaseLost: the token changed; nothing was written.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release connections. The store is unusable afterwards. Idempotent."""
+        ...
+
+    async def __aenter__(self) -> Store:
+        """Return the store itself."""
+        ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the store."""
+        ...

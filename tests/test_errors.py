@@ -1,0 +1,60 @@
+"""Every public error survives pickle and cloudpickle with its message and fields."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import cloudpickle
+import pytest
+
+import durable
+
+ERRORS: list[BaseException] = [
+    durable.DurableError("plain"),
+    durable.NotInWorkflowError("outside"),
+    durable.NotAWorkflowError("not a workflow"),
+    durable.RunningLoopError("loop"),
+    durable.WorkflowIdConflict("id-1", "a.wf", "b.wf"),
+    durable.WorkflowNotFound("id-2"),
+    durable.NonDeterminismError("id-3", 4, "activity 'a'", "x.py:1", "activity 'b'", "x.py:2"),
+    durable.LeaseLost("id-4", "token moved"),
+    durable.ActivityError("pkg.Err", "boom", "Traceback ..."),
+    durable.ActivityTimeout("pkg.act", 1.5),
+    durable.SerializationError("result of activity 'a'", "Lock", "cannot pickle"),
+    durable.PayloadDecodeError("id-5", 2, "result", "bad magic"),
+    durable.StoreError("bad url"),
+    durable.SchemaVersionError("sqlite:///x.db", 9, 1),
+]
+
+
+def test_every_public_error_is_listed() -> None:
+    public = {
+        name
+        for name in durable.__all__
+        if isinstance(getattr(durable, name), type)
+        and issubclass(getattr(durable, name), BaseException)
+    }
+    assert public == {type(e).__name__ for e in ERRORS}
+
+
+@pytest.mark.parametrize("error", ERRORS, ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("dumps", [pickle.dumps, cloudpickle.dumps], ids=["pickle", "cloudpickle"])
+def test_round_trip(error: BaseException, dumps: Any) -> None:
+    copy = pickle.loads(dumps(error))
+    assert type(copy) is type(error)
+    assert str(copy) == str(error)
+    assert copy.args == error.args
+    assert vars(copy) == vars(error)
+    assert type(error).__module__ == "durable"
+    assert isinstance(copy, durable.DurableError)
+
+
+def test_messages_name_the_run_and_the_fix() -> None:
+    conflict = str(durable.WorkflowIdConflict("id-1", "a.wf", "b.wf"))
+    assert "'id-1'" in conflict and "'a.wf'" in conflict and "another id" in conflict
+    nd = str(
+        durable.NonDeterminismError("r", 4, "activity 'a'", "x.py:1", "activity 'b'", "y.py:2")
+    )
+    assert all(part in nd for part in ("'r'", "step 4", "x.py:1", "y.py:2", "blocked"))
+    assert isinstance(durable.ActivityTimeout("a", 1), TimeoutError)

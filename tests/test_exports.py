@@ -1,0 +1,115 @@
+"""The public API is exactly what `durable.__all__` says, and every class names `durable`."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import durable
+
+EXPECTED = {
+    "ActivityError",
+    "ActivityTimeout",
+    "Codec",
+    "DurableError",
+    "Info",
+    "JSONCodec",
+    "LeaseLost",
+    "NonDeterminismError",
+    "NotAWorkflowError",
+    "NotInWorkflowError",
+    "PayloadDecodeError",
+    "PickleCodec",
+    "RetryPolicy",
+    "RunStatus",
+    "RunningLoopError",
+    "SchemaVersionError",
+    "SerializationError",
+    "Step",
+    "StepKind",
+    "StepStatus",
+    "StoreError",
+    "WorkflowHandle",
+    "WorkflowIdConflict",
+    "WorkflowNotFound",
+    "activity",
+    "execute",
+    "gather",
+    "get_handle",
+    "info",
+    "now",
+    "random",
+    "run",
+    "sleep",
+    "start",
+    "uuid4",
+    "workflow",
+}
+
+
+def test_public_names_are_pinned() -> None:
+    assert set(durable.__all__) == EXPECTED
+    assert sorted(durable.__all__) == durable.__all__
+
+
+def test_public_classes_report_the_public_module() -> None:
+    for name in durable.__all__:
+        obj = getattr(durable, name)
+        if inspect.isclass(obj):
+            assert obj.__module__ == "durable", name
+        assert obj.__doc__, f"durable.{name} has no docstring"
+
+
+PACKAGE = Path(durable.__file__).parent
+# Who may import whom (STYLE.md): a module may import only the modules listed for it.
+ALLOWED = {
+    "_errors": set(),
+    "_types": set(),
+    "_clock": set(),
+    "_retry": set(),
+    "_codec": {"_errors"},
+    "store": {"_errors", "_types"},
+    "_context": {"_errors", "_types", "_registry"},
+    "_registry": {"_codec", "_retry"},
+    "_decorators": {"_context", "_codec", "_registry", "_retry"},
+    "_workflow_api": {"_context", "_decorators", "_errors", "_types"},
+    "_engine": {"_context", "_clock", "_codec", "_errors", "_registry", "_types", "store"},
+    "_runner": {
+        "_clock",
+        "_codec",
+        "_decorators",
+        "_engine",
+        "_errors",
+        "_registry",
+        "_types",
+        "store",
+    },
+}
+
+
+def _durable_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            module = node.module
+            if module == "durable":
+                found.update(alias.name for alias in node.names)
+            elif module.startswith("durable."):
+                found.add(module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("durable."):
+                    found.add(alias.name.split(".")[1])
+    return found
+
+
+def test_imports_point_down_the_layers() -> None:
+    for module, allowed in ALLOWED.items():
+        imported = _durable_imports(PACKAGE / f"{module}.py")
+        assert imported <= allowed, f"durable.{module} imports {imported - allowed}"
+
+
+def test_backends_import_only_the_store_contract() -> None:
+    for path in (PACKAGE / "backends").glob("*.py"):
+        assert _durable_imports(path) <= {"store"}, path.name
