@@ -124,6 +124,7 @@ async def measure(n: int, repeat: int, workdir: Path) -> dict[str, dict[str, flo
         samples.setdefault(name, []).append(value)
 
     for r in range(repeat):
+
         def sqlite(mode: str, r: int = r) -> Callable[[], Store]:
             url = f"sqlite:///{workdir / f'{mode}-{r}.db'}"
             return lambda: SQLStore(url, durability=mode)  # type: ignore[arg-type]

@@ -13,9 +13,20 @@ BENCH = Path(__file__).parent.parent / "benchmarks"
 def test_step_cost_smoke(tmp_path: Path) -> None:
     out = tmp_path / "figures.json"
     proc = subprocess.run(
-        [sys.executable, str(BENCH / "step_cost.py"), "--steps", "20", "--repeat", "1",
-         "--json", str(out)],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            str(BENCH / "step_cost.py"),
+            "--steps",
+            "20",
+            "--repeat",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     for name in ("memory", "sqlite", "sqlite-full", "replay-sqlite", "floor-sqlite"):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import subprocess
+import sys
 import threading
 import zlib
 from dataclasses import dataclass, field
@@ -461,3 +463,21 @@ def test_dumps_refuses_unregistered_codec() -> None:
 
     with pytest.raises(ValueError, match="not registered"):
         dumps(Unregistered(), 1, what="value")
+
+
+def test_pickle_codec_pickles_main_and_local_objects_by_value() -> None:
+    program = (
+        "import sys, dataclasses\n"
+        "from durable._codec import PickleCodec\n"
+        "@dataclasses.dataclass\n"
+        "class Order:\n"
+        "    id: str\n"
+        "sys.stdout.buffer.write(PickleCodec().encode(Order('o-1')))\n"
+    )
+    body = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, check=True, cwd="/"
+    ).stdout
+    decoded = PickleCodec().decode(body)  # a class from another process's __main__ decodes
+    assert type(decoded).__name__ == "Order" and decoded.id == "o-1"  # type: ignore[attr-defined]
+    local = PickleCodec().decode(PickleCodec().encode(lambda x: x + 1))
+    assert local(1) == 2  # type: ignore[operator]

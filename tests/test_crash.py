@@ -15,9 +15,11 @@ import pytest
 PROGRAM = Path(__file__).parent / "programs" / "three_activities.py"
 
 
-def _spawn(url: str, side: Path, run_id: str, delay: float) -> subprocess.Popen[str]:
+def _spawn(
+    url: str, side: Path, run_id: str, delay: float, backend: str = "asyncio"
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, str(PROGRAM), url, str(side), run_id, str(delay)],
+        [sys.executable, str(PROGRAM), url, str(side), run_id, str(delay), backend],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -37,16 +39,17 @@ def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines()
 
 
-def test_sigkill_during_the_second_activity_then_resume(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_sigkill_during_the_second_activity_then_resume(tmp_path: Path, backend: str) -> None:
     url = f"sqlite:///{tmp_path / 'crash.db'}"
     side = tmp_path / "side.txt"
-    proc = _spawn(url, side, "order-1", delay=60)
+    proc = _spawn(url, side, "order-1", delay=60, backend=backend)
     _wait_for_line(side, "second-start")
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
 
-    rerun = _spawn(url, side, "order-1", delay=0)
+    rerun = _spawn(url, side, "order-1", delay=0, backend=backend)
     out, err = rerun.communicate(timeout=60)
     assert rerun.returncode == 0, err
     assert out.strip() == "order-1-2-3"

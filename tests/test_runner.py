@@ -161,6 +161,36 @@ async def test_corrupt_payload_names_run_and_step_and_other_rows_stay_readable(
         assert await durable.get_handle("bad", store).result() == "ok"  # the run's own row is fine
 
 
+async def test_a_corrupt_step_blocks_the_run_and_a_repaired_row_resumes_it(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    async with SQLStore(url) as store:
+        await durable.execute(thing_flow, id="hurt", store=store)
+    with sqlite3.connect(tmp_path / "r.db") as db:
+        good = db.execute("SELECT result FROM durable_steps WHERE run_id = 'hurt' AND seq = 1")
+        original = good.fetchone()[0]
+        db.execute("DELETE FROM durable_steps WHERE run_id = 'hurt' AND seq = 2")
+        db.execute("UPDATE durable_runs SET status = 'running', result = NULL WHERE id = 'hurt'")
+        db.execute(
+            "UPDATE durable_steps SET result = ? WHERE run_id = 'hurt' AND seq = 1",
+            (original[:-1] + bytes([original[-1] ^ 0xFF]),),
+        )
+    async with SQLStore(url) as store:
+        with pytest.raises(durable.PayloadDecodeError) as info:
+            await durable.execute(thing_flow, id="hurt", store=store)
+        assert "'hurt'" in str(info.value) and "step 1" in str(info.value)
+        handle = durable.get_handle("hurt", store)
+        assert await handle.status() == RunStatus.BLOCKED
+    with sqlite3.connect(tmp_path / "r.db") as db:
+        db.execute(
+            "UPDATE durable_steps SET result = ? WHERE run_id = 'hurt' AND seq = 1", (original,)
+        )
+    async with SQLStore(url) as store:
+        assert await durable.execute(thing_flow, id="hurt", store=store) == "ok"
+        assert len(await durable.get_handle("hurt", store).history()) == 2
+
+
 async def test_a_run_held_by_a_dead_local_process_is_taken_over_at_once(store: Store) -> None:
     handle = await durable.start(doubler, 5, id="orphan", store=store)
     proc = await anyio.run_process([sys.executable, "-c", "import os; print(os.getpid())"])
@@ -174,6 +204,23 @@ async def test_a_run_held_by_a_dead_local_process_is_taken_over_at_once(store: S
     assert lease is not None
     with anyio.fail_after(5):
         assert await durable.execute(doubler, 5, id="orphan", store=store) == 10
+    assert await handle.status() == RunStatus.COMPLETED
+
+
+async def test_a_run_held_by_another_host_is_taken_over_when_its_lease_expires(
+    store: Store,
+) -> None:
+    handle = await durable.start(doubler, 6, id="remote", store=store)
+    lease = await store.acquire_lease(
+        "remote", LeaseOwner("elsewhere", "another-host", 1), now=time.time(), duration=0.5
+    )
+    assert lease is not None
+    started = time.time()
+    with anyio.fail_after(10):
+        assert await durable.execute(doubler, 6, id="remote", store=store) == 12
+    assert time.time() - started >= 0.3  # it waited for the expiry (not a timing bound)
+    with pytest.raises(durable.LeaseLost, match="'remote'"):  # the old holder is fenced out
+        await store.commit(lease, (), now=time.time())
     assert await handle.status() == RunStatus.COMPLETED
 
 

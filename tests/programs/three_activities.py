@@ -1,14 +1,17 @@
 """A workflow of three activities that append to a side-effect file; killed by tests/test_crash.py.
 
-Usage: python three_activities.py <store url> <side-effect file> <run id>
+Usage: python three_activities.py <store url> <side-effect file> <run id> <delay> <backend>
 Activity two announces that it is running (so the test can SIGKILL it mid-activity), then waits.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from pathlib import Path
+
+import anyio
 
 import durable
 
@@ -47,4 +50,8 @@ async def three(order: str) -> str:
 
 
 if __name__ == "__main__":
-    print(durable.run(three, "order", id=sys.argv[3], store=sys.argv[1]), flush=True)
+    if sys.argv[5] == "trio":
+        run = functools.partial(durable.execute, three, "order", id=sys.argv[3], store=sys.argv[1])
+        print(anyio.run(run, backend="trio"), flush=True)
+    else:
+        print(durable.run(three, "order", id=sys.argv[3], store=sys.argv[1]), flush=True)
