@@ -26,7 +26,8 @@ test: install
 
 check: install
 	$(VENV)/bin/ruff check durable backends tests examples benchmarks
-	$(VENV)/bin/mypy --strict durable backends
+	$(VENV)/bin/ruff format --check durable backends tests examples benchmarks
+	$(VENV)/bin/mypy --strict durable backends tests/typing
 
 bench: install
 	$(PY) benchmarks/step_cost.py

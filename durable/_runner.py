@@ -20,9 +20,9 @@ import socket
 import sys
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -43,6 +43,8 @@ from durable._types import RunStatus, Step, StepKind, StepStatus
 from durable.store import Lease, LeaseOwner, RunRecord, Store
 
 __all__ = ["LEASE_SECONDS", "WorkflowHandle", "execute", "get_handle", "run", "start"]
+
+R = TypeVar("R")
 
 LEASE_SECONDS = 30.0
 """How long a lease lasts without renewal; an executor renews it every third of that."""
@@ -271,13 +273,13 @@ async def _keep_lease(
 
 
 async def execute(
-    workflow: Callable[..., Any],
+    workflow: Callable[..., Coroutine[Any, Any, R]],
     /,
     *args: Any,
     id: str,
     store: Store | str | None = None,
     **kwargs: Any,
-) -> Any:
+) -> R:
     """Run (or resume) the run ``id`` of ``workflow`` in this task until it finishes.
 
     The same id again never repeats completed work: a finished run returns its recorded result
@@ -301,7 +303,8 @@ async def execute(
     """
     defn = _workflow_definition(workflow, "execute")
     _check_id(id, "execute")
-    return await _execute(resolve_store(store), defn, id, args, kwargs, None, SystemClock())
+    result: R = await _execute(resolve_store(store), defn, id, args, kwargs, None, SystemClock())
+    return result
 
 
 def _refuse_running_loop() -> None:
@@ -328,13 +331,13 @@ def _in_trio() -> bool:
 
 
 def run(
-    workflow: Callable[..., Any],
+    workflow: Callable[..., Coroutine[Any, Any, R]],
     /,
     *args: Any,
     id: str,
     store: Store | str | None = None,
     **kwargs: Any,
-) -> Any:
+) -> R:
     """Synchronous `execute`: run or resume run ``id`` until it finishes and return its result.
 
     Raises:
@@ -347,7 +350,8 @@ def run(
     call = functools.partial(
         _execute, resolve_store(store), defn, id, args, kwargs, None, SystemClock()
     )
-    return anyio.run(call)
+    result: R = anyio.run(call)
+    return result
 
 
 async def start(
