@@ -83,20 +83,17 @@ class PickleCodec:
     def encode(self, value: object) -> bytes:
         """Pickle ``value`` at the highest protocol.
 
-        The standard pickler runs first (several times faster than cloudpickle's); anything it
-        cannot pickle by reference (lambdas, local classes) or that refers to ``__main__`` (which
-        another process cannot import) is pickled by cloudpickle, by value. Both decode with
-        `pickle.loads`.
+        The standard pickler runs first: it is several times faster than cloudpickle's, and it
+        stores classes and functions by reference, so a class defined in a script's
+        ``__main__`` decodes as that same class when the script runs again. Only what it cannot
+        pickle by reference (lambdas, local classes and functions) goes to cloudpickle, which
+        pickles it by value. Both decode with `pickle.loads`.
         """
         try:
-            body = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:
-            pass
-        else:
-            if b"__main__" not in body:
-                return body
-        cloudpickled: bytes = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        return cloudpickled
+            cloudpickled: bytes = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            return cloudpickled
 
     def decode(self, data: bytes) -> object:
         """Unpickle ``data``. Only decode payloads from a store you trust."""

@@ -47,8 +47,8 @@ class RunContext(Protocol):
         """Number the call as the next step now; the awaitable runs it as a child run."""
         ...
 
-    async def sleep(self, seconds: float, location: str | None) -> None:
-        """Record a timer step and wait until it is due."""
+    def sleep(self, seconds: float, location: str | None) -> Awaitable[None]:
+        """Number the timer step now; the awaitable records its due time and waits."""
         ...
 
     def now(self, location: str | None) -> datetime:

@@ -14,7 +14,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, SupportsIndex, TypeVar, overload
 
 import wrapt
 
@@ -48,6 +48,18 @@ class _Durable(wrapt.FunctionWrapper[Any, Any]):
     def __init__(self, wrapped: Callable[..., Any], wrapper: Any, defn: Any) -> None:
         super().__init__(wrapped, wrapper)
         self._self_durable_definition = defn
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> str | tuple[Any, ...]:
+        # By reference when importable (like a plain function), so unpickling a class that
+        # holds decorated methods never swaps them for undecorated ones; else by value.
+        qualname: str = self.__qualname__
+        module = sys.modules.get(self.__module__)
+        target: Any = module
+        for part in qualname.split("."):
+            target = getattr(target, part, None)
+        if target is self:
+            return qualname
+        return (_Durable, (self.__wrapped__, self._self_wrapper, self._self_durable_definition))
 
 
 def definition_of(obj: object) -> WorkflowDefinition | ActivityDefinition | None:

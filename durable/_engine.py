@@ -35,8 +35,11 @@ from durable._errors import (
     ActivityTimeout,
     LeaseLost,
     NonDeterminismError,
+    NotInWorkflowError,
     PayloadDecodeError,
     SerializationError,
+    StoreError,
+    WorkflowIdConflict,
 )
 from durable._registry import ActivityDefinition, WorkflowDefinition
 from durable._types import Info, RunStatus, StepKind, StepStatus
@@ -49,7 +52,7 @@ ChildRunner = Callable[
 ]
 """Runs a child workflow ``(defn, child_id, args, kwargs, parent_id)`` to its outcome."""
 
-_FATAL = (NonDeterminismError, LeaseLost, PayloadDecodeError)
+_FATAL = (NonDeterminismError, LeaseLost, PayloadDecodeError, StoreError)
 
 
 class Engine:
@@ -77,6 +80,8 @@ class Engine:
         self._seq = 0
         self._pending: list[StepRecord] = []
         self.fatal: BaseException | None = None
+        self.finished = False  # the outcome (completed / failed / blocked) is recorded
+        self._closed = False  # the workflow body has returned: no more steps
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -87,8 +92,9 @@ class Engine:
             The workflow's result.
 
         Raises:
-            The workflow's exception (run recorded ``failed``), `NonDeterminismError` or
-            `PayloadDecodeError` (run recorded ``blocked``), `LeaseLost` (nothing recorded).
+            The workflow's exception (run recorded ``failed``); `NonDeterminismError` or
+            `PayloadDecodeError` (run recorded ``blocked``); `LeaseLost` or `StoreError`
+            (nothing recorded: the run stays resumable).
         """
         run_id, name = self._run.id, self._defn.name
         token = _context.enter_run(self)
@@ -96,22 +102,17 @@ class Engine:
             args, kwargs = self._load(self._run.args, None, "arguments")
             result = await self._defn.fn(*args, **kwargs)
         except Exception as exc:
+            if self.fatal is None and self._unreached() is not None:
+                self._diverged(f"raise {type(exc).__qualname__}: {exc}")
             if self.fatal is None:
                 await self._fail(exc)
                 raise
             result = None
         finally:
             _context.leave_run(token)
-        if self.fatal is None and max(self._recorded, default=0) > self._seq:
-            step = self._recorded[max(self._recorded)]
-            self.fatal = NonDeterminismError(
-                run_id,
-                step.seq,
-                f"{step.kind} {step.name!r}",
-                step.location,
-                "no such step (the workflow returned first)",
-                None,
-            )
+            self._closed = True
+        if self.fatal is None and self._unreached() is not None:
+            self._diverged("return from the workflow")
         if self.fatal is not None:
             await self._block(self.fatal)
             raise self.fatal
@@ -125,6 +126,18 @@ class Engine:
         await self._commit((), RunUpdate(RunStatus.COMPLETED, result=payload, release=True))
         return result
 
+    def _unreached(self) -> StepRecord | None:
+        """The first recorded step beyond the last one called, if the history goes further."""
+        beyond = [seq for seq in self._recorded if seq > self._seq]
+        return self._recorded[min(beyond)] if beyond else None
+
+    def _diverged(self, called: str) -> None:
+        step = self._unreached()
+        assert step is not None
+        self.fatal = NonDeterminismError(
+            self._run.id, step.seq, f"{step.kind} {step.name!r}", step.location, called, None
+        )
+
     async def _fail(self, exc: Exception) -> None:
         error, _ = dumps_error(self._codec, exc, what=f"error of run {self._run.id!r}")
         text = f"{type(exc).__qualname__}: {exc}"
@@ -133,8 +146,8 @@ class Engine:
         )
 
     async def _block(self, fatal: BaseException) -> None:
-        if isinstance(fatal, LeaseLost):
-            return  # someone else owns the run now: write nothing
+        if isinstance(fatal, LeaseLost | StoreError):
+            return  # someone else owns the run, or the store failed: write nothing
         self._pending.clear()  # values from a diverged replay must not be recorded
         update = RunUpdate(RunStatus.BLOCKED, error_text=str(fatal), release=True)
         await self._commit((), update)
@@ -146,6 +159,12 @@ class Engine:
     ) -> tuple[int, StepRecord | None]:
         if self.fatal is not None:
             raise self.fatal
+        if self._closed:
+            raise NotInWorkflowError(
+                f"a {kind} step ({name!r}) was called by a task of run {self._run.id!r} after "
+                "the run had ended; await every task a workflow starts before it returns (use "
+                "durable.gather or a task group, which wait for all their tasks)"
+            )
         self._seq += 1
         seq = self._seq
         recorded = self._recorded.get(seq)
@@ -180,13 +199,26 @@ class Engine:
     async def _commit(
         self, steps: tuple[StepRecord, ...] | list[StepRecord], update: RunUpdate | None = None
     ) -> None:
-        batch = [*self._pending, *steps] if self._pending else steps
+        if self._closed and (update is None or not update.release):
+            raise NotInWorkflowError(
+                f"run {self._run.id!r} has ended; a task it left behind cannot record steps"
+            )
+        # Take the buffered helper steps before awaiting: a concurrent branch must not commit
+        # them a second time, and helpers buffered meanwhile belong to the next commit.
+        pending, self._pending = self._pending, []
+        batch = [*pending, *steps] if pending else steps
         try:
             await self._store.commit(self._lease, batch, update, now=self._clock.time())
-        except LeaseLost as exc:
+        except (LeaseLost, StoreError) as exc:
+            # Either someone else owns the run, or the store cannot say what was written: this
+            # executor stops; the workflow must not catch it and carry on.
             self.fatal = exc
             raise
-        self._pending = []
+        except BaseException:
+            self._pending[:0] = pending
+            raise
+        if update is not None and update.release:
+            self.finished = True
 
     def _record(
         self,
@@ -224,7 +256,8 @@ class Engine:
         location: str | None,
         exc: Exception,
     ) -> BaseException:
-        error, seen = dumps_error(self._codec, exc, what=f"error of {kind} {name!r} (step {seq})")
+        what = f"error of {kind} {name!r} (run {self._run.id!r}, step {seq})"
+        error, seen = dumps_error(self._codec, exc, what=what)
         await self._commit(
             [self._record(seq, kind, name, started, attempts, location, error=error)]
         )
@@ -318,7 +351,7 @@ class Engine:
             with anyio.CancelScope(deadline=anyio.current_time() + defn.timeout) as scope:
                 return await self._invoke(defn, fn, args, kwargs)
             if scope.cancelled_caught:
-                raise ActivityTimeout(defn.name, defn.timeout)
+                raise ActivityTimeout(defn.name, defn.timeout, run_id=run_id, seq=seq)
             raise AssertionError("unreachable")  # pragma: no cover
         finally:
             _context.leave_activity(tokens)
@@ -367,6 +400,18 @@ class Engine:
         except _FATAL as exc:
             self.fatal = exc  # the child cannot progress, so neither can this run
             raise
+        except WorkflowIdConflict as exc:
+            # The child id was created by the code this run started with, for another workflow:
+            # the parent's history diverged before its child step was recorded.
+            self.fatal = NonDeterminismError(
+                self._run.id,
+                seq,
+                f"child {exc.recorded!r} (run {child_id!r})",
+                None,
+                f"child {defn.name!r}",
+                location,
+            )
+            raise self.fatal from exc
         except Exception as exc:
             raise await self._record_failure(
                 seq, StepKind.CHILD, defn.name, started, 1, location, exc
@@ -377,16 +422,21 @@ class Engine:
 
     # -- RunContext: timers and deterministic helpers --------------------------------------
 
-    async def sleep(self, seconds: float, location: str | None) -> None:
-        """Record a timer step with its due time, then wait until it is due."""
+    def sleep(self, seconds: float, location: str | None) -> Awaitable[None]:
+        """Number the timer step now; the awaitable records its due time and waits for it."""
         seq, recorded = self._step(StepKind.TIMER, "sleep", location)
+        return self._sleep(seq, seconds, recorded, location)
+
+    async def _sleep(
+        self, seq: int, seconds: float, recorded: StepRecord | None, location: str | None
+    ) -> None:
         if recorded is not None:
             due = float(self._replayed(recorded))
             new: list[StepRecord] = []
         else:
             started = self._clock.time()
             due = started + seconds
-            payload = dumps(self._codec, due, what=f"due time of step {seq}")
+            payload = dumps(self._codec, due, what=f"due time of run {self._run.id!r}, step {seq}")
             new = [self._record(seq, StepKind.TIMER, "sleep", started, 1, location, result=payload)]
         remaining = due - self._clock.time()
         if remaining <= 0:
@@ -403,7 +453,9 @@ class Engine:
             return self._replayed(recorded)
         value = make()
         now = self._clock.time()
-        payload = dumps(self._codec, value, what=f"value of {kind}() (step {seq})")
+        payload = dumps(
+            self._codec, value, what=f"value of {kind}() (run {self._run.id!r}, step {seq})"
+        )
         self._pending.append(
             StepRecord(
                 run_id=self._run.id,

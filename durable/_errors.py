@@ -180,12 +180,23 @@ class ActivityTimeout(DurableError, TimeoutError):
     Attributes:
         activity: the activity name.
         timeout: the timeout in seconds.
+        run_id: the run, when known.
+        seq: the step number, when known.
     """
 
-    def __init__(self, activity: str, timeout: float) -> None:
-        super().__init__(f"activity {activity!r} timed out after {timeout:g} s")
+    def __init__(
+        self, activity: str, timeout: float, *, run_id: str | None = None, seq: int | None = None
+    ) -> None:
+        where = f" (run {run_id!r}, step {seq})" if run_id is not None else ""
+        super().__init__(
+            f"activity {activity!r} timed out after {timeout:g} s{where}; the attempt was "
+            "cancelled and counts as failed: raise @activity(timeout=...) or retry it with "
+            "@activity(retry=RetryPolicy(...))"
+        )
         self.activity = activity
         self.timeout = timeout
+        self.run_id = run_id
+        self.seq = seq
 
 
 class SerializationError(DurableError):

@@ -40,7 +40,7 @@ from durable._errors import (
 )
 from durable._registry import WorkflowDefinition
 from durable._types import RunStatus, Step, StepKind, StepStatus
-from durable.store import Lease, LeaseOwner, RunRecord, Store
+from durable.store import Lease, LeaseOwner, RunRecord, RunUpdate, Store
 
 __all__ = ["LEASE_SECONDS", "WorkflowHandle", "execute", "get_handle", "run", "start"]
 
@@ -90,15 +90,22 @@ def _open_store(url: str) -> Store:
 # -- argument checks ---------------------------------------------------------------------------
 
 
-def _workflow_definition(workflow: object, call: str) -> WorkflowDefinition:
+def _workflow_definition(workflow: object, call: str, run_id: object) -> WorkflowDefinition:
     defn = definition_of(workflow)
     if isinstance(defn, WorkflowDefinition):
         return defn
-    what = "an @activity" if defn is not None else repr(workflow)
+    what = f"the @activity {defn.name!r}" if defn is not None else repr(workflow)
     raise NotAWorkflowError(
-        f"durable.{call}() needs a function decorated with @durable.workflow, but got {what}; "
-        "decorate the async function with @durable.workflow (activities run inside workflows)"
+        f"durable.{call}(..., id={run_id!r}) needs a function decorated with @durable.workflow, "
+        f"but got {what}; decorate the async function with @durable.workflow (activities run "
+        "inside workflows)"
     )
+
+
+def _with_instance(workflow: object, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A workflow method bound to an instance runs with that instance as its first argument."""
+    instance = getattr(workflow, "_self_instance", None)
+    return args if instance is None else (instance, *args)
 
 
 def _check_id(run_id: object, call: str) -> str:
@@ -217,6 +224,7 @@ async def _drive(
         return await _execute(store, child, child_id, args, kwargs, parent_id, clock)
 
     _active_owners.add(lease.owner.owner)
+    engine: Engine | None = None
     try:
         steps = await store.load_steps(run.id)
         engine = Engine(
@@ -251,22 +259,43 @@ async def _drive(
     finally:
         _active_owners.discard(lease.owner.owner)
         with anyio.CancelScope(shield=True):
-            await store.release_lease(lease)
+            await _let_go(store, lease, engine, clock)
+
+
+async def _let_go(store: Store, lease: Lease, engine: Engine | None, clock: Clock) -> None:
+    """Give the run up. One whose outcome is not recorded (cancelled, interrupted, the store
+    failed) goes back to ``pending`` so that the next executor picks it up; nothing else."""
+    if engine is not None and (engine.finished or isinstance(engine.fatal, LeaseLost)):
+        return  # the final commit released the lease, or the run is someone else's now
+    try:
+        update = RunUpdate(RunStatus.PENDING, release=True)
+        await store.commit(lease, (), update, now=clock.time())
+    except (LeaseLost, StoreError):
+        pass  # taken over, or the store is down: the lease expires on its own
 
 
 async def _keep_lease(
     store: Store, lease: Lease, clock: Clock, engine: Engine, scope: anyio.CancelScope
 ) -> None:
+    interval = LEASE_SECONDS / 3
     while True:
-        await anyio.sleep(LEASE_SECONDS / 3)
+        await anyio.sleep(interval)
         try:
             lease = await store.renew_lease(lease, now=clock.time(), duration=LEASE_SECONDS)
         except LeaseLost as exc:
             engine.fatal = exc
             scope.cancel()
             return
-        except Exception:  # a transient store error: try again at the next tick
-            continue
+        except Exception:
+            if clock.time() < lease.expires_at:
+                interval = min(1.0, LEASE_SECONDS / 10)  # transient: try again soon
+                continue
+            # Past its expiry another executor may take the run over at any moment, so this
+            # one must stop running side effects.
+            engine.fatal = LeaseLost(lease.run_id, "could not renew it before it expired")
+            scope.cancel()
+            return
+        interval = LEASE_SECONDS / 3
 
 
 # -- public entry points -----------------------------------------------------------------------
@@ -301,13 +330,14 @@ async def execute(
         NonDeterminismError: the code diverged from the run's history (the run is blocked).
         Exception: whatever the workflow raised (the run is failed).
     """
-    defn = _workflow_definition(workflow, "execute")
+    defn = _workflow_definition(workflow, "execute", id)
     _check_id(id, "execute")
+    args = _with_instance(workflow, args)
     result: R = await _execute(resolve_store(store), defn, id, args, kwargs, None, SystemClock())
     return result
 
 
-def _refuse_running_loop() -> None:
+def _refuse_running_loop(run_id: str) -> None:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -316,8 +346,9 @@ def _refuse_running_loop() -> None:
         running = True
     if running:
         raise RunningLoopError(
-            "durable.run() was called inside a running event loop; it would block that loop. "
-            "Use 'await durable.execute(workflow, ..., id=...)' from async code instead"
+            f"durable.run(..., id={run_id!r}) was called inside a running event loop; it would "
+            "block that loop. Use 'await durable.execute(workflow, ..., id=...)' from async code "
+            "instead"
         )
 
 
@@ -344,9 +375,10 @@ def run(
         RunningLoopError: called from inside a running event loop (use `execute`).
         (and everything `execute` raises)
     """
-    defn = _workflow_definition(workflow, "run")
+    defn = _workflow_definition(workflow, "run", id)
     _check_id(id, "run")
-    _refuse_running_loop()
+    args = _with_instance(workflow, args)
+    _refuse_running_loop(id)
     call = functools.partial(
         _execute, resolve_store(store), defn, id, args, kwargs, None, SystemClock()
     )
@@ -369,8 +401,9 @@ async def start(
     Raises:
         WorkflowIdConflict: ``id`` is recorded for another workflow.
     """
-    defn = _workflow_definition(workflow, "start")
+    defn = _workflow_definition(workflow, "start", id)
     _check_id(id, "start")
+    args = _with_instance(workflow, args)
     resolved = resolve_store(store)
     await _ensure_run(resolved, defn, id, args, kwargs, None, SystemClock())
     return WorkflowHandle(id, resolved)
@@ -379,7 +412,7 @@ async def start(
 def get_handle(id: str, store: Store | str | None = None) -> WorkflowHandle:
     """A handle on run ``id``. Only builds the handle: nothing is read until it is used."""
     _check_id(id, "get_handle")
-    return WorkflowHandle(id, resolve_store(store))
+    return WorkflowHandle(id, store)
 
 
 def _utc(ts: float) -> datetime:
@@ -391,12 +424,20 @@ class WorkflowHandle:
 
     Args:
         id: the run id.
-        store: the store that records the run.
+        store: the store that records the run, or its URL (opened on first use), or ``None``
+            for ``DURABLE_URL`` / ``sqlite:///durable.db``.
     """
 
-    def __init__(self, id: str, store: Store) -> None:
+    def __init__(self, id: str, store: Store | str | None = None) -> None:
         self._id = id
-        self._store = store
+        self._store_arg = store
+        self._resolved: Store | None = store if isinstance(store, Store) else None
+
+    @property
+    def _store(self) -> Store:
+        if self._resolved is None:
+            self._resolved = resolve_store(self._store_arg)
+        return self._resolved
 
     @property
     def id(self) -> str:

@@ -34,17 +34,18 @@ def _seconds(delay: float | timedelta) -> float:
     return seconds
 
 
-async def sleep(delay: float | timedelta) -> None:
-    """Wait ``delay`` (seconds or a `timedelta`) durably.
+def sleep(delay: float | timedelta) -> Awaitable[None]:
+    """Wait ``delay`` (seconds or a `timedelta`) durably: ``await durable.sleep(60)``.
 
-    The due time is recorded as a step when the sleep starts, so a run that is resumed after a
-    crash waits only for what is left, and a replay of a finished sleep returns at once.
+    The step is numbered when ``sleep`` is called (like an activity call), and its due time is
+    recorded when the sleep starts, so a run resumed after a crash waits only for what is left
+    and a replay of a finished sleep returns at once.
 
     Raises:
         NotInWorkflowError: called outside workflow code.
     """
     seconds = _seconds(delay)
-    await _context.current("sleep").sleep(seconds, caller_location())
+    return _context.current("sleep").sleep(seconds, caller_location())
 
 
 def now() -> datetime:

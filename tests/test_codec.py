@@ -12,12 +12,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from enum import Enum, IntEnum
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import pydantic
 import pytest
+
+import durable
 
 from durable._codec import (
     DEFAULT_CODEC,
@@ -29,6 +32,7 @@ from durable._codec import (
     loads,
     register_codec,
 )
+from durable._decorators import definition_of
 from durable._errors import ActivityError, PayloadDecodeError, SerializationError
 
 JSON = JSONCodec()
@@ -465,19 +469,53 @@ def test_dumps_refuses_unregistered_codec() -> None:
         dumps(Unregistered(), 1, what="value")
 
 
-def test_pickle_codec_pickles_main_and_local_objects_by_value() -> None:
-    program = (
-        "import sys, dataclasses\n"
-        "from durable._codec import PickleCodec\n"
-        "@dataclasses.dataclass\n"
-        "class Order:\n"
-        "    id: str\n"
-        "sys.stdout.buffer.write(PickleCodec().encode(Order('o-1')))\n"
-    )
+MAIN_PROGRAM = """
+import sys, dataclasses
+import durable
+from durable._codec import PickleCodec
+
+@dataclasses.dataclass
+class Cart:
+    total: int
+
+    @durable.activity
+    async def charge(self) -> int:
+        return self.total
+
+if sys.argv[1] == "encode":
+    sys.stdout.buffer.write(PickleCodec().encode(Cart(30)))
+else:
+    cart = PickleCodec().decode(sys.stdin.buffer.read())
+    print(isinstance(cart, Cart), type(Cart.__dict__["charge"]).__name__, cart.total)
+"""
+
+
+def test_main_classes_decode_as_the_same_class_when_the_script_runs_again(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "shop.py"
+    script.write_text(MAIN_PROGRAM)
     body = subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, check=True, cwd="/"
+        [sys.executable, str(script), "encode"], capture_output=True, check=True, cwd=tmp_path
     ).stdout
-    decoded = PickleCodec().decode(body)  # a class from another process's __main__ decodes
-    assert type(decoded).__name__ == "Order" and decoded.id == "o-1"  # type: ignore[attr-defined]
+    out = subprocess.run(
+        [sys.executable, str(script), "decode"],
+        input=body,
+        capture_output=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
+    assert out.decode().split() == ["True", "_Durable", "30"]
+
+
+def test_local_functions_and_decorated_functions_round_trip() -> None:
     local = PickleCodec().decode(PickleCodec().encode(lambda x: x + 1))
     assert local(1) == 2  # type: ignore[operator]
+    copy = PickleCodec().decode(PickleCodec().encode(module_activity))
+    assert copy is module_activity  # by reference: still the decorated activity
+    assert definition_of(copy) is not None
+
+
+@durable.activity
+async def module_activity() -> int:
+    return 1

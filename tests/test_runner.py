@@ -75,15 +75,16 @@ async def test_non_workflow_is_refused(store: Store) -> None:
 
     with pytest.raises(durable.NotAWorkflowError, match=r"@durable\.workflow"):
         await durable.execute(plain, id="x", store=store)
-    with pytest.raises(durable.NotAWorkflowError, match="an @activity"):
+    with pytest.raises(durable.NotAWorkflowError, match=r"the @activity 'test_runner\.double'"):
         await durable.execute(double, 1, id="x", store=store)
-    with pytest.raises(TypeError):
-        durable.run(print, id="x", store=store)
+    with pytest.raises(durable.NotAWorkflowError, match=r"id='x'.*<built-in function print>"):
+        durable.run(print, id="x", store=store)  # type: ignore[arg-type]
+    assert await store.get_run("x") is None  # nothing was recorded
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_run_inside_a_running_loop_points_to_execute() -> None:
-    with pytest.raises(durable.RunningLoopError, match=r"await durable\.execute"):
+    with pytest.raises(durable.RunningLoopError, match=r"id='loop'.*await durable\.execute"):
         durable.run(doubler, 1, id="loop", store="memory://loop")
 
 
@@ -112,8 +113,16 @@ def test_sync_run_uses_the_default_store(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_unknown_store_scheme_is_a_clear_error() -> None:
+    handle = durable.get_handle("x", "mysql://nowhere/db")  # only builds the handle
+    with pytest.raises(durable.StoreError, match=r"'mysql://nowhere/db'.*unknown scheme"):
+        durable.run(doubler, 1, id="x", store="mysql://nowhere/db")
     with pytest.raises(durable.StoreError, match="mysql"):
-        durable.get_handle("x", "mysql://nowhere/db")
+        anyio.run(handle.status)
+
+
+def test_get_handle_opens_nothing(tmp_path: Path) -> None:
+    durable.get_handle("x", f"sqlite:///{tmp_path / 'lazy.db'}")
+    assert not (tmp_path / "lazy.db").exists()
 
 
 def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
