@@ -21,7 +21,6 @@ import pydantic
 import pytest
 
 import durable
-
 from durable._codec import (
     DEFAULT_CODEC,
     MAGIC,
