@@ -8,7 +8,7 @@ concurrent branches share their run's context.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -43,8 +43,9 @@ class RunContext(Protocol):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         location: str | None,
-    ) -> Awaitable[Any]:
-        """Number the call as the next step now; the awaitable runs it as a child run."""
+        child_id: str | None = None,
+    ) -> Coroutine[Any, Any, Any]:
+        """Number the call as the next step now; the coroutine runs it as a child run."""
         ...
 
     def sleep(self, seconds: float, location: str | None) -> Awaitable[None]:

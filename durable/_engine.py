@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import random as _random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -376,12 +376,14 @@ class Engine:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         location: str | None,
-    ) -> Awaitable[Any]:
-        """Number the call now; return an awaitable that replays it or runs the child run."""
+        child_id: str | None = None,
+    ) -> Coroutine[Any, Any, Any]:
+        """Number the call now; return an awaitable that replays it or runs the child run
+        (under ``child_id``, by default ``"<run id>/<step>"``)."""
         seq, recorded = self._step(StepKind.CHILD, defn.name, location)
         if recorded is not None:
             return self._replay(recorded)
-        return self._execute_child(seq, defn, args, kwargs, location)
+        return self._execute_child(seq, defn, args, kwargs, location, child_id)
 
     async def _execute_child(
         self,
@@ -390,11 +392,12 @@ class Engine:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         location: str | None,
+        child_id: str | None,
     ) -> Any:
         if self._pending:
             await self._commit(())
         started = self._clock.time()
-        child_id = f"{self._run.id}/{seq}"
+        child_id = child_id or f"{self._run.id}/{seq}"
         try:
             value = await self._child_runner(defn, child_id, args, kwargs, self._run.id)
         except _FATAL as exc:

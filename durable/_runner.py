@@ -28,7 +28,8 @@ import anyio
 
 from durable._clock import Clock, SystemClock
 from durable._codec import dumps, loads
-from durable._decorators import definition_of
+from durable import _context
+from durable._decorators import caller_location, definition_of
 from durable._engine import Engine
 from durable._errors import (
     LeaseLost,
@@ -301,19 +302,24 @@ async def _keep_lease(
 # -- public entry points -----------------------------------------------------------------------
 
 
-async def execute(
+def execute(
     workflow: Callable[..., Coroutine[Any, Any, R]],
     /,
     *args: Any,
     id: str,
     store: Store | str | None = None,
     **kwargs: Any,
-) -> R:
+) -> Coroutine[Any, Any, R]:
     """Run (or resume) the run ``id`` of ``workflow`` in this task until it finishes.
 
-    The same id again never repeats completed work: a finished run returns its recorded result
-    (or raises its recorded error) without executing anything; an unfinished one resumes. A
-    resumed run uses the arguments recorded when it started.
+    ``await durable.execute(workflow, *args, id=..., **kwargs)``. The same id again never
+    repeats completed work: a finished run returns its recorded result (or raises its recorded
+    error) without executing anything; an unfinished one resumes. A resumed run uses the
+    arguments recorded when it started.
+
+    Inside a workflow, it starts a child run under the given id (``store`` must be left out:
+    children live in their parent's store) whose outcome is one step of the parent, like
+    calling the workflow directly, which picks the id ``"<parent id>/<step>"``.
 
     Args:
         workflow: a ``@durable.workflow`` function.
@@ -333,8 +339,25 @@ async def execute(
     defn = _workflow_definition(workflow, "execute", id)
     _check_id(id, "execute")
     args = _with_instance(workflow, args)
-    result: R = await _execute(resolve_store(store), defn, id, args, kwargs, None, SystemClock())
-    return result
+    ctx = _context.current_or_none()
+    if ctx is not None:
+        if store is not None:
+            raise ValueError(
+                f"durable.execute(..., id={id!r}) inside a workflow starts a child run in the "
+                "parent's store; leave out store="
+            )
+        return ctx.call_workflow(defn, args, kwargs, caller_location(), child_id=id)
+    return _execute_top(defn, id, store, args, kwargs)
+
+
+async def _execute_top(
+    defn: WorkflowDefinition,
+    run_id: str,
+    store: Store | str | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    return await _execute(resolve_store(store), defn, run_id, args, kwargs, None, SystemClock())
 
 
 def _refuse_running_loop(run_id: str) -> None:

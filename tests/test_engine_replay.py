@@ -547,6 +547,20 @@ async def test_child_workflows_are_one_step_of_the_parent(store: Store) -> None:
 
 
 @durable.workflow
+async def names_its_child(order: str) -> int:
+    return await durable.execute(child_flow, 21, id=f"{order}-child")
+
+
+async def test_a_child_run_can_be_given_its_id(store: Store) -> None:
+    assert await durable.execute(names_its_child, "o7", id="nc", store=store) == 42
+    assert await durable.get_handle("o7-child", store).result() == 42
+    (only,) = await durable.get_handle("nc", store).history()
+    assert only.kind == StepKind.CHILD and only.result == 42
+    assert await durable.execute(names_its_child, "o7", id="nc", store=store) == 42
+    assert calls["add"] == 1
+
+
+@durable.workflow
 async def naps() -> str:
     await durable.sleep(0.05)
     await step(2)

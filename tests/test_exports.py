@@ -76,6 +76,7 @@ ALLOWED = {
     "_workflow_api": {"_context", "_decorators", "_errors", "_types"},
     "_engine": {"_context", "_clock", "_codec", "_errors", "_registry", "_types", "store"},
     "_runner": {
+        "_context",
         "_clock",
         "_codec",
         "_decorators",
