@@ -26,9 +26,9 @@ from typing import Any, TypeVar
 
 import anyio
 
+from durable import _context
 from durable._clock import Clock, SystemClock
 from durable._codec import dumps, loads
-from durable import _context
 from durable._decorators import caller_location, definition_of
 from durable._engine import Engine
 from durable._errors import (
