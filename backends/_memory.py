@@ -177,8 +177,8 @@ class MemoryStore:
     ) -> None:
         """Insert ``steps`` and apply ``update`` in one step, or change nothing.
 
-        ``updated_at`` becomes ``now``. A ``None`` ``result`` / ``error`` in ``update`` keeps the
-        stored value; ``error_text`` is always replaced.
+        With an ``update``, ``updated_at`` becomes ``now``; a ``None`` ``result`` / ``error``
+        keeps the stored value; ``error_text`` is always replaced.
 
         Raises:
             LeaseLost: the run's token is no longer ``lease.token``; nothing was written.
@@ -198,10 +198,10 @@ class MemoryStore:
                 )
             for step in steps:
                 recorded[step.seq] = step
-            run = replace(run, updated_at=now)
             if update is not None:
                 run = replace(
                     run,
+                    updated_at=now,
                     status=update.status,
                     result=run.result if update.result is None else update.result,
                     error=run.error if update.error is None else update.error,
@@ -209,7 +209,7 @@ class MemoryStore:
                 )
                 if update.release:
                     run = _released(run)
-            self._runs[lease.run_id] = run
+                self._runs[lease.run_id] = run
 
     async def close(self) -> None:
         """Make the store unusable (its data is dropped). Idempotent."""

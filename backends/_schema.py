@@ -279,7 +279,10 @@ class Statements:
         self.token = comp(sa.select(c.lease_token).where(by_id))
         self.renew = comp(runs.update().where(fenced).values(lease_expires_at=bp("expires")))
         self.release = comp(runs.update().where(fenced).values(**released))
-        self.touch = comp(runs.update().where(fenced).values(updated_at=bp("now")))
+        # Steps without a run update: check the token under a row lock (Postgres FOR SHARE;
+        # SQLite's BEGIN IMMEDIATE already holds the database's write lock) instead of
+        # rewriting the run row, so a one-step commit writes one row.
+        self.check_token = comp(sa.select(c.lease_token).where(by_id).with_for_update(read=True))
         self.update = comp(runs.update().where(fenced).values(**changes))
         self.update_release = comp(runs.update().where(fenced).values(**changes, **released))
         self.insert_step = comp(steps.insert())

@@ -398,7 +398,7 @@ class SQLStore:
         check_step_batch(lease.run_id, steps)
         values: dict[str, Any] = {"rid": lease.run_id, "token": lease.token, "now": now}
         if update is None:
-            statement = self._s.touch
+            statement = self._s.check_token
         else:
             statement = self._s.update_release if update.release else self._s.update
             values["new_status"] = str(update.status)
@@ -417,7 +417,12 @@ class SQLStore:
         values: Mapping[str, Any],
         rows: list[Any],
     ) -> None:
-        self._fenced_write(cur, statement, lease, values)
+        if statement is self._s.check_token:
+            row = self._fetch_one(cur, statement, {"rid": lease.run_id})
+            if row is None or row[0] != lease.token:
+                raise LeaseLost(lease.run_id, self._fence_detail(cur, lease))
+        else:
+            self._fenced_write(cur, statement, lease, values)
         if not rows:
             return
         try:

@@ -232,8 +232,9 @@ class Store(Protocol):
     ) -> None:
         """Insert ``steps`` and apply ``update`` to ``lease.run_id`` in one transaction.
 
-        ``updated_at`` is set to ``now``. Nothing is written unless the run's token still equals
-        ``lease.token``.
+        With an ``update``, ``updated_at`` is set to ``now``; steps alone leave the run record
+        untouched (so the common one-step commit writes one row). Nothing is written unless the
+        run's token still equals ``lease.token``, checked under the transaction's lock.
 
         Raises:
             LeaseLost: the token changed; nothing was written.
