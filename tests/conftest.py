@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +17,37 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+POSTGRES_URL = os.environ.get(
+    "DURABLE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def _postgres_problem() -> str | None:
+    """Why the test Postgres cannot be used, or ``None`` when it answers."""
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed (pip install 'psycopg[binary]')"
+    try:
+        psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        return f"no Postgres answers at {POSTGRES_URL} ({exc})".strip()
+    return None
+
+
+def require_postgres() -> str:
+    """The test Postgres URL; fails the test in CI when it is missing, else skips it."""
+    problem = _postgres_problem()
+    if problem is None:
+        return POSTGRES_URL
+    if os.environ.get("CI"):
+        pytest.fail(f"Postgres tests must run in CI: {problem}")
+    pytest.skip(
+        f"{problem}; start Postgres (or set DURABLE_TEST_POSTGRES_URL) to run the Postgres tests"
+    )
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -26,7 +57,20 @@ async def store(store_kind: str, tmp_path: Path) -> AsyncIterator[Store]:
     s: Store
     if store_kind == "memory":
         s = MemoryStore()
-    else:
+    elif store_kind == "sqlite":
         s = SQLStore(f"sqlite:///{tmp_path / 'durable.db'}")
+    else:
+        s = SQLStore(require_postgres())
+        await _empty(s)
     async with s:
         yield s
+
+
+async def _empty(store: Store) -> None:
+    """Remove every run from the shared test database so each test starts from nothing."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(sa.text("TRUNCATE durable_steps, durable_runs"))
+    engine.dispose()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sqlite3
@@ -537,9 +536,12 @@ async def test_a_foreign_database_with_durable_runs_is_refused(
     assert "durable_steps" not in names  # nothing was created in someone else's database
 
 
-async def test_a_missing_postgres_driver_gives_the_install_hint() -> None:
-    if importlib.util.find_spec("psycopg") is not None:
-        pytest.skip("psycopg is installed; this checks the message shown without it")
+async def test_a_missing_postgres_driver_gives_the_install_hint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in [m for m in sys.modules if m == "psycopg" or m.startswith("psycopg.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # makes `import psycopg` fail
     with pytest.raises(StoreError, match=r"pip install 'psycopg\[binary\]'") as error:
         SQLStore("postgresql://app:s3cret@db.example/app")
     assert "db.example" in str(error.value)
