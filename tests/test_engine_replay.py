@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import anyio
@@ -605,3 +607,51 @@ async def test_a_changed_child_workflow_blocks_the_parent(store: Store) -> None:
     assert calls["add"] == 0
     version["v"] = "old"
     assert await durable.execute(picks_a_child, id="pc", store=store) == 4
+
+
+@dataclass(frozen=True)
+class Quote:
+    sku: str
+    price: Decimal
+    valid_until: datetime
+
+
+class QuoteRejected(Exception):
+    pass
+
+
+@durable.activity
+async def quote(sku: str) -> Quote:
+    calls["quote"] += 1
+    return Quote(sku, Decimal("19.99"), datetime(2030, 1, 1, tzinfo=UTC))
+
+
+@durable.activity
+async def reject(q: Quote) -> None:
+    raise QuoteRejected(f"too expensive: {q.price}")
+
+
+@durable.workflow(codec=durable.JSONCodec())
+async def json_flow(sku: str) -> dict[str, Any]:
+    q = await quote(sku)
+    try:
+        await reject(q)
+    except QuoteRejected as exc:
+        reason = str(exc)
+    await step(3)
+    return {"quote": q, "reason": reason}
+
+
+async def test_the_json_codec_round_trips_a_whole_run(store: Store) -> None:
+    crash_at["n"] = 3
+    with pytest.raises(Boom):
+        await durable.execute(json_flow, "sku-1", id="js", store=store)
+    result = await durable.execute(json_flow, "sku-1", id="js", store=store)
+    assert result == {
+        "quote": Quote("sku-1", Decimal("19.99"), datetime(2030, 1, 1, tzinfo=UTC)),
+        "reason": "too expensive: 19.99",
+    }
+    assert calls["quote"] == 1
+    history = await durable.get_handle("js", store).history()
+    assert isinstance(history[1].error, QuoteRejected)
+    assert await durable.get_handle("js", store).result() == result
