@@ -65,7 +65,8 @@ def main() -> None:
     )
     print(f"   (the process exited with {child.returncode}: killed by SIGKILL)\n")
 
-    print("2. The same line runs again; recorded steps are skipped, the rest runs:")
+    print("2. The same line runs again. reserve_stock is recorded, so it does not run again;")
+    print("   charge_card had no recorded result, so it runs again with the same key:")
     result = durable.run(place_order, order_id, "sku-42", 1999, id=order_id)
     print(f"   result: {result}\n")
 
