@@ -22,6 +22,7 @@ from durable.store import (
     RunStatus,
     RunUpdate,
     StepRecord,
+    StepStatus,
     StoreError,
 )
 
@@ -174,18 +175,21 @@ class MemoryStore:
         update: RunUpdate | None = None,
         *,
         now: float,
+        outcomes: Sequence[StepRecord] = (),
     ) -> None:
-        """Insert ``steps`` and apply ``update`` in one step, or change nothing.
+        """Insert ``steps``, replace ``outcomes`` and apply ``update`` in one step, or change
+        nothing.
 
-        With an ``update``, ``updated_at`` becomes ``now``; a ``None`` ``result`` / ``error``
-        keeps the stored value; ``error_text`` is always replaced.
+        With an ``update``, ``updated_at`` becomes ``now``; a ``None`` ``result`` / ``error`` /
+        ``cancelled_seq`` keeps the stored value; ``error_text`` is always replaced.
 
         Raises:
             LeaseLost: the run's token is no longer ``lease.token``; nothing was written.
-            StoreError: a step is already recorded, repeats a ``seq`` in the batch, or belongs to
-                another run; nothing was written.
+            StoreError: a step is already recorded, repeats a ``seq`` in the batch, belongs to
+                another run, or an outcome has no ``started`` step to replace; nothing was
+                written.
         """
-        check_step_batch(lease.run_id, steps)
+        check_step_batch(lease.run_id, [*steps, *outcomes])
         with self._lock:
             self._check_open()
             run = self._fenced(lease)
@@ -195,6 +199,23 @@ class MemoryStore:
                 raise StoreError(
                     f"cannot commit steps to run {lease.run_id!r}: step {clash[0]} is already "
                     "recorded (a step is written once); nothing was written"
+                )
+            for step in outcomes:
+                intent = recorded.get(step.seq)
+                if intent is None or intent.status != StepStatus.STARTED:
+                    raise StoreError(
+                        f"cannot record the outcome of step {step.seq} of run "
+                        f"{lease.run_id!r}: it has no recorded intent (status 'started') to "
+                        "replace; nothing was written"
+                    )
+            for step in outcomes:
+                recorded[step.seq] = replace(
+                    recorded[step.seq],
+                    status=step.status,
+                    attempts=step.attempts,
+                    finished_at=step.finished_at,
+                    result=step.result,
+                    error=step.error,
                 )
             for step in steps:
                 recorded[step.seq] = step
@@ -206,10 +227,43 @@ class MemoryStore:
                     result=run.result if update.result is None else update.result,
                     error=run.error if update.error is None else update.error,
                     error_text=update.error_text,
+                    cancelled_seq=(
+                        run.cancelled_seq if update.cancelled_seq is None else update.cancelled_seq
+                    ),
                 )
                 if update.release:
                     run = _released(run)
                 self._runs[lease.run_id] = run
+
+    async def request_cancel(self, run_id: str, *, now: float) -> RunRecord | None:
+        """Set ``cancel_requested`` on an unfinished run.
+
+        Returns:
+            The run as it is now, or ``None`` when missing.
+        """
+        with self._lock:
+            self._check_open()
+            run = self._runs.get(run_id)
+            if run is not None and not RunStatus(run.status).finished:
+                run = replace(run, cancel_requested=True, updated_at=now)
+                self._runs[run_id] = run
+            return run
+
+    async def request_rollback(self, run_id: str, *, now: float) -> RunRecord | None:
+        """Turn a ``completed`` run into a ``compensating`` one with ``rollback_requested``.
+
+        Returns:
+            The run as it is now, or ``None`` when missing.
+        """
+        with self._lock:
+            self._check_open()
+            run = self._runs.get(run_id)
+            if run is not None and run.status == RunStatus.COMPLETED:
+                run = replace(
+                    run, status=RunStatus.COMPENSATING, rollback_requested=True, updated_at=now
+                )
+                self._runs[run_id] = run
+            return run
 
     async def close(self) -> None:
         """Make the store unusable (its data is dropped). Idempotent."""

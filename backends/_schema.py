@@ -19,7 +19,7 @@ hot path hands ready SQL text to the DBAPI cursor.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -83,6 +83,9 @@ class RunRow(DurableModel, table=True):
     lease_pid: int | None = Field(default=None, sa_type=BigInteger)
     lease_token: int = Field(default=0, sa_type=BigInteger)
     lease_expires_at: float | None = Field(default=None, sa_type=Double)
+    cancel_requested: bool = False
+    cancelled_seq: int | None = None
+    rollback_requested: bool = False
 
 
 class StepRow(DurableModel, table=True):
@@ -155,8 +158,16 @@ def step_values(step: StepRecord) -> dict[str, Any]:
 
 
 def run_from_row(row: Sequence[Any]) -> RunRecord:
-    """Build a `RunRecord` from a row selected in `RUN_FIELDS` order."""
-    return RunRecord(row[0], row[1], RunStatus(row[2]), *row[3:])
+    """Build a `RunRecord` from a row selected in `RUN_FIELDS` order (SQLite returns its
+    booleans as 0 / 1)."""
+    run = RunRecord(row[0], row[1], RunStatus(row[2]), *row[3:])
+    if type(run.cancel_requested) is not bool or type(run.rollback_requested) is not bool:
+        run = replace(
+            run,
+            cancel_requested=bool(run.cancel_requested),
+            rollback_requested=bool(run.rollback_requested),
+        )
+    return run
 
 
 def step_from_row(row: Sequence[Any]) -> StepRecord:
@@ -240,6 +251,9 @@ class Statements:
             "result": sa.func.coalesce(bp("new_result", type_=sa.LargeBinary), c.result),
             "error": sa.func.coalesce(bp("new_error", type_=sa.LargeBinary), c.error),
             "error_text": bp("new_error_text", type_=sa.String),
+            "cancelled_seq": sa.func.coalesce(
+                bp("new_cancelled_seq", type_=sa.Integer), c.cancelled_seq
+            ),
         }
         oldest_first = (c.created_at, c.id)
         free = sa.or_(
@@ -286,6 +300,36 @@ class Statements:
         self.update = comp(runs.update().where(fenced).values(**changes))
         self.update_release = comp(runs.update().where(fenced).values(**changes, **released))
         self.insert_step = comp(steps.insert())
+        sc = steps.c
+        self.replace_step = comp(
+            steps.update()
+            .where(
+                sc.run_id == bp("rid"),
+                sc.seq == bp("seq"),
+                sc.status == sa.literal(StepStatus.STARTED.value),
+            )
+            .values(
+                status=bp("status"),
+                attempts=bp("attempts"),
+                finished_at=bp("finished_at"),
+                result=bp("result", type_=sa.LargeBinary),
+                error=bp("error", type_=sa.LargeBinary),
+            )
+        )
+        self.request_cancel = comp(
+            runs.update()
+            .where(by_id, c.status.not_in(finished))
+            .values(cancel_requested=sa.true(), updated_at=bp("now"))
+        )
+        self.request_rollback = comp(
+            runs.update()
+            .where(by_id, c.status == sa.literal(RunStatus.COMPLETED.value))
+            .values(
+                status=sa.literal(RunStatus.COMPENSATING.value),
+                rollback_requested=sa.true(),
+                updated_at=bp("now"),
+            )
+        )
         self.load_steps = comp(
             sa.select(*[steps.c[name] for name in STEP_FIELDS])
             .where(steps.c.run_id == bp("rid"))

@@ -384,18 +384,20 @@ class SQLStore:
         update: RunUpdate | None = None,
         *,
         now: float,
+        outcomes: Sequence[StepRecord] = (),
     ) -> None:
-        """Insert ``steps`` and apply ``update`` in one transaction, or write nothing.
+        """Insert ``steps``, replace ``outcomes`` and apply ``update`` in one transaction.
 
-        ``updated_at`` becomes ``now``. A ``None`` ``result`` / ``error`` in ``update`` keeps the
-        stored value; ``error_text`` is always replaced.
+        With an ``update``, ``updated_at`` becomes ``now``; a ``None`` ``result`` / ``error`` /
+        ``cancelled_seq`` keeps the stored value; ``error_text`` is always replaced.
 
         Raises:
             LeaseLost: the run's token is no longer ``lease.token``; nothing was written.
-            StoreError: a step is already recorded, repeats a ``seq`` in the batch, or belongs to
-                another run; nothing was written.
+            StoreError: a step is already recorded, repeats a ``seq`` in the batch, belongs to
+                another run, or an outcome has no ``started`` step to replace; nothing was
+                written.
         """
-        check_step_batch(lease.run_id, steps)
+        check_step_batch(lease.run_id, [*steps, *outcomes])
         values: dict[str, Any] = {"rid": lease.run_id, "token": lease.token, "now": now}
         if update is None:
             statement = self._s.check_token
@@ -405,9 +407,14 @@ class SQLStore:
             values["new_result"] = update.result
             values["new_error"] = update.error
             values["new_error_text"] = update.error_text
+            values["new_cancelled_seq"] = update.cancelled_seq
         insert = self._s.insert_step
         rows = [insert.args(step_values(step)) for step in steps]
-        await self._call(True, self._commit, statement, lease, values, rows)
+        replacements = [
+            self._s.replace_step.args({**step_values(step), "rid": step.run_id})
+            for step in outcomes
+        ]
+        await self._call(True, self._commit, statement, lease, values, rows, replacements)
 
     def _commit(
         self,
@@ -416,6 +423,7 @@ class SQLStore:
         lease: Lease,
         values: Mapping[str, Any],
         rows: list[Any],
+        replacements: list[Any],
     ) -> None:
         if statement is self._s.check_token:
             row = self._fetch_one(cur, statement, {"rid": lease.run_id})
@@ -423,6 +431,14 @@ class SQLStore:
                 raise LeaseLost(lease.run_id, self._fence_detail(cur, lease))
         else:
             self._fenced_write(cur, statement, lease, values)
+        for args in replacements:
+            cur.execute(self._s.replace_step.sql, args)
+            if cur.rowcount != 1:
+                raise StoreError(
+                    f"cannot record the outcome of a step of run {lease.run_id!r} in "
+                    f"{self.url!r}: it has no recorded intent (status 'started') to replace; "
+                    "nothing was written"
+                )
         if not rows:
             return
         try:
@@ -432,6 +448,26 @@ class SQLStore:
                 f"cannot commit steps to run {lease.run_id!r} in {self.url!r}: one of them is "
                 f"already recorded (a step is written once); nothing was written ({exc})"
             ) from exc
+
+    async def request_cancel(self, run_id: str, *, now: float) -> RunRecord | None:
+        """Set ``cancel_requested`` on an unfinished run.
+
+        Returns:
+            The run as it is now, or ``None`` when missing.
+        """
+        values = {"rid": run_id, "now": now}
+        await self._call(True, self._execute, self._s.request_cancel, values)
+        return await self.get_run(run_id)
+
+    async def request_rollback(self, run_id: str, *, now: float) -> RunRecord | None:
+        """Turn a ``completed`` run into a ``compensating`` one with ``rollback_requested``.
+
+        Returns:
+            The run as it is now, or ``None`` when missing.
+        """
+        values = {"rid": run_id, "now": now}
+        await self._call(True, self._execute, self._s.request_rollback, values)
+        return await self.get_run(run_id)
 
     async def close(self) -> None:
         """Close the connections. The store is unusable afterwards. Idempotent."""

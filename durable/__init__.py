@@ -10,11 +10,14 @@ from durable._decorators import activity, workflow
 from durable._errors import (
     ActivityError,
     ActivityTimeout,
+    Cancelled,
+    CompensationFailed,
     DurableError,
     LeaseLost,
     NonDeterminismError,
     NotAWorkflowError,
     NotInWorkflowError,
+    OutcomeUnknown,
     PayloadDecodeError,
     RunningLoopError,
     SchemaVersionError,
@@ -26,12 +29,14 @@ from durable._errors import (
 from durable._retry import RetryPolicy
 from durable._runner import WorkflowHandle, execute, get_handle, run, start
 from durable._types import Info, RunStatus, Step, StepKind, StepStatus
-from durable._workflow_api import gather, info, now, random, sleep, uuid4
+from durable._workflow_api import gather, info, now, random, saga, sleep, uuid4
 
 __all__ = [
     "ActivityError",
     "ActivityTimeout",
+    "Cancelled",
     "Codec",
+    "CompensationFailed",
     "DurableError",
     "Info",
     "JSONCodec",
@@ -39,6 +44,7 @@ __all__ = [
     "NonDeterminismError",
     "NotAWorkflowError",
     "NotInWorkflowError",
+    "OutcomeUnknown",
     "PayloadDecodeError",
     "PickleCodec",
     "RetryPolicy",
@@ -61,6 +67,7 @@ __all__ = [
     "now",
     "random",
     "run",
+    "saga",
     "sleep",
     "start",
     "uuid4",

@@ -9,6 +9,7 @@ concurrent branches share their run's context.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -33,8 +34,14 @@ class RunContext(Protocol):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         location: str | None,
+        instance: Any = None,
     ) -> Awaitable[Any]:
-        """Number the call as the next step now; the awaitable replays or executes it."""
+        """Number the call as the next step now; the awaitable replays or executes it.
+        ``instance`` is the object of a bound activity method (its undo receives it)."""
+        ...
+
+    def saga(self) -> AbstractAsyncContextManager[None]:
+        """A block whose compensable activities are undone if the block raises."""
         ...
 
     def call_workflow(

@@ -22,6 +22,7 @@ from durable import _context
 from durable._codec import DEFAULT_CODEC, Codec
 from durable._registry import ActivityDefinition, WorkflowDefinition, register_workflow
 from durable._retry import NO_RETRY, RetryPolicy
+from durable._saga import undo_definition
 
 __all__ = ["activity", "caller_location", "definition_of", "workflow"]
 
@@ -153,6 +154,9 @@ def activity(
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
     compensate: Callable[..., Any] | None = None,
+    compensate_retry: RetryPolicy | None = None,
+    final: bool = False,
+    idempotent: bool = False,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
 
@@ -164,6 +168,9 @@ def activity(
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
     compensate: Callable[..., Any] | None = None,
+    compensate_retry: RetryPolicy | None = None,
+    final: bool = False,
+    idempotent: bool = False,
 ) -> Any:
     """Declare a function as an activity: a side effect whose result is recorded once.
 
@@ -174,7 +181,19 @@ def activity(
         timeout: seconds an attempt may take; a slower attempt is cancelled and fails with
             `durable.ActivityTimeout` (a plain ``def`` activity's thread is abandoned, not
             stopped).
-        compensate: the undo to run if the workflow later fails (saga).
+        compensate: the undo to run if the workflow (or the `durable.saga` block) that called
+            the activity fails later: called with the activity's own arguments, plus
+            ``result=`` (the activity's return value) if it declares a keyword-only ``result``.
+            A plain function, ``async def`` or another ``@activity``. Its signature is checked
+            now.
+        compensate_retry: how a failing undo is retried (default: the undo activity's own
+            policy, else 5 attempts with backoff, about 7.5 s).
+        final: the activity cannot be undone (a sent e-mail, a shipped parcel): it may not
+            have ``compensate``; its intent is recorded before it runs, and if a crash leaves
+            the intent without an outcome, the resumed run raises `durable.OutcomeUnknown` into
+            the workflow instead of running it again.
+        idempotent: with ``final=True``: after such a crash, run it again (with the same
+            idempotency key) instead of raising `durable.OutcomeUnknown`.
 
     Outside a run, calling the activity just runs it. Inside a run the call returns an
     awaitable (also for a plain ``def``): ``await charge(order)``.
@@ -191,19 +210,46 @@ def activity(
         raise ValueError(f"@activity(timeout=...) must be a number of seconds > 0, not {timeout!r}")
     if compensate is not None and not callable(compensate):
         raise TypeError(f"@activity(compensate=...) must be callable, not {compensate!r}")
+    if compensate_retry is not None and not isinstance(compensate_retry, RetryPolicy):
+        raise TypeError(
+            "@activity(compensate_retry=...) must be a durable.RetryPolicy, "
+            f"not {compensate_retry!r}"
+        )
+    if final and compensate is not None:
+        raise TypeError(
+            "@activity(final=True) marks an activity that cannot be undone, so it cannot have "
+            "compensate=...; drop one of them"
+        )
+    if idempotent and not final:
+        raise ValueError("@activity(idempotent=True) only applies together with final=True")
 
     def decorate(f: Callable[..., Any]) -> Any:
         if not callable(f):
             raise TypeError(f"@activity needs a function, not {f!r}")
         if definition_of(f) is not None:
             raise TypeError(f"{_default_name(f)} is already decorated with @workflow/@activity")
+        activity_name = name or _default_name(f)
+        undo: ActivityDefinition | None = None
+        wants_result = False
+        if compensate is not None:
+            undo_own = definition_of(compensate)
+            if isinstance(undo_own, WorkflowDefinition):
+                raise TypeError("compensate= must be a function or an @activity, not a workflow")
+            undo, wants_result = undo_definition(
+                f, activity_name, compensate, undo_own, compensate_retry
+            )
         defn = ActivityDefinition(
-            name=name or _default_name(f),
+            name=activity_name,
             fn=f,
             is_async=inspect.iscoroutinefunction(f),
             retry=retry or NO_RETRY,
             timeout=float(timeout) if timeout is not None else None,
             compensate=compensate,
+            undo=undo,
+            undo_wants_result=wants_result,
+            signature=inspect.signature(f) if undo is not None else None,
+            final=final,
+            idempotent=idempotent,
         )
 
         def call(
@@ -215,7 +261,7 @@ def activity(
             ctx = _context.current_or_none()
             if ctx is None:
                 return wrapped(*args, **kwargs)
-            return ctx.call_activity(defn, wrapped, args, kwargs, caller_location())
+            return ctx.call_activity(defn, wrapped, args, kwargs, caller_location(), instance)
 
         return _Durable(f, call, defn)
 

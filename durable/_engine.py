@@ -21,9 +21,12 @@ from __future__ import annotations
 import functools
 import random as _random
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
+from contextvars import Token
 from datetime import UTC, datetime
-from typing import Any
+from types import TracebackType
+from typing import Any, NoReturn
 
 import anyio
 import anyio.to_thread
@@ -33,15 +36,19 @@ from durable._clock import Clock
 from durable._codec import dumps, dumps_error, loads
 from durable._errors import (
     ActivityTimeout,
+    Cancelled,
+    CompensationFailed,
     LeaseLost,
     NonDeterminismError,
     NotInWorkflowError,
+    OutcomeUnknown,
     PayloadDecodeError,
     SerializationError,
     StoreError,
     WorkflowIdConflict,
 )
 from durable._registry import ActivityDefinition, WorkflowDefinition
+from durable._saga import Scope, Undo, current_scope
 from durable._types import Info, RunStatus, StepKind, StepStatus
 from durable.store import Lease, RunRecord, RunUpdate, StepRecord, Store
 
@@ -81,7 +88,11 @@ class Engine:
         self._pending: list[StepRecord] = []
         self.fatal: BaseException | None = None
         self.finished = False  # the outcome (completed / failed / blocked) is recorded
-        self._closed = False  # the workflow body has returned: no more steps
+        self._closed = False  # the outcome is being recorded: no more steps
+        self._root = Scope()  # undos of the whole run (outside any durable.saga block)
+        self._cancel_requested = run.cancel_requested
+        self._cancel_at = run.cancelled_seq  # the step at which Cancelled is raised
+        self._waits: set[anyio.CancelScope] = set()  # in-process sleeps, woken by a cancel
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -92,57 +103,100 @@ class Engine:
             The workflow's result.
 
         Raises:
-            The workflow's exception (run recorded ``failed``); `NonDeterminismError` or
-            `PayloadDecodeError` (run recorded ``blocked``); `LeaseLost` or `StoreError`
+            The workflow's exception (run recorded ``failed`` / ``cancelled`` after its
+            compensations ran), `CompensationFailed`, `NonDeterminismError` or
+            `PayloadDecodeError` (run recorded ``blocked``), `LeaseLost` or `StoreError`
             (nothing recorded: the run stays resumable).
         """
-        run_id, name = self._run.id, self._defn.name
         token = _context.enter_run(self)
+        scope_token = current_scope().set(self._root)
+        failure: Exception | None = None
+        result: Any = None
         try:
             args, kwargs = self._load(self._run.args, None, "arguments")
             result = await self._defn.fn(*args, **kwargs)
         except Exception as exc:
-            if self.fatal is None and self._unreached() is not None:
-                self._diverged(f"raise {type(exc).__qualname__}: {exc}")
-            if self.fatal is None:
-                await self._fail(exc)
-                raise
-            result = None
+            failure = exc
         finally:
+            current_scope().reset(scope_token)
             _context.leave_run(token)
-            self._closed = True
-        if self.fatal is None and self._unreached() is not None:
-            self._diverged("return from the workflow")
+        try:
+            if self.fatal is None:
+                if failure is not None:
+                    if self._unreached(compensations_expected=True) is not None:
+                        self._diverged(f"raise {type(failure).__qualname__}: {failure}")
+                    else:
+                        await self._finish_failed(failure)  # records the outcome, raises
+                elif self._run.rollback_requested:
+                    return await self._finish_rollback(result)
+                elif self._unreached(compensations_expected=False) is not None:
+                    self._diverged("return from the workflow")
+        except Exception:
+            if self.fatal is None:
+                raise
         if self.fatal is not None:
             await self._block(self.fatal)
             raise self.fatal
         try:
             payload = dumps(
-                self._codec, result, what=f"result of workflow {name!r} (run {run_id!r})"
+                self._codec,
+                result,
+                what=f"result of workflow {self._defn.name!r} (run {self._run.id!r})",
             )
         except SerializationError as exc:
-            await self._fail(exc)
-            raise
+            await self._finish_failed(exc)
         await self._commit((), RunUpdate(RunStatus.COMPLETED, result=payload, release=True))
         return result
 
-    def _unreached(self) -> StepRecord | None:
-        """The first recorded step beyond the last one called, if the history goes further."""
+    async def _finish_failed(self, exc: Exception) -> NoReturn:
+        """Compensate the whole run, record its failure (or cancellation), raise the outcome."""
+        errors: list[BaseException] = []
+        if self._root.entries:
+            await self._commit((), RunUpdate(RunStatus.COMPENSATING))
+            errors = await self._unwind(self._root)
+        final: Exception = exc
+        status = RunStatus.CANCELLED if isinstance(exc, Cancelled) else RunStatus.FAILED
+        if errors:
+            final = CompensationFailed(self._run.id, exc, errors)
+            status = RunStatus.COMPENSATION_FAILED
+        error, _ = dumps_error(self._codec, final, what=f"error of run {self._run.id!r}")
+        text = f"{type(final).__qualname__}: {final}"
+        await self._commit((), RunUpdate(status, error=error, error_text=text, release=True))
+        if final is exc:
+            raise exc
+        raise final from exc
+
+    async def _finish_rollback(self, result: Any) -> Any:
+        """A completed run asked to roll back: run every undo, end ``compensated``."""
+        await self._commit((), RunUpdate(RunStatus.COMPENSATING))
+        errors = await self._unwind(self._root)
+        if errors:
+            final = CompensationFailed(self._run.id, None, errors)
+            error, _ = dumps_error(self._codec, final, what=f"error of run {self._run.id!r}")
+            update = RunUpdate(
+                RunStatus.COMPENSATION_FAILED, error=error, error_text=str(final), release=True
+            )
+            await self._commit((), update)
+            raise final
+        await self._commit((), RunUpdate(RunStatus.COMPENSATED, release=True))
+        return result
+
+    def _unreached(self, *, compensations_expected: bool = False) -> StepRecord | None:
+        """The first recorded step beyond the last one called, if the history goes further
+        (compensation steps are expected there when the run is about to compensate)."""
         beyond = [seq for seq in self._recorded if seq > self._seq]
-        return self._recorded[min(beyond)] if beyond else None
+        if not beyond:
+            return None
+        first = self._recorded[min(beyond)]
+        if compensations_expected and first.kind == StepKind.COMPENSATION:
+            return None
+        return first
 
     def _diverged(self, called: str) -> None:
-        step = self._unreached()
+        step = self._unreached(compensations_expected=False)
         assert step is not None
         self.fatal = NonDeterminismError(
             self._run.id, step.seq, f"{step.kind} {step.name!r}", step.location, called, None
-        )
-
-    async def _fail(self, exc: Exception) -> None:
-        error, _ = dumps_error(self._codec, exc, what=f"error of run {self._run.id!r}")
-        text = f"{type(exc).__qualname__}: {exc}"
-        await self._commit(
-            (), RunUpdate(RunStatus.FAILED, error=error, error_text=text, release=True)
         )
 
     async def _block(self, fatal: BaseException) -> None:
@@ -197,7 +251,11 @@ class Engine:
         return self._replayed(step)
 
     async def _commit(
-        self, steps: tuple[StepRecord, ...] | list[StepRecord], update: RunUpdate | None = None
+        self,
+        steps: tuple[StepRecord, ...] | list[StepRecord],
+        update: RunUpdate | None = None,
+        *,
+        outcomes: Sequence[StepRecord] = (),
     ) -> None:
         if self._closed and (update is None or not update.release):
             raise NotInWorkflowError(
@@ -208,7 +266,9 @@ class Engine:
         pending, self._pending = self._pending, []
         batch = [*pending, *steps] if pending else steps
         try:
-            await self._store.commit(self._lease, batch, update, now=self._clock.time())
+            await self._store.commit(
+                self._lease, batch, update, now=self._clock.time(), outcomes=outcomes
+            )
         except (LeaseLost, StoreError) as exc:
             # Either someone else owns the run, or the store cannot say what was written: this
             # executor stops; the workflow must not catch it and carry on.
@@ -219,6 +279,7 @@ class Engine:
             raise
         if update is not None and update.release:
             self.finished = True
+            self._closed = True
 
     def _record(
         self,
@@ -255,12 +316,16 @@ class Engine:
         attempts: int,
         location: str | None,
         exc: Exception,
+        *,
+        replaces: bool = False,
     ) -> BaseException:
         what = f"error of {kind} {name!r} (run {self._run.id!r}, step {seq})"
         error, seen = dumps_error(self._codec, exc, what=what)
-        await self._commit(
-            [self._record(seq, kind, name, started, attempts, location, error=error)]
-        )
+        record = self._record(seq, kind, name, started, attempts, location, error=error)
+        if replaces:
+            await self._commit((), outcomes=[record])
+        else:
+            await self._commit([record])
         return seen
 
     async def _record_result(
@@ -272,6 +337,8 @@ class Engine:
         attempts: int,
         location: str | None,
         value: Any,
+        *,
+        replaces: bool = False,
     ) -> Any:
         try:
             payload = dumps(
@@ -281,11 +348,13 @@ class Engine:
             )
         except SerializationError as exc:
             raise await self._record_failure(
-                seq, kind, name, started, attempts, location, exc
+                seq, kind, name, started, attempts, location, exc, replaces=replaces
             ) from None
-        await self._commit(
-            [self._record(seq, kind, name, started, attempts, location, result=payload)]
-        )
+        record = self._record(seq, kind, name, started, attempts, location, result=payload)
+        if replaces:
+            await self._commit((), outcomes=[record])
+        else:
+            await self._commit([record])
         return value
 
     # -- RunContext: activities ------------------------------------------------------------
@@ -297,12 +366,29 @@ class Engine:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         location: str | None,
+        instance: Any = None,
     ) -> Awaitable[Any]:
         """Number the call now; return an awaitable that replays or executes it."""
         seq, recorded = self._step(StepKind.ACTIVITY, defn.name, location)
-        if recorded is not None:
-            return self._replay(recorded)
-        return self._execute_activity(seq, defn, fn, args, kwargs, location)
+        if self._cancel_here(seq, recorded):
+            return self._deliver_cancel(seq)
+        if recorded is not None and recorded.status != StepStatus.STARTED:
+            if defn.undo is None:
+                return self._replay(recorded)
+            return self._replay_compensable(recorded, defn, args, kwargs, instance)
+        return self._execute_activity(seq, defn, fn, args, kwargs, location, instance, recorded)
+
+    async def _replay_compensable(
+        self,
+        step: StepRecord,
+        defn: ActivityDefinition,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        instance: Any,
+    ) -> Any:
+        value = self._replayed(step)
+        self._push_undo(defn, step.seq, step.finished_at, args, kwargs, instance, value)
+        return value
 
     async def _execute_activity(
         self,
@@ -312,26 +398,135 @@ class Engine:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         location: str | None,
+        instance: Any,
+        intent: StepRecord | None,
     ) -> Any:
         if self._pending:
             await self._commit(())
         started = self._clock.time()
+        kind, name = StepKind.ACTIVITY, defn.name
+        if defn.final:
+            if intent is None:  # record the intent first: a crash now leaves it without outcome
+                await self._commit([self._intent(seq, name, started, location)])
+            elif defn.idempotent:
+                started = intent.started_at  # run it again, with the same idempotency key
+            else:
+                unknown = OutcomeUnknown(self._run.id, seq, name)
+                raise await self._record_failure(
+                    seq, kind, name, intent.started_at, 0, location, unknown, replaces=True
+                ) from None
+        value, attempts = await self._with_retries(
+            seq, kind, defn, fn, args, kwargs, started, location, replaces=defn.final
+        )
+        await self._record_result(
+            seq, kind, name, started, attempts, location, value, replaces=defn.final
+        )
+        if defn.undo is not None:
+            self._push_undo(defn, seq, self._clock.time(), args, kwargs, instance, value)
+        return value
+
+    async def _with_retries(
+        self,
+        seq: int,
+        kind: StepKind,
+        defn: ActivityDefinition,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        started: float,
+        location: str | None,
+        *,
+        replaces: bool = False,
+    ) -> tuple[Any, int]:
+        """Attempt ``fn`` under ``defn``'s retry policy; a final failure is recorded and raised.
+
+        Returns:
+            The value and the number of attempts made.
+        """
         attempt = 0
         while True:
             attempt += 1
             try:
-                value = await self._attempt(defn, fn, args, kwargs, seq, attempt)
+                return await self._attempt(defn, fn, args, kwargs, seq, attempt), attempt
             except Exception as exc:
                 if defn.retry.retries(exc, attempt):
                     await self._clock.sleep(defn.retry.delay(attempt))
                     continue
                 seen = await self._record_failure(
-                    seq, StepKind.ACTIVITY, defn.name, started, attempt, location, exc
+                    seq, kind, defn.name, started, attempt, location, exc, replaces=replaces
                 )
                 raise seen from None
-            return await self._record_result(
-                seq, StepKind.ACTIVITY, defn.name, started, attempt, location, value
-            )
+
+    def _intent(self, seq: int, name: str, started: float, location: str | None) -> StepRecord:
+        return StepRecord(
+            run_id=self._run.id,
+            seq=seq,
+            kind=StepKind.ACTIVITY,
+            name=name,
+            status=StepStatus.STARTED,
+            attempts=0,
+            started_at=started,
+            finished_at=started,
+            location=location,
+        )
+
+    # -- sagas -----------------------------------------------------------------------------
+
+    def _push_undo(
+        self,
+        defn: ActivityDefinition,
+        seq: int,
+        finished_at: float,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        instance: Any,
+        result: Any,
+    ) -> None:
+        assert defn.undo is not None and defn.signature is not None
+        if instance is not None:
+            args = (instance, *args)
+        bound = defn.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        undo_kwargs = dict(bound.kwargs)
+        if defn.undo_wants_result:
+            undo_kwargs["result"] = result
+        scope = current_scope().get() or self._root
+        scope.entries.append(Undo(seq, finished_at, defn.undo, tuple(bound.args), undo_kwargs))
+
+    async def _unwind(self, scope: Scope) -> list[BaseException]:
+        """Run ``scope``'s undos newest-first, each a recorded ``compensation`` step.
+
+        Returns:
+            The final error of every undo that still failed after its retries.
+        """
+        errors: list[BaseException] = []
+        for undo in scope.unwind_order():
+            try:
+                await self._compensate(undo)
+            except Exception as exc:
+                if self.fatal is not None:
+                    raise
+                errors.append(exc)
+        scope.entries.clear()
+        return errors
+
+    async def _compensate(self, undo: Undo) -> None:
+        seq, recorded = self._step(StepKind.COMPENSATION, undo.defn.name, None)
+        if recorded is not None:
+            self._replayed(recorded)
+            return
+        if self._pending:
+            await self._commit(())
+        started = self._clock.time()
+        kind = StepKind.COMPENSATION
+        value, attempts = await self._with_retries(
+            seq, kind, undo.defn, undo.defn.fn, undo.args, undo.kwargs, started, None
+        )
+        await self._record_result(seq, kind, undo.defn.name, started, attempts, None, value)
+
+    def saga(self) -> AbstractAsyncContextManager[None]:
+        """A block whose compensable activities are undone if the block raises."""
+        return _SagaBlock(self)
 
     async def _attempt(
         self,
@@ -381,6 +576,8 @@ class Engine:
         """Number the call now; return an awaitable that replays it or runs the child run
         (under ``child_id``, by default ``"<run id>/<step>"``)."""
         seq, recorded = self._step(StepKind.CHILD, defn.name, location)
+        if self._cancel_here(seq, recorded):
+            return self._deliver_cancel(seq)
         if recorded is not None:
             return self._replay(recorded)
         return self._execute_child(seq, defn, args, kwargs, location, child_id)
@@ -428,6 +625,8 @@ class Engine:
     def sleep(self, seconds: float, location: str | None) -> Awaitable[None]:
         """Number the timer step now; the awaitable records its due time and waits for it."""
         seq, recorded = self._step(StepKind.TIMER, "sleep", location)
+        if self._cancel_at == seq:
+            return self._deliver_cancel(seq)
         return self._sleep(seq, seconds, recorded, location)
 
     async def _sleep(
@@ -446,9 +645,42 @@ class Engine:
             if new:
                 await self._commit(new)
             return
+        if self._cancel_requested and self._cancel_at is None:
+            if new:
+                await self._commit(new)
+            await self._deliver_cancel(seq)
         await self._commit(new, RunUpdate(RunStatus.SLEEPING))
-        await self._clock.sleep(remaining)
+        with anyio.CancelScope() as wait:
+            self._waits.add(wait)
+            try:
+                await self._clock.sleep(remaining)
+            finally:
+                self._waits.discard(wait)
+        if wait.cancelled_caught and self._cancel_at is None:
+            await self._deliver_cancel(seq)  # cancelled while it slept: at once
         await self._commit((), RunUpdate(RunStatus.RUNNING))
+
+    # -- cancellation ----------------------------------------------------------------------
+
+    def request_cancel(self) -> None:
+        """Called by the executor when the run's ``cancel_requested`` is seen: deliver
+        `Cancelled` at the next step boundary, and wake any sleep at once."""
+        self._cancel_requested = True
+        for wait in list(self._waits):
+            wait.cancel()
+
+    def _cancel_here(self, seq: int, recorded: StepRecord | None) -> bool:
+        """Whether step ``seq`` raises `Cancelled`: where it was delivered before (replay), or
+        the first step not yet recorded after the cancel request."""
+        if self._cancel_at is not None:
+            return self._cancel_at == seq
+        return self._cancel_requested and recorded is None
+
+    async def _deliver_cancel(self, seq: int) -> NoReturn:
+        if self._cancel_at is None:  # first delivery: record where, so replays agree
+            self._cancel_at = seq
+            await self._commit((), RunUpdate(RunStatus.RUNNING, cancelled_seq=seq))
+        raise Cancelled(self._run.id)
 
     def _helper(self, kind: StepKind, location: str | None, make: Callable[[], Any]) -> Any:
         seq, recorded = self._step(kind, str(kind), location)
@@ -492,3 +724,39 @@ class Engine:
     def info(self) -> Info:
         """Run id, workflow name and the number of the last step called."""
         return Info(self._run.id, self._defn.name, self._seq, 0, None)
+
+
+class _SagaBlock:
+    """``async with durable.saga():``: undo only what completed inside the block if it raises.
+
+    On success the block's undos join the enclosing scope (so a later failure of the workflow
+    still undoes them). On an exception the block's undos run newest-first, then the exception
+    propagates (or `CompensationFailed`, carrying it, when undos still failed). Fatal errors
+    (divergence, lost lease, store failure) and cancellation by the event loop do not
+    compensate: they stop the executor, and the run is resumed or compensated later.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._scope = Scope()
+        self._token: Token[Scope | None] | None = None
+
+    async def __aenter__(self) -> None:
+        self._token = current_scope().set(self._scope)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._token is not None
+        current_scope().reset(self._token)
+        engine = self._engine
+        if exc is None or not isinstance(exc, Exception) or engine.fatal is not None:
+            parent = current_scope().get() or engine._root
+            parent.entries.extend(self._scope.entries)
+            return
+        errors = await engine._unwind(self._scope)
+        if errors:
+            raise CompensationFailed(engine._run.id, exc, errors) from exc

@@ -12,6 +12,9 @@
     ├── ActivityTimeout           (also TimeoutError) an activity attempt ran past its timeout
     ├── SerializationError        a result or argument could not be encoded
     ├── PayloadDecodeError        a recorded payload could not be decoded
+    ├── Cancelled                 the run was cancelled (raised into the workflow)
+    ├── CompensationFailed        undos still failed after their retries
+    ├── OutcomeUnknown            a final activity's intent was recorded, but not its outcome
     └── StoreError                the store cannot be used as asked
         └── SchemaVersionError    the database was written by an unknown (newer) schema
 
@@ -27,11 +30,14 @@ from typing import Any
 __all__ = [
     "ActivityError",
     "ActivityTimeout",
+    "Cancelled",
+    "CompensationFailed",
     "DurableError",
     "LeaseLost",
     "NonDeterminismError",
     "NotAWorkflowError",
     "NotInWorkflowError",
+    "OutcomeUnknown",
     "PayloadDecodeError",
     "RunningLoopError",
     "SchemaVersionError",
@@ -236,6 +242,76 @@ class PayloadDecodeError(DurableError):
         self.seq = seq
         self.what = what
         self.reason = reason
+
+
+class Cancelled(DurableError):
+    """The run was cancelled (`WorkflowHandle.cancel`).
+
+    Raised into the workflow at its next step boundary (at once if it is sleeping). If it
+    propagates out of the workflow, the compensations of completed activities run and the run
+    ends ``cancelled``; a workflow that catches it carries on.
+
+    Attributes:
+        run_id: the cancelled run.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(
+            f"run {run_id!r} was cancelled; the compensations of its completed activities run "
+            "unless the workflow catches this error"
+        )
+        self.run_id = run_id
+
+
+class CompensationFailed(DurableError):
+    """Some undos still failed after their retries; the others ran.
+
+    Attributes:
+        run_id: the run.
+        error: the error that started the compensation (``None`` for a rollback).
+        undo_errors: every undo's final error, in the order the undos ran.
+    """
+
+    def __init__(
+        self, run_id: str, error: BaseException | None, undo_errors: list[BaseException]
+    ) -> None:
+        first = "; ".join(f"{type(e).__qualname__}: {e}" for e in undo_errors[:3])
+        more = f" (and {len(undo_errors) - 3} more)" if len(undo_errors) > 3 else ""
+        cause = f" after {type(error).__qualname__}: {error}" if error is not None else ""
+        super().__init__(
+            f"run {run_id!r}: {len(undo_errors)} compensation(s) failed{cause}: {first}{more}. "
+            "The other undos ran; the failed ones must be repaired by hand (see the run's "
+            "history for their steps and arguments)"
+        )
+        self.run_id = run_id
+        self.error = error
+        self.undo_errors = list(undo_errors)
+
+
+class OutcomeUnknown(DurableError):
+    """A ``final=True`` activity was started (its intent is recorded), but the process died
+    before its outcome was recorded: it may or may not have taken effect.
+
+    The workflow may catch it, ask the outside world (with ``idempotency_key``) and decide.
+
+    Attributes:
+        run_id: the run.
+        seq: the activity's step number.
+        activity: the activity name.
+        idempotency_key: the key the interrupted attempt ran with.
+    """
+
+    def __init__(self, run_id: str, seq: int, activity: str) -> None:
+        super().__init__(
+            f"activity {activity!r} (run {run_id!r}, step {seq}) is final and was interrupted: "
+            f"its outcome is unknown, so it is not run again. Check the outside world with "
+            f"idempotency key {run_id}/{seq} and decide in the workflow, or declare it "
+            "@activity(final=True, idempotent=True) to have it re-run with the same key"
+        )
+        self.run_id = run_id
+        self.seq = seq
+        self.activity = activity
+        self.idempotency_key = f"{run_id}/{seq}"
 
 
 class StoreError(DurableError):

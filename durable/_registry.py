@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,9 @@ class WorkflowDefinition:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class ActivityDefinition:
-    """An ``@activity``: name, function, whether it is ``async def``, retry, timeout, undo."""
+    """An ``@activity``: name, function, whether it is ``async def``, retry, timeout, and its
+    saga settings (the undo step's definition, whether the undo takes ``result=``, the
+    activity's signature to bind arguments for the undo, ``final`` / ``idempotent``)."""
 
     name: str
     fn: Callable[..., Any]
@@ -32,6 +35,11 @@ class ActivityDefinition:
     retry: RetryPolicy = NO_RETRY
     timeout: float | None = None
     compensate: Callable[..., Any] | None = None
+    undo: ActivityDefinition | None = None
+    undo_wants_result: bool = False
+    signature: inspect.Signature | None = None
+    final: bool = False
+    idempotent: bool = False
 
 
 _lock = threading.Lock()

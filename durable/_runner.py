@@ -19,6 +19,7 @@ import os
 import socket
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from durable._codec import dumps, loads
 from durable._decorators import caller_location, definition_of
 from durable._engine import Engine
 from durable._errors import (
+    DurableError,
     LeaseLost,
     NotAWorkflowError,
     RunningLoopError,
@@ -39,7 +41,7 @@ from durable._errors import (
     WorkflowIdConflict,
     WorkflowNotFound,
 )
-from durable._registry import WorkflowDefinition
+from durable._registry import WorkflowDefinition, lookup_workflow
 from durable._types import RunStatus, Step, StepKind, StepStatus
 from durable.store import Lease, LeaseOwner, RunRecord, RunUpdate, Store
 
@@ -178,7 +180,7 @@ async def _ensure_run(
 
 def _outcome(run: RunRecord) -> Any:
     """The recorded result of a finished run, or raise its recorded error."""
-    if run.status == RunStatus.COMPLETED:
+    if run.status in (RunStatus.COMPLETED, RunStatus.COMPENSATED):
         return loads(run.result or b"", run_id=run.id, seq=None, what="result")
     error = loads(run.error or b"", run_id=run.id, seq=None, what="error")
     if isinstance(error, BaseException):
@@ -275,12 +277,28 @@ async def _let_go(store: Store, lease: Lease, engine: Engine | None, clock: Cloc
         pass  # taken over, or the store is down: the lease expires on its own
 
 
+CANCEL_POLL_SECONDS = 0.2
+"""How often an executor looks for a cancel request on the run it executes."""
+
+
 async def _keep_lease(
     store: Store, lease: Lease, clock: Clock, engine: Engine, scope: anyio.CancelScope
 ) -> None:
-    interval = LEASE_SECONDS / 3
+    """Renew the lease every third of its duration, and pass on a cancel request."""
+    renew_at = clock.time() + LEASE_SECONDS / 3
+    cancel_seen = False
     while True:
-        await anyio.sleep(interval)
+        await anyio.sleep(CANCEL_POLL_SECONDS)
+        if not cancel_seen:
+            try:
+                run = await store.get_run(lease.run_id)
+            except Exception:
+                run = None  # a transient store error: look again at the next tick
+            if run is not None and run.cancel_requested:
+                cancel_seen = True
+                engine.request_cancel()
+        if clock.time() < renew_at:
+            continue
         try:
             lease = await store.renew_lease(lease, now=clock.time(), duration=LEASE_SECONDS)
         except LeaseLost as exc:
@@ -289,14 +307,14 @@ async def _keep_lease(
             return
         except Exception:
             if clock.time() < lease.expires_at:
-                interval = min(1.0, LEASE_SECONDS / 10)  # transient: try again soon
+                renew_at = clock.time() + min(1.0, LEASE_SECONDS / 10)  # transient: soon again
                 continue
             # Past its expiry another executor may take the run over at any moment, so this
             # one must stop running side effects.
             engine.fatal = LeaseLost(lease.run_id, "could not renew it before it expired")
             scope.cancel()
             return
-        interval = LEASE_SECONDS / 3
+        renew_at = clock.time() + LEASE_SECONDS / 3
 
 
 # -- public entry points -----------------------------------------------------------------------
@@ -508,6 +526,53 @@ class WorkflowHandle:
                 await anyio.sleep(delay)
                 delay = min(delay * 1.5, 0.5)
 
+    async def cancel(self) -> None:
+        """Ask for the run to be cancelled.
+
+        Its executor raises `durable.Cancelled` into the workflow at the next step boundary
+        (at once if it is sleeping); unless the workflow catches it, the compensations of
+        completed activities run and the run ends ``cancelled``. A run nobody executes right
+        now is cancelled when it is next executed. Cancelling a finished run does nothing.
+
+        Raises:
+            WorkflowNotFound: no such run.
+        """
+        if await self._store.request_cancel(self._id, now=time.time()) is None:
+            raise WorkflowNotFound(self._id)
+
+    async def rollback(self) -> None:
+        """Undo a ``completed`` run: run the compensations of all its activities, newest
+        first, durably, and end it ``compensated``. Runs here, in this task; the workflow must
+        be importable in this process. Calling it again on a compensated run does nothing; a
+        rollback interrupted by a crash resumes where it stopped.
+
+        Raises:
+            WorkflowNotFound: no such run.
+            CompensationFailed: some undos still failed after their retries (the run ends
+                ``compensation_failed``).
+            DurableError: the run is not completed (nothing to roll back), or its workflow is
+                not registered in this process.
+        """
+        run = await self._store.request_rollback(self._id, now=time.time())
+        if run is None:
+            raise WorkflowNotFound(self._id)
+        if run.status == RunStatus.COMPENSATED:
+            return
+        if not run.rollback_requested:
+            raise DurableError(
+                f"run {self._id!r} is {run.status}; only a completed run can be rolled back "
+                "(a failed or cancelled run was already compensated)"
+            )
+        if run.status.finished:  # compensation_failed after an earlier rollback
+            _outcome(run)
+        defn = lookup_workflow(run.workflow)
+        if defn is None:
+            raise DurableError(
+                f"cannot roll back run {self._id!r}: its workflow {run.workflow!r} is not "
+                "registered in this process; import the module that defines it first"
+            )
+        await _execute(self._store, defn, self._id, (), {}, run.parent_id, SystemClock())
+
     async def history(self) -> list[Step]:
         """Every recorded step of the run, in step order, with decoded results and errors.
 
@@ -520,12 +585,10 @@ class WorkflowHandle:
         for rec in await self._store.load_steps(self._id):
             failed = rec.status == StepStatus.FAILED
             payload = rec.error if failed else rec.result
-            value = loads(
-                payload or b"",
-                run_id=self._id,
-                seq=rec.seq,
-                what=str("error" if failed else "result"),
-            )
+            value = None
+            if rec.status != StepStatus.STARTED:  # an intent has no outcome yet
+                what = "error" if failed else "result"
+                value = loads(payload or b"", run_id=self._id, seq=rec.seq, what=what)
             steps.append(
                 Step(
                     seq=rec.seq,

@@ -21,6 +21,7 @@ class RunStatus(enum.StrEnum):
     CANCELLED = "cancelled"
     COMPENSATING = "compensating"
     COMPENSATION_FAILED = "compensation_failed"
+    COMPENSATED = "compensated"
     BLOCKED = "blocked"
 
     @property
@@ -35,6 +36,7 @@ _FINISHED = frozenset(
         RunStatus.FAILED,
         RunStatus.CANCELLED,
         RunStatus.COMPENSATION_FAILED,
+        RunStatus.COMPENSATED,
     }
 )
 
@@ -53,8 +55,9 @@ class StepKind(enum.StrEnum):
 
 
 class StepStatus(enum.StrEnum):
-    """How a recorded step ended."""
+    """How a recorded step ended (``started``: a final activity's intent, outcome unknown)."""
 
+    STARTED = "started"
     COMPLETED = "completed"
     FAILED = "failed"
 

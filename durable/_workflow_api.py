@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
@@ -15,7 +16,7 @@ from durable._decorators import caller_location
 from durable._errors import NotInWorkflowError
 from durable._types import Info
 
-__all__ = ["gather", "info", "now", "random", "sleep", "uuid4"]
+__all__ = ["gather", "info", "now", "random", "saga", "sleep", "uuid4"]
 
 T = TypeVar("T")
 
@@ -122,3 +123,19 @@ async def gather(*awaitables: Awaitable[T]) -> list[T]:
             raise group.exceptions[0] from None
         raise
     return results
+
+
+def saga() -> AbstractAsyncContextManager[None]:
+    """A saga scope: ``async with durable.saga(): ...`` inside a workflow.
+
+    If the block raises, the undos (``compensate=``) of the activities that completed inside
+    it run newest-first, each as a recorded step, and then the exception propagates; a
+    workflow that catches it carries on. Activities outside the block are untouched. Blocks
+    nest. If the block ends normally, its undos join the enclosing scope, so a later failure
+    of the workflow still undoes them.
+
+    Raises:
+        NotInWorkflowError: called outside workflow code.
+        CompensationFailed: (on leaving the block) some undos still failed after their retries.
+    """
+    return _context.current("saga").saga()

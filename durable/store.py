@@ -72,6 +72,11 @@ class RunRecord:
         lease_pid: that executor's process id.
         lease_token: the fencing token; incremented by every successful `Store.acquire_lease`.
         lease_expires_at: when the current lease expires.
+        cancel_requested: `Store.request_cancel` was called; the executor delivers it.
+        cancelled_seq: the step at which the workflow was told it is cancelled (replays
+            deliver it at the same step).
+        rollback_requested: `Store.request_rollback` turned the completed run into a
+            compensating one; its executor runs every undo.
     """
 
     id: str
@@ -89,6 +94,9 @@ class RunRecord:
     lease_pid: int | None = None
     lease_token: int = 0
     lease_expires_at: float | None = None
+    cancel_requested: bool = False
+    cancelled_seq: int | None = None
+    rollback_requested: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +108,8 @@ class StepRecord:
         seq: the step number, from 1 in call order; ``(run_id, seq)`` is the key.
         kind: what the step was.
         name: activity / workflow name, or the helper name.
-        status: completed or failed.
+        status: completed or failed; ``started`` for the recorded intent of a final activity
+            whose outcome is not recorded yet.
         attempts: attempts made.
         started_at: when the step started.
         finished_at: when it ended.
@@ -151,6 +160,7 @@ class RunUpdate:
         error: encoded exception to store (failed runs).
         error_text: human-readable reason (failed / blocked runs); ``None`` clears it.
         release: also release the lease (clear owner, host, pid and expiry; keep the token).
+        cancelled_seq: record the step at which cancellation was delivered (``None`` keeps it).
     """
 
     status: RunStatus
@@ -158,6 +168,7 @@ class RunUpdate:
     error: bytes | None = None
     error_text: str | None = None
     release: bool = False
+    cancelled_seq: int | None = None
 
 
 @runtime_checkable
@@ -229,8 +240,12 @@ class Store(Protocol):
         update: RunUpdate | None = None,
         *,
         now: float,
+        outcomes: Sequence[StepRecord] = (),
     ) -> None:
-        """Insert ``steps`` and apply ``update`` to ``lease.run_id`` in one transaction.
+        """Insert ``steps``, replace ``outcomes`` and apply ``update`` in one transaction.
+
+        Each of ``outcomes`` replaces the recorded step with its ``seq`` whose status is
+        ``started`` (a final activity's intent); any other existing step is never rewritten.
 
         With an ``update``, ``updated_at`` is set to ``now``; steps alone leave the run record
         untouched (so the common one-step commit writes one row). Nothing is written unless the
@@ -238,6 +253,25 @@ class Store(Protocol):
 
         Raises:
             LeaseLost: the token changed; nothing was written.
+            StoreError: a step is already recorded, or an outcome has no ``started`` step to
+                replace; nothing was written.
+        """
+        ...
+
+    async def request_cancel(self, run_id: str, *, now: float) -> RunRecord | None:
+        """Set ``cancel_requested`` on an unfinished run (no lease needed).
+
+        Returns:
+            The run as it is now (unchanged when finished), or ``None`` when missing.
+        """
+        ...
+
+    async def request_rollback(self, run_id: str, *, now: float) -> RunRecord | None:
+        """Atomically turn a ``completed`` run into a ``compensating`` one with
+        ``rollback_requested`` set (no lease needed); other runs are left as they are.
+
+        Returns:
+            The run as it is now, or ``None`` when missing.
         """
         ...
 

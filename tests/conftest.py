@@ -60,10 +60,29 @@ async def store(store_kind: str, tmp_path: Path) -> AsyncIterator[Store]:
     elif store_kind == "sqlite":
         s = SQLStore(f"sqlite:///{tmp_path / 'durable.db'}")
     else:
-        s = SQLStore(require_postgres())
+        url = require_postgres()
+        _reset_postgres_once()
+        s = SQLStore(url)
         await _empty(s)
     async with s:
         yield s
+
+
+_reset = False
+
+
+def _reset_postgres_once() -> None:
+    """Drop durable's tables once per test session, so the schema is always this code's."""
+    global _reset
+    if _reset:
+        return
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS durable_steps, durable_runs, durable_schema"))
+    engine.dispose()
+    _reset = True
 
 
 async def _empty(store: Store) -> None:

@@ -107,12 +107,13 @@ class FlakyStore(MemoryStore):
         update: RunUpdate | None = None,
         *,
         now: float,
+        outcomes: Sequence[StepRecord] = (),
     ) -> None:
         await anyio.sleep(0.001)
         if self.fail_next and steps:
             self.fail_next -= 1
             raise durable.StoreError("the database is locked (injected)")
-        await super().commit(lease, steps, update, now=now)
+        await super().commit(lease, steps, update, now=now, outcomes=outcomes)
 
 
 @durable.workflow

@@ -1,0 +1,139 @@
+"""Sagas: the undo registered by ``@activity(compensate=...)``, checked at decoration and run in
+reverse order of completion when a workflow (or a `durable.saga` block) fails.
+
+Each completed compensable activity pushes an `Undo` onto the innermost open `Scope` of its
+task. Replay rebuilds the stacks exactly, because a replayed activity call pushes the same
+entry as the original one (same arguments, the recorded result and completion time). Unwinding
+a scope runs its undos newest-first (by completion time, then step number), each as a recorded
+``compensation`` step; a crash during the unwind replays the run, which raises the same error,
+rebuilds the same stack and skips the undos already recorded.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from durable._registry import ActivityDefinition
+from durable._retry import RetryPolicy
+
+__all__ = [
+    "DEFAULT_COMPENSATION_RETRY",
+    "Scope",
+    "Undo",
+    "current_scope",
+    "undo_definition",
+]
+
+DEFAULT_COMPENSATION_RETRY = RetryPolicy(
+    max_attempts=5, initial_interval=0.5, backoff=2.0, max_interval=30.0
+)
+"""An undo that fails is retried with backoff: 5 attempts over about 7.5 s, then recorded."""
+
+_P = inspect.Parameter
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def undo_definition(
+    activity_fn: Callable[..., Any],
+    activity_name: str,
+    undo: Callable[..., Any],
+    undo_defn: ActivityDefinition | None,
+    retry: RetryPolicy | None,
+) -> tuple[ActivityDefinition, bool]:
+    """Check that ``undo`` can take ``activity_fn``'s arguments, and describe the undo step.
+
+    The undo is called with the activity's own arguments, bound to the activity's signature
+    (defaults applied), and with ``result=`` the activity's return value when it declares a
+    keyword-only parameter ``result``.
+
+    Args:
+        activity_fn: the activity function.
+        activity_name: its registered name (for messages).
+        undo: the ``compensate=`` callable.
+        undo_defn: the undo's own definition when it is itself an ``@activity``.
+        retry: ``compensate_retry=``; otherwise the undo activity's retry, else the default.
+
+    Returns:
+        The definition the engine runs the undo with, and whether it wants ``result=``.
+
+    Raises:
+        TypeError: the undo cannot accept the activity's arguments.
+    """
+    fn = undo_defn.fn if undo_defn is not None else undo
+    try:
+        undo_sig = inspect.signature(fn)
+        activity_sig = inspect.signature(activity_fn)
+    except (TypeError, ValueError) as exc:  # builtins without a signature
+        raise TypeError(f"cannot read the signature of compensate={_name(undo)}: {exc}") from None
+    result = undo_sig.parameters.get("result")
+    if result is not None and result.kind is not _P.KEYWORD_ONLY:
+        raise TypeError(
+            f"compensate={_name(fn)} for activity {activity_name!r} has a 'result' parameter "
+            "that is not keyword-only; declare it after '*' (def undo(..., *, result))"
+        )
+    positional: list[object] = []
+    keywords: dict[str, object] = {}
+    for param in activity_sig.parameters.values():
+        if param.kind in (_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD):
+            positional.append(object())
+        elif param.kind is _P.VAR_POSITIONAL:
+            positional.extend((object(), object()))
+        elif param.kind is _P.KEYWORD_ONLY:
+            keywords[param.name] = object()
+        else:
+            keywords["__durable_any_keyword__"] = object()
+    if result is not None:
+        keywords["result"] = None
+    try:
+        undo_sig.bind(*positional, **keywords)
+    except TypeError as exc:
+        raise TypeError(
+            f"compensate={_name(fn)}{undo_sig} cannot undo activity {activity_name!r}"
+            f"{activity_sig}: it is called with the activity's arguments (plus an optional "
+            f"keyword-only 'result'), and binding them fails: {exc}"
+        ) from None
+    defn = ActivityDefinition(
+        name=undo_defn.name if undo_defn is not None else _name(fn),
+        fn=fn,
+        is_async=inspect.iscoroutinefunction(fn),
+        retry=retry or (undo_defn.retry if undo_defn is not None else DEFAULT_COMPENSATION_RETRY),
+        timeout=undo_defn.timeout if undo_defn is not None else None,
+    )
+    return defn, result is not None
+
+
+@dataclass(slots=True)
+class Undo:
+    """One completed compensable activity: what to call to undo it."""
+
+    seq: int
+    finished_at: float
+    defn: ActivityDefinition
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Scope:
+    """The undos registered inside one saga scope (the whole workflow, or a `durable.saga`)."""
+
+    entries: list[Undo] = field(default_factory=list)
+
+    def unwind_order(self) -> list[Undo]:
+        """Newest completion first; ties (concurrent completions) by step number."""
+        return sorted(self.entries, key=lambda u: (u.finished_at, u.seq), reverse=True)
+
+
+_scope: ContextVar[Scope | None] = ContextVar("durable_saga_scope", default=None)
+
+
+def current_scope() -> ContextVar[Scope | None]:
+    """The context variable holding the innermost open scope of the current task."""
+    return _scope
