@@ -23,6 +23,20 @@ async def lookup(order_id: str) -> int:
     return len(order_id)
 
 
+async def unreserve(order_id: str, *, result: int) -> None:
+    print(order_id, result)
+
+
+@activity(compensate=unreserve, compensate_retry=RetryPolicy(max_attempts=2))
+async def reserve(order_id: str) -> int:
+    return 1
+
+
+@activity(final=True, idempotent=True)
+async def notify(order_id: str) -> None:
+    print(order_id)
+
+
 @workflow
 async def checkout(order_id: str, cents: int) -> dict[str, str]:
     receipt: str = await charge(order_id, cents)
@@ -34,6 +48,10 @@ async def checkout(order_id: str, cents: int) -> dict[str, str]:
     await durable.sleep(0.5)
     both: list[int] = await durable.gather(lookup("a"), lookup("b"))
     info: durable.Info = durable.info()
+    async with durable.saga():
+        seats: int = await reserve(order_id)
+        await notify(order_id)
+    print(seats)
     await charge(order_id, "12")  # type: ignore[arg-type]
     await lookup(order_id, 1)  # type: ignore[call-arg]
     wrong: int = await charge(order_id, cents)  # type: ignore[assignment]
@@ -54,6 +72,8 @@ async def caller() -> None:
     handle: durable.WorkflowHandle = await durable.start(checkout, "o-1", 100, id="o-1")
     status: durable.RunStatus = await handle.status()
     steps: list[durable.Step] = await handle.history()
+    await handle.cancel()
+    await handle.rollback()
     print(result, status, steps)
     await checkout("o-1", "100")  # type: ignore[arg-type]
     not_a_str: str = durable.run(checkout, "o-1", 100, id="o-1")  # type: ignore[assignment]
