@@ -92,6 +92,7 @@ class Engine:
         self._root = Scope()  # undos of the whole run (outside any durable.saga block)
         self._cancel_requested = run.cancel_requested
         self._cancel_at = run.cancelled_seq  # the step at which Cancelled is raised
+        self._cancel_unrecorded = False  # _cancel_at is decided but not committed yet
         self._waits: set[anyio.CancelScope] = set()  # in-process sleeps, woken by a cancel
 
     # -- the run ---------------------------------------------------------------------------
@@ -648,6 +649,7 @@ class Engine:
         if self._cancel_requested and self._cancel_at is None:
             if new:
                 await self._commit(new)
+            self._cancel_at, self._cancel_unrecorded = seq, True
             await self._deliver_cancel(seq)
         await self._commit(new, RunUpdate(RunStatus.SLEEPING))
         with anyio.CancelScope() as wait:
@@ -657,6 +659,7 @@ class Engine:
             finally:
                 self._waits.discard(wait)
         if wait.cancelled_caught and self._cancel_at is None:
+            self._cancel_at, self._cancel_unrecorded = seq, True
             await self._deliver_cancel(seq)  # cancelled while it slept: at once
         await self._commit((), RunUpdate(RunStatus.RUNNING))
 
@@ -671,14 +674,20 @@ class Engine:
 
     def _cancel_here(self, seq: int, recorded: StepRecord | None) -> bool:
         """Whether step ``seq`` raises `Cancelled`: where it was delivered before (replay), or
-        the first step not yet recorded after the cancel request."""
+        the first step not yet recorded after the cancel request. Decided at the call, so two
+        concurrent calls cannot both take the delivery."""
         if self._cancel_at is not None:
             return self._cancel_at == seq
-        return self._cancel_requested and recorded is None
+        if self._cancel_requested and recorded is None:
+            self._cancel_at = seq
+            self._cancel_unrecorded = True
+            return True
+        return False
 
     async def _deliver_cancel(self, seq: int) -> NoReturn:
-        if self._cancel_at is None:  # first delivery: record where, so replays agree
-            self._cancel_at = seq
+        if self._cancel_unrecorded and self._cancel_at == seq:
+            # First delivery: record where, so that replays raise it at the same step.
+            self._cancel_unrecorded = False
             await self._commit((), RunUpdate(RunStatus.RUNNING, cancelled_seq=seq))
         raise Cancelled(self._run.id)
 

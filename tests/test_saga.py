@@ -477,3 +477,41 @@ async def test_an_idempotent_final_activity_runs_again_with_the_same_key(store: 
     assert log == ["email ann fi/1", "ship p1 fi/2"]
     history = await durable.get_handle("fi", store).history()
     assert [s.status for s in history] == [StepStatus.COMPLETED, StepStatus.COMPLETED]
+
+
+@durable.activity
+async def mark(tag: str) -> str:
+    log.append(tag)
+    return tag
+
+
+@durable.workflow
+async def two_branches_after_cancel() -> list[str]:
+    await long_task(0.4)
+    seen: list[str] = []
+
+    async def branch(tag: str) -> None:
+        try:
+            await mark(tag)
+        except durable.Cancelled:
+            seen.append(f"cancelled {tag}")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(branch, "a")
+        tg.start_soon(branch, "b")
+    return sorted(seen)
+
+
+async def test_concurrent_steps_take_the_cancellation_once(store: Store) -> None:
+    async def cancel_soon() -> None:
+        await anyio.sleep(0.15)
+        await durable.get_handle("x5", store).cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cancel_soon)
+        result = await durable.execute(two_branches_after_cancel, id="x5", store=store)
+    assert len(result) == 1  # exactly one branch got it; the other ran its step
+    run = await store.get_run("x5")
+    assert run is not None and run.cancelled_seq in (2, 3)
+    other = "b" if result == ["cancelled a"] else "a"
+    assert log == ["long started", "long finished", other]
