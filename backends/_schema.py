@@ -33,6 +33,7 @@ from sqlmodel import Field, SQLModel
 from durable.store import RunRecord, RunStatus, StepKind, StepRecord, StepStatus, StoreError
 
 __all__ = [
+    "MIGRATIONS",
     "RUN_FIELDS",
     "SCHEMA_VERSION",
     "STEP_FIELDS",
@@ -50,8 +51,22 @@ __all__ = [
     "tables",
 ]
 
-SCHEMA_VERSION = 1
-"""The schema version this code writes and understands."""
+SCHEMA_VERSION = 2
+"""The schema version this code writes and understands.
+
+History: 1 — runs, steps; 2 — runs gain ``cancel_requested``, ``cancelled_seq`` and
+``rollback_requested`` (sagas). `MIGRATIONS` upgrades an older database in place.
+"""
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # from version 1 to 2; {false} is the dialect's boolean false literal
+    1: (
+        "ALTER TABLE durable_runs ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT {false}",
+        "ALTER TABLE durable_runs ADD COLUMN cancelled_seq INTEGER",
+        "ALTER TABLE durable_runs ADD COLUMN rollback_requested BOOLEAN NOT NULL DEFAULT {false}",
+    ),
+}
+"""DDL that takes a database from version N to N + 1, per N."""
 
 
 class DurableModel(SQLModel, registry=registry()):

@@ -43,6 +43,7 @@ from durable.store import (
 )
 
 from ._schema import (
+    MIGRATIONS,
     SCHEMA_VERSION,
     Compiled,
     DurableModel,
@@ -172,6 +173,12 @@ class SQLStore:
             conn.execute(sa.insert(schema).values(id=1, version=SCHEMA_VERSION))
         elif version > SCHEMA_VERSION:
             raise SchemaVersionError(self.url, version, SCHEMA_VERSION)
+        elif version < SCHEMA_VERSION and version >= 1:
+            false = "0" if self._sqlite else "false"
+            for step in range(version, SCHEMA_VERSION):
+                for ddl in MIGRATIONS[step]:
+                    conn.exec_driver_sql(ddl.format(false=false))
+            conn.execute(sa.update(schema).where(schema.c.id == 1).values(version=SCHEMA_VERSION))
         elif version < 1:
             raise StoreError(
                 f"the database {self.url!r} has an invalid durable schema version {version}; "
@@ -456,8 +463,7 @@ class SQLStore:
             The run as it is now, or ``None`` when missing.
         """
         values = {"rid": run_id, "now": now}
-        await self._call(True, self._execute, self._s.request_cancel, values)
-        return await self.get_run(run_id)
+        return await self._call(True, self._request, self._s.request_cancel, values)
 
     async def request_rollback(self, run_id: str, *, now: float) -> RunRecord | None:
         """Turn a ``completed`` run into a ``compensating`` one with ``rollback_requested``.
@@ -466,8 +472,35 @@ class SQLStore:
             The run as it is now, or ``None`` when missing.
         """
         values = {"rid": run_id, "now": now}
-        await self._call(True, self._execute, self._s.request_rollback, values)
-        return await self.get_run(run_id)
+        return await self._call(True, self._request, self._s.request_rollback, values)
+
+    def _request(
+        self, cur: Any, statement: Compiled, values: Mapping[str, Any]
+    ) -> RunRecord | None:
+        """Apply a conditional request update and return the run, in one transaction.
+
+        If the update matched nothing but the run now qualifies (created or changed by a
+        concurrent transaction between the two statements, as Postgres' read-committed
+        statements can see), the update is tried again, so a request is never reported done
+        without having been applied.
+        """
+        for _ in range(5):
+            changed = self._execute(cur, statement, values)
+            row = self._fetch_one(cur, self._s.get_run, {"rid": values["rid"]})
+            run = None if row is None else run_from_row(row)
+            if changed == 1 or run is None:
+                return run
+            qualifies = (
+                not run.status.finished
+                if statement is self._s.request_cancel
+                else run.status == RunStatus.COMPLETED
+            )
+            if not qualifies:
+                return run
+        raise StoreError(
+            f"the durable store {self.url!r} could not apply a request to run "
+            f"{values['rid']!r}: it kept changing; try again"
+        )
 
     async def close(self) -> None:
         """Close the connections. The store is unusable afterwards. Idempotent."""

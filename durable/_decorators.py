@@ -217,11 +217,15 @@ def activity(
         )
     if final and compensate is not None:
         raise TypeError(
-            "@activity(final=True) marks an activity that cannot be undone, so it cannot have "
-            "compensate=...; drop one of them"
+            f"@activity(final=True, compensate={getattr(compensate, '__qualname__', compensate)})"
+            ": final marks an activity that cannot be undone, so it cannot have an undo; drop "
+            "one of them"
         )
     if idempotent and not final:
-        raise ValueError("@activity(idempotent=True) only applies together with final=True")
+        raise ValueError(
+            "@activity(idempotent=True) only applies together with final=True (it says whether "
+            "a final activity interrupted by a crash may run again)"
+        )
 
     def decorate(f: Callable[..., Any]) -> Any:
         if not callable(f):
@@ -234,7 +238,10 @@ def activity(
         if compensate is not None:
             undo_own = definition_of(compensate)
             if isinstance(undo_own, WorkflowDefinition):
-                raise TypeError("compensate= must be a function or an @activity, not a workflow")
+                raise TypeError(
+                    f"@activity(compensate={undo_own.name!r}) on {activity_name!r}: an undo "
+                    "must be a function or an @activity, not a @workflow"
+                )
             undo, wants_result = undo_definition(
                 f, activity_name, compensate, undo_own, compensate_retry
             )

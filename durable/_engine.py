@@ -18,6 +18,7 @@ observe a value that a crash could change.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random as _random
 import uuid
@@ -61,6 +62,9 @@ ChildRunner = Callable[
 
 _FATAL = (NonDeterminismError, LeaseLost, PayloadDecodeError, StoreError)
 
+HALT_SECONDS = 5.0
+"""How long a resumed, compensating run waits for its recorded failure to be raised again."""
+
 
 class Engine:
     """Executes one run under a lease; implements `durable._context.RunContext`."""
@@ -94,6 +98,10 @@ class Engine:
         self._cancel_at = run.cancelled_seq  # the step at which Cancelled is raised
         self._cancel_unrecorded = False  # _cancel_at is decided but not committed yet
         self._waits: set[anyio.CancelScope] = set()  # in-process sleeps, woken by a cancel
+        self.children: set[str] = set()  # ids of child runs in flight (a cancel reaches them)
+        # Resuming a run whose failure is recorded (it was compensating): its replay re-raises
+        # that failure, so a step that never completed before it must not start again.
+        self._failure_recorded = run.status == RunStatus.COMPENSATING and not run.rollback_requested
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -121,6 +129,16 @@ class Engine:
         finally:
             current_scope().reset(scope_token)
             _context.leave_run(token)
+        payload = b""
+        if failure is None and self.fatal is None and not self._run.rollback_requested:
+            try:  # a result that cannot be encoded fails the run (and compensates it)
+                payload = dumps(
+                    self._codec,
+                    result,
+                    what=f"result of workflow {self._defn.name!r} (run {self._run.id!r})",
+                )
+            except SerializationError as exc:
+                failure = exc
         try:
             if self.fatal is None:
                 if failure is not None:
@@ -138,27 +156,28 @@ class Engine:
         if self.fatal is not None:
             await self._block(self.fatal)
             raise self.fatal
-        try:
-            payload = dumps(
-                self._codec,
-                result,
-                what=f"result of workflow {self._defn.name!r} (run {self._run.id!r})",
-            )
-        except SerializationError as exc:
-            await self._finish_failed(exc)
         await self._commit((), RunUpdate(RunStatus.COMPLETED, result=payload, release=True))
         return result
 
     async def _finish_failed(self, exc: Exception) -> NoReturn:
         """Compensate the whole run, record its failure (or cancellation), raise the outcome."""
-        errors: list[BaseException] = []
+        if isinstance(exc, ExceptionGroup):  # Cancelled delivered inside a task group
+            cancelled, rest = exc.split(Cancelled)
+            if cancelled is not None and rest is None:
+                exc = Cancelled(self._run.id)
+        errors: list[tuple[str, BaseException]] = []
         if self._root.entries:
             await self._commit((), RunUpdate(RunStatus.COMPENSATING))
             errors = await self._unwind(self._root)
         final: Exception = exc
-        status = RunStatus.CANCELLED if isinstance(exc, Cancelled) else RunStatus.FAILED
+        if isinstance(exc, Cancelled):
+            status = RunStatus.CANCELLED
+        elif isinstance(exc, CompensationFailed):  # from a durable.saga block
+            status = RunStatus.COMPENSATION_FAILED
+        else:
+            status = RunStatus.FAILED
         if errors:
-            final = CompensationFailed(self._run.id, exc, errors)
+            final = _compensation_failed(self._run.id, exc, errors)
             status = RunStatus.COMPENSATION_FAILED
         error, _ = dumps_error(self._codec, final, what=f"error of run {self._run.id!r}")
         text = f"{type(final).__qualname__}: {final}"
@@ -172,7 +191,7 @@ class Engine:
         await self._commit((), RunUpdate(RunStatus.COMPENSATING))
         errors = await self._unwind(self._root)
         if errors:
-            final = CompensationFailed(self._run.id, None, errors)
+            final = _compensation_failed(self._run.id, None, errors)
             error, _ = dumps_error(self._codec, final, what=f"error of run {self._run.id!r}")
             update = RunUpdate(
                 RunStatus.COMPENSATION_FAILED, error=error, error_text=str(final), release=True
@@ -340,6 +359,7 @@ class Engine:
         value: Any,
         *,
         replaces: bool = False,
+        finished_at: float | None = None,
     ) -> Any:
         try:
             payload = dumps(
@@ -352,6 +372,8 @@ class Engine:
                 seq, kind, name, started, attempts, location, exc, replaces=replaces
             ) from None
         record = self._record(seq, kind, name, started, attempts, location, result=payload)
+        if finished_at is not None:
+            record = dataclasses.replace(record, finished_at=finished_at)
         if replaces:
             await self._commit((), outcomes=[record])
         else:
@@ -377,6 +399,8 @@ class Engine:
             if defn.undo is None:
                 return self._replay(recorded)
             return self._replay_compensable(recorded, defn, args, kwargs, instance)
+        if self._failure_recorded:
+            return self._halt(seq, StepKind.ACTIVITY, defn.name, location)
         return self._execute_activity(seq, defn, fn, args, kwargs, location, instance, recorded)
 
     async def _replay_compensable(
@@ -419,11 +443,21 @@ class Engine:
         value, attempts = await self._with_retries(
             seq, kind, defn, fn, args, kwargs, started, location, replaces=defn.final
         )
+        # The undo is ordered by the finished_at that is recorded, so a replay orders it the same.
+        finished = self._clock.time()
         await self._record_result(
-            seq, kind, name, started, attempts, location, value, replaces=defn.final
+            seq,
+            kind,
+            name,
+            started,
+            attempts,
+            location,
+            value,
+            replaces=defn.final,
+            finished_at=finished,
         )
         if defn.undo is not None:
-            self._push_undo(defn, seq, self._clock.time(), args, kwargs, instance, value)
+            self._push_undo(defn, seq, finished, args, kwargs, instance, value)
         return value
 
     async def _with_retries(
@@ -471,6 +505,22 @@ class Engine:
             location=location,
         )
 
+    async def _halt(self, seq: int, kind: StepKind, name: str, location: str | None) -> NoReturn:
+        """A step that was still running when the run failed, met again while the run is
+        resumed to finish compensating: it waits to be cancelled, as it was the first time,
+        by the replayed failure. If that never comes, the code has diverged."""
+        with anyio.move_on_after(HALT_SECONDS):
+            await anyio.sleep_forever()
+        self.fatal = NonDeterminismError(
+            self._run.id,
+            seq,
+            "no completed step (the run failed before it finished)",
+            None,
+            f"{kind} {name!r}, and the recorded failure was not raised again",
+            location,
+        )
+        raise self.fatal
+
     # -- sagas -----------------------------------------------------------------------------
 
     def _push_undo(
@@ -492,28 +542,39 @@ class Engine:
         if defn.undo_wants_result:
             undo_kwargs["result"] = result
         scope = current_scope().get() or self._root
-        scope.entries.append(Undo(seq, finished_at, defn.undo, tuple(bound.args), undo_kwargs))
+        scope.push(Undo(seq, finished_at, defn.undo, tuple(bound.args), undo_kwargs))
 
-    async def _unwind(self, scope: Scope) -> list[BaseException]:
+    async def _unwind(self, scope: Scope) -> list[tuple[str, BaseException]]:
         """Run ``scope``'s undos newest-first, each a recorded ``compensation`` step.
 
         Returns:
-            The final error of every undo that still failed after its retries.
+            ``(which undo, its final error)`` for every undo that still failed after retries.
         """
-        errors: list[BaseException] = []
+        errors: list[tuple[str, BaseException]] = []
         for undo in scope.unwind_order():
             try:
                 await self._compensate(undo)
             except Exception as exc:
                 if self.fatal is not None:
                     raise
-                errors.append(exc)
+                errors.append((f"{undo.defn.name} (undoing step {undo.seq})", exc))
         scope.entries.clear()
         return errors
 
     async def _compensate(self, undo: Undo) -> None:
-        seq, recorded = self._step(StepKind.COMPENSATION, undo.defn.name, None)
+        undoes = f"undo of step {undo.seq}"
+        seq, recorded = self._step(StepKind.COMPENSATION, undo.defn.name, undoes)
         if recorded is not None:
+            if recorded.location != undoes:  # same undo function, another activity's undo
+                self.fatal = NonDeterminismError(
+                    self._run.id,
+                    seq,
+                    f"compensation {recorded.name!r}",
+                    recorded.location,
+                    f"compensation {undo.defn.name!r}",
+                    undoes,
+                )
+                raise self.fatal
             self._replayed(recorded)
             return
         if self._pending:
@@ -521,9 +582,9 @@ class Engine:
         started = self._clock.time()
         kind = StepKind.COMPENSATION
         value, attempts = await self._with_retries(
-            seq, kind, undo.defn, undo.defn.fn, undo.args, undo.kwargs, started, None
+            seq, kind, undo.defn, undo.defn.fn, undo.args, undo.kwargs, started, undoes
         )
-        await self._record_result(seq, kind, undo.defn.name, started, attempts, None, value)
+        await self._record_result(seq, kind, undo.defn.name, started, attempts, undoes, value)
 
     def saga(self) -> AbstractAsyncContextManager[None]:
         """A block whose compensable activities are undone if the block raises."""
@@ -581,6 +642,8 @@ class Engine:
             return self._deliver_cancel(seq)
         if recorded is not None:
             return self._replay(recorded)
+        if self._failure_recorded:
+            return self._halt(seq, StepKind.CHILD, defn.name, location)
         return self._execute_child(seq, defn, args, kwargs, location, child_id)
 
     async def _execute_child(
@@ -596,6 +659,7 @@ class Engine:
             await self._commit(())
         started = self._clock.time()
         child_id = child_id or f"{self._run.id}/{seq}"
+        self.children.add(child_id)
         try:
             value = await self._child_runner(defn, child_id, args, kwargs, self._run.id)
         except _FATAL as exc:
@@ -617,6 +681,8 @@ class Engine:
             raise await self._record_failure(
                 seq, StepKind.CHILD, defn.name, started, 1, location, exc
             ) from None
+        finally:
+            self.children.discard(child_id)
         return await self._record_result(
             seq, StepKind.CHILD, defn.name, started, 1, location, value
         )
@@ -646,21 +712,25 @@ class Engine:
             if new:
                 await self._commit(new)
             return
-        if self._cancel_requested and self._cancel_at is None:
-            if new:
-                await self._commit(new)
-            self._cancel_at, self._cancel_unrecorded = seq, True
-            await self._deliver_cancel(seq)
         await self._commit(new, RunUpdate(RunStatus.SLEEPING))
-        with anyio.CancelScope() as wait:
-            self._waits.add(wait)
-            try:
-                await self._clock.sleep(remaining)
-            finally:
-                self._waits.discard(wait)
-        if wait.cancelled_caught and self._cancel_at is None:
-            self._cancel_at, self._cancel_unrecorded = seq, True
-            await self._deliver_cancel(seq)  # cancelled while it slept: at once
+        # A cancel seen while that commit was awaited has set the flag: checked before napping.
+        while True:
+            if self._cancel_requested and self._cancel_at in (None, seq):
+                if self._cancel_at is None:
+                    self._cancel_at, self._cancel_unrecorded = seq, True
+                break  # this sleep takes the cancellation
+            remaining = due - self._clock.time()
+            if remaining <= 0:
+                break
+            with anyio.CancelScope() as nap:
+                self._waits.add(nap)
+                try:
+                    await self._clock.sleep(remaining)
+                finally:
+                    self._waits.discard(nap)
+            # woken by a cancel that another step took: sleep on until due
+        if self._cancel_at == seq:
+            await self._deliver_cancel(seq)
         await self._commit((), RunUpdate(RunStatus.RUNNING))
 
     # -- cancellation ----------------------------------------------------------------------
@@ -735,6 +805,12 @@ class Engine:
         return Info(self._run.id, self._defn.name, self._seq, 0, None)
 
 
+def _compensation_failed(
+    run_id: str, error: BaseException | None, failed: list[tuple[str, BaseException]]
+) -> CompensationFailed:
+    return CompensationFailed(run_id, error, [e for _, e in failed], [n for n, _ in failed])
+
+
 class _SagaBlock:
     """``async with durable.saga():``: undo only what completed inside the block if it raises.
 
@@ -762,10 +838,17 @@ class _SagaBlock:
         assert self._token is not None
         current_scope().reset(self._token)
         engine = self._engine
+        parent = current_scope().get() or engine._root
+        self._scope.parent = parent
         if exc is None or not isinstance(exc, Exception) or engine.fatal is not None:
-            parent = current_scope().get() or engine._root
-            parent.entries.extend(self._scope.entries)
+            for undo in self._scope.entries:
+                parent.push(undo)
+            self._scope.entries.clear()
+            self._scope.closed = True
             return
-        errors = await engine._unwind(self._scope)
+        try:
+            errors = await engine._unwind(self._scope)
+        finally:
+            self._scope.closed = True
         if errors:
-            raise CompensationFailed(engine._run.id, exc, errors) from exc
+            raise _compensation_failed(engine._run.id, exc, errors) from exc

@@ -273,19 +273,28 @@ class CompensationFailed(DurableError):
     """
 
     def __init__(
-        self, run_id: str, error: BaseException | None, undo_errors: list[BaseException]
+        self,
+        run_id: str,
+        error: BaseException | None,
+        undo_errors: list[BaseException],
+        undos: list[str] | None = None,
     ) -> None:
-        first = "; ".join(f"{type(e).__qualname__}: {e}" for e in undo_errors[:3])
+        names = undos or ["an undo"] * len(undo_errors)
+        listed = [
+            f"{n}: {type(e).__qualname__}: {e}" for n, e in zip(names, undo_errors, strict=False)
+        ]
+        first = "; ".join(listed[:3])
         more = f" (and {len(undo_errors) - 3} more)" if len(undo_errors) > 3 else ""
         cause = f" after {type(error).__qualname__}: {error}" if error is not None else ""
         super().__init__(
             f"run {run_id!r}: {len(undo_errors)} compensation(s) failed{cause}: {first}{more}. "
-            "The other undos ran; the failed ones must be repaired by hand (see the run's "
-            "history for their steps and arguments)"
+            "The other undos ran; repair what the failed ones left undone by hand (the run's "
+            "history shows each failed compensation step and the step it undoes)"
         )
         self.run_id = run_id
         self.error = error
         self.undo_errors = list(undo_errors)
+        self.undos = list(names)
 
 
 class OutcomeUnknown(DurableError):

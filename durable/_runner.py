@@ -12,6 +12,7 @@ finishes it or its lease expires (`LEASE_SECONDS`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib
 import math
@@ -297,6 +298,9 @@ async def _keep_lease(
             if run is not None and run.cancel_requested:
                 cancel_seen = True
                 engine.request_cancel()
+                for child in list(engine.children):  # a cancel reaches the children in flight
+                    with contextlib.suppress(Exception):
+                        await store.request_cancel(child, now=clock.time())
         if clock.time() < renew_at:
             continue
         try:
@@ -553,24 +557,29 @@ class WorkflowHandle:
             DurableError: the run is not completed (nothing to roll back), or its workflow is
                 not registered in this process.
         """
+        current = await self._record()
+        defn = lookup_workflow(current.workflow)
+        if defn is None:
+            raise DurableError(
+                f"cannot roll back run {self._id!r}: its workflow {current.workflow!r} is not "
+                "registered in this process; import the module that defines it first"
+            )
         run = await self._store.request_rollback(self._id, now=time.time())
         if run is None:
             raise WorkflowNotFound(self._id)
         if run.status == RunStatus.COMPENSATED:
             return
         if not run.rollback_requested:
+            hint = (
+                "it failed or was cancelled, so its undos already ran"
+                if run.status in (RunStatus.FAILED, RunStatus.CANCELLED)
+                else "wait until it completes, then roll it back"
+            )
             raise DurableError(
-                f"run {self._id!r} is {run.status}; only a completed run can be rolled back "
-                "(a failed or cancelled run was already compensated)"
+                f"run {self._id!r} is {run.status}; only a completed run can be rolled back: {hint}"
             )
         if run.status.finished:  # compensation_failed after an earlier rollback
             _outcome(run)
-        defn = lookup_workflow(run.workflow)
-        if defn is None:
-            raise DurableError(
-                f"cannot roll back run {self._id!r}: its workflow {run.workflow!r} is not "
-                "registered in this process; import the module that defines it first"
-            )
         await _execute(self._store, defn, self._id, (), {}, run.parent_id, SystemClock())
 
     async def history(self) -> list[Step]:

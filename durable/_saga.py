@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from durable._registry import ActivityDefinition
-from durable._retry import RetryPolicy
+from durable._retry import NO_RETRY, RetryPolicy
 
 __all__ = [
     "DEFAULT_COMPENSATION_RETRY",
@@ -71,13 +71,25 @@ def undo_definition(
         undo_sig = inspect.signature(fn)
         activity_sig = inspect.signature(activity_fn)
     except (TypeError, ValueError) as exc:  # builtins without a signature
-        raise TypeError(f"cannot read the signature of compensate={_name(undo)}: {exc}") from None
+        raise TypeError(
+            f"cannot read the signature of compensate={_name(undo)} for activity "
+            f"{activity_name!r}: {exc}; wrap it in a def that takes the activity's arguments"
+        ) from None
     result = undo_sig.parameters.get("result")
     if result is not None and result.kind is not _P.KEYWORD_ONLY:
         raise TypeError(
             f"compensate={_name(fn)} for activity {activity_name!r} has a 'result' parameter "
             "that is not keyword-only; declare it after '*' (def undo(..., *, result))"
         )
+    undo_kinds = {p.kind for p in undo_sig.parameters.values()}
+    for kind, what in ((_P.VAR_POSITIONAL, "*args"), (_P.VAR_KEYWORD, "**kwargs")):
+        if any(p.kind is kind for p in activity_sig.parameters.values()) and (
+            kind not in undo_kinds
+        ):
+            raise TypeError(
+                f"compensate={_name(fn)}{undo_sig} cannot undo activity {activity_name!r}"
+                f"{activity_sig}: the activity takes {what}, so the undo must take {what} too"
+            )
     positional: list[object] = []
     keywords: dict[str, object] = {}
     for param in activity_sig.parameters.values():
@@ -103,10 +115,18 @@ def undo_definition(
         name=undo_defn.name if undo_defn is not None else _name(fn),
         fn=fn,
         is_async=inspect.iscoroutinefunction(fn),
-        retry=retry or (undo_defn.retry if undo_defn is not None else DEFAULT_COMPENSATION_RETRY),
+        retry=retry or _undo_retry(undo_defn),
         timeout=undo_defn.timeout if undo_defn is not None else None,
     )
     return defn, result is not None
+
+
+def _undo_retry(undo_defn: ActivityDefinition | None) -> RetryPolicy:
+    """An undo activity keeps its own ``retry=``; one without (and a plain function) gets the
+    default compensation policy, since an undo that gives up leaves the world half-undone."""
+    if undo_defn is None or undo_defn.retry is NO_RETRY:
+        return DEFAULT_COMPENSATION_RETRY
+    return undo_defn.retry
 
 
 @dataclass(slots=True)
@@ -122,9 +142,22 @@ class Undo:
 
 @dataclass(slots=True)
 class Scope:
-    """The undos registered inside one saga scope (the whole workflow, or a `durable.saga`)."""
+    """The undos registered inside one saga scope (the whole workflow, or a `durable.saga`).
+
+    Once its block has ended, a scope forwards late arrivals (an activity of a task that the
+    block started but did not wait for) to the scope that enclosed it.
+    """
 
     entries: list[Undo] = field(default_factory=list)
+    parent: Scope | None = None
+    closed: bool = False
+
+    def push(self, undo: Undo) -> None:
+        """Register ``undo`` here, or in the nearest enclosing scope still open."""
+        scope = self
+        while scope.closed and scope.parent is not None:
+            scope = scope.parent
+        scope.entries.append(undo)
 
     def unwind_order(self) -> list[Undo]:
         """Newest completion first; ties (concurrent completions) by step number."""
