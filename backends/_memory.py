@@ -43,6 +43,7 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._runs: dict[str, RunRecord] = {}
         self._steps: dict[str, dict[int, StepRecord]] = {}
+        self._signals: dict[str, list[tuple[str, bytes]]] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -264,6 +265,44 @@ class MemoryStore:
                 )
                 self._runs[run_id] = run
             return run
+
+    async def send_signal(
+        self, run_id: str, name: str, payload: bytes, *, now: float
+    ) -> RunRecord | None:
+        """Buffer signal ``name`` for an unfinished run.
+
+        Returns:
+            The run (nothing recorded when it is finished), or ``None`` when missing.
+        """
+        with self._lock:
+            self._check_open()
+            run = self._runs.get(run_id)
+            if run is not None and not RunStatus(run.status).finished:
+                self._signals.setdefault(run_id, []).append((name, payload))
+            return run
+
+    async def receive_signal(
+        self, lease: Lease, name: str, step: StepRecord, *, now: float
+    ) -> bytes | None:
+        """Consume the oldest buffered signal ``name`` and record ``step`` with its payload.
+
+        Returns:
+            The payload, or ``None`` when no such signal is buffered (nothing is written).
+
+        Raises:
+            LeaseLost: the run's token is no longer ``lease.token``.
+        """
+        check_step_batch(lease.run_id, [step])
+        with self._lock:
+            self._check_open()
+            self._fenced(lease)
+            buffered = self._signals.get(lease.run_id, [])
+            index = next((i for i, (n, _) in enumerate(buffered) if n == name), None)
+            if index is None:
+                return None
+            _, payload = buffered.pop(index)
+            self._steps.setdefault(lease.run_id, {})[step.seq] = replace(step, result=payload)
+            return payload
 
     async def close(self) -> None:
         """Make the store unusable (its data is dropped). Idempotent."""

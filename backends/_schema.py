@@ -41,11 +41,13 @@ __all__ = [
     "DurableModel",
     "RunRow",
     "SchemaRow",
+    "SignalRow",
     "Statements",
     "StepRow",
     "check_step_batch",
     "run_from_row",
     "run_values",
+    "signals_table",
     "step_from_row",
     "step_values",
     "tables",
@@ -55,7 +57,8 @@ SCHEMA_VERSION = 2
 """The schema version this code writes and understands.
 
 History: 1 — runs, steps; 2 — runs gain ``cancel_requested``, ``cancelled_seq`` and
-``rollback_requested`` (sagas). `MIGRATIONS` upgrades an older database in place.
+``rollback_requested`` (sagas), and the ``durable_signals`` table. `MIGRATIONS` upgrades an
+older database in place (new tables are created by ``create_all``).
 """
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -121,6 +124,26 @@ class StepRow(DurableModel, table=True):
     location: str | None = None
 
 
+class SignalRow(DurableModel, table=True):
+    """A row of ``durable_signals``: a signal sent to a run, buffered until a wait consumes it
+    (``consumed_seq`` is the step that did). ``id`` orders the signals of a run."""
+
+    __tablename__ = "durable_signals"
+
+    # SQLite auto-numbers only an INTEGER PRIMARY KEY (the rowid), Postgres a BIGINT identity.
+    id: int | None = Field(
+        default=None,
+        sa_column=sa.Column(
+            BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+        ),
+    )
+    run_id: str = Field(index=True)
+    name: str
+    payload: bytes = Field(sa_type=LargeBinary)
+    sent_at: float = Field(sa_type=Double)
+    consumed_seq: int | None = None
+
+
 class SchemaRow(DurableModel, table=True):
     """The single row of ``durable_schema``: which schema version wrote the database."""
 
@@ -131,8 +154,13 @@ class SchemaRow(DurableModel, table=True):
 
 
 def tables() -> tuple[Table, Table, Table]:
-    """The Core tables ``(runs, steps, schema)`` behind the three models."""
+    """The Core tables ``(runs, steps, schema)`` behind the models."""
     return (_table(RunRow), _table(StepRow), _table(SchemaRow))
+
+
+def signals_table() -> Table:
+    """The Core table behind `SignalRow`."""
+    return _table(SignalRow)
 
 
 def _table(model: type[SQLModel]) -> Table:
@@ -330,6 +358,31 @@ class Statements:
                 result=bp("result", type_=sa.LargeBinary),
                 error=bp("error", type_=sa.LargeBinary),
             )
+        )
+        sig = signals_table().c
+        self.insert_signal = comp(
+            signals_table()
+            .insert()
+            .values(
+                run_id=bp("rid"),
+                name=bp("name"),
+                payload=bp("payload", type_=sa.LargeBinary),
+                sent_at=bp("now"),
+            )
+        )
+        self.run_status_locked = comp(sa.select(c.status).where(by_id).with_for_update(read=True))
+        self.oldest_signal = comp(
+            sa.select(sig.id, sig.payload)
+            .where(sig.run_id == bp("rid"), sig.name == bp("name"), sig.consumed_seq.is_(None))
+            .order_by(sig.id)
+            .limit(1)
+            .with_for_update()
+        )
+        self.consume_signal = comp(
+            signals_table()
+            .update()
+            .where(sig.id == bp("sid"), sig.consumed_seq.is_(None))
+            .values(consumed_seq=bp("seq"))
         )
         self.request_cancel = comp(
             runs.update()

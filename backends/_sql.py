@@ -178,6 +178,7 @@ class SQLStore:
             for step in range(version, SCHEMA_VERSION):
                 for ddl in MIGRATIONS[step]:
                     conn.exec_driver_sql(ddl.format(false=false))
+            DurableModel.metadata.create_all(conn)  # tables added since (checkfirst)
             conn.execute(sa.update(schema).where(schema.c.id == 1).values(version=SCHEMA_VERSION))
         elif version < 1:
             raise StoreError(
@@ -501,6 +502,58 @@ class SQLStore:
             f"the durable store {self.url!r} could not apply a request to run "
             f"{values['rid']!r}: it kept changing; try again"
         )
+
+    async def send_signal(
+        self, run_id: str, name: str, payload: bytes, *, now: float
+    ) -> RunRecord | None:
+        """Buffer signal ``name`` for an unfinished run.
+
+        Returns:
+            The run (nothing recorded when it is finished), or ``None`` when missing.
+        """
+        values = {"rid": run_id, "name": name, "payload": payload, "now": now}
+        return await self._call(True, self._send_signal, values)
+
+    def _send_signal(self, cur: Any, values: Mapping[str, Any]) -> RunRecord | None:
+        # The run row is locked (Postgres FOR SHARE) so it cannot finish between the check and
+        # the insert: a signal is never buffered for a run that no longer waits.
+        row = self._fetch_one(cur, self._s.run_status_locked, {"rid": values["rid"]})
+        if row is None:
+            return None
+        if not RunStatus(row[0]).finished:
+            self._execute(cur, self._s.insert_signal, values)
+        found = self._fetch_one(cur, self._s.get_run, {"rid": values["rid"]})
+        return None if found is None else run_from_row(found)
+
+    async def receive_signal(
+        self, lease: Lease, name: str, step: StepRecord, *, now: float
+    ) -> bytes | None:
+        """Consume the oldest buffered signal ``name`` and record ``step`` with its payload,
+        in one fenced transaction.
+
+        Returns:
+            The payload, or ``None`` when no such signal is buffered (nothing is written).
+
+        Raises:
+            LeaseLost: the run's token is no longer ``lease.token``.
+        """
+        check_step_batch(lease.run_id, [step])
+        return await self._call(True, self._receive_signal, lease, name, step)
+
+    def _receive_signal(self, cur: Any, lease: Lease, name: str, step: StepRecord) -> bytes | None:
+        row = self._fetch_one(cur, self._s.check_token, {"rid": lease.run_id})
+        if row is None or row[0] != lease.token:
+            raise LeaseLost(lease.run_id, self._fence_detail(cur, lease))
+        found = self._fetch_one(cur, self._s.oldest_signal, {"rid": lease.run_id, "name": name})
+        if found is None:
+            return None
+        signal_id, payload = found[0], bytes(found[1])
+        self._execute(cur, self._s.consume_signal, {"sid": signal_id, "seq": step.seq})
+        values = {**step_values(step), "rid": step.run_id, "result": payload}
+        cur.execute(self._s.replace_step.sql, self._s.replace_step.args(values))
+        if cur.rowcount != 1:
+            cur.execute(self._s.insert_step.sql, self._s.insert_step.args(values))
+        return payload
 
     async def close(self) -> None:
         """Close the connections. The store is unusable afterwards. Idempotent."""

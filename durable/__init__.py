@@ -22,14 +22,25 @@ from durable._errors import (
     RunningLoopError,
     SchemaVersionError,
     SerializationError,
+    SignalTimeout,
     StoreError,
+    WorkflowFinished,
     WorkflowIdConflict,
     WorkflowNotFound,
 )
 from durable._retry import RetryPolicy
-from durable._runner import WorkflowHandle, execute, get_handle, run, start
+from durable._runner import WorkflowHandle, execute, get_handle, run, signal, start
 from durable._types import Info, RunStatus, Step, StepKind, StepStatus
-from durable._workflow_api import gather, info, now, random, saga, sleep, uuid4
+from durable._workflow_api import (
+    gather,
+    info,
+    now,
+    random,
+    saga,
+    sleep,
+    uuid4,
+    wait_signal,
+)
 
 __all__ = [
     "ActivityError",
@@ -52,10 +63,12 @@ __all__ = [
     "RunningLoopError",
     "SchemaVersionError",
     "SerializationError",
+    "SignalTimeout",
     "Step",
     "StepKind",
     "StepStatus",
     "StoreError",
+    "WorkflowFinished",
     "WorkflowHandle",
     "WorkflowIdConflict",
     "WorkflowNotFound",
@@ -68,9 +81,11 @@ __all__ = [
     "random",
     "run",
     "saga",
+    "signal",
     "sleep",
     "start",
     "uuid4",
+    "wait_signal",
     "workflow",
 ]
 

@@ -59,6 +59,10 @@ class RunContext(Protocol):
         """Number the timer step now; the awaitable records its due time and waits."""
         ...
 
+    def wait_signal(self, name: str, timeout: float | None, location: str | None) -> Awaitable[Any]:
+        """Number the wait now; the awaitable returns the next signal's payload."""
+        ...
+
     def now(self, location: str | None) -> datetime:
         """The recorded current time (UTC)."""
         ...

@@ -45,6 +45,7 @@ from durable._errors import (
     OutcomeUnknown,
     PayloadDecodeError,
     SerializationError,
+    SignalTimeout,
     StoreError,
     WorkflowIdConflict,
 )
@@ -61,6 +62,9 @@ ChildRunner = Callable[
 """Runs a child workflow ``(defn, child_id, args, kwargs, parent_id)`` to its outcome."""
 
 _FATAL = (NonDeterminismError, LeaseLost, PayloadDecodeError, StoreError)
+
+SIGNAL_POLL_SECONDS = 0.1
+"""The longest pause between two looks for a signal while a run waits in-process."""
 
 HALT_SECONDS = 5.0
 """How long a resumed, compensating run waits for its recorded failure to be raised again."""
@@ -732,6 +736,75 @@ class Engine:
         if self._cancel_at == seq:
             await self._deliver_cancel(seq)
         await self._commit((), RunUpdate(RunStatus.RUNNING))
+
+    # -- RunContext: signals ---------------------------------------------------------------
+
+    def wait_signal(self, name: str, timeout: float | None, location: str | None) -> Awaitable[Any]:
+        """Number the wait now; the awaitable returns the next signal's payload."""
+        seq, recorded = self._step(StepKind.SIGNAL, name, location)
+        if self._cancel_at == seq:
+            return self._deliver_cancel(seq)
+        return self._wait_signal(seq, name, timeout, recorded, location)
+
+    async def _wait_signal(
+        self,
+        seq: int,
+        name: str,
+        wait_for: float | None,
+        recorded: StepRecord | None,
+        location: str | None,
+    ) -> Any:
+        if recorded is not None and recorded.status != StepStatus.STARTED:
+            return self._replayed(recorded)
+        if recorded is None:
+            # The wait (and its deadline) is recorded when it starts: a resumed run keeps it.
+            started = self._clock.time()
+            deadline = started + wait_for if wait_for is not None else None
+            payload = dumps(self._codec, deadline, what=f"deadline of step {seq}")
+            intent = dataclasses.replace(
+                self._intent(seq, name, started, location), kind=StepKind.SIGNAL, result=payload
+            )
+            await self._commit([intent], RunUpdate(RunStatus.WAITING))
+        else:
+            started = recorded.started_at
+            deadline = self._load(recorded.result, seq, "deadline")
+            await self._commit((), RunUpdate(RunStatus.WAITING))
+        poll = 0.01
+        while True:
+            if self._cancel_requested and self._cancel_at in (None, seq):
+                if self._cancel_at is None:
+                    self._cancel_at, self._cancel_unrecorded = seq, True
+                await self._deliver_cancel(seq)
+            outcome = self._record(seq, StepKind.SIGNAL, name, started, 1, location)
+            received = await self._receive(name, outcome)
+            if received is not None:
+                await self._commit((), RunUpdate(RunStatus.RUNNING))
+                return self._load(received, seq, "signal payload")
+            now = self._clock.time()
+            if deadline is not None and now >= deadline:
+                exc = SignalTimeout(self._run.id, seq, name, deadline - started)
+                seen = await self._record_failure(
+                    seq, StepKind.SIGNAL, name, started, 1, location, exc, replaces=True
+                )
+                await self._commit((), RunUpdate(RunStatus.RUNNING))
+                raise seen
+            nap_for = poll if deadline is None else min(poll, deadline - now)
+            with anyio.CancelScope() as nap:
+                self._waits.add(nap)
+                try:
+                    await self._clock.sleep(nap_for)
+                finally:
+                    self._waits.discard(nap)
+            poll = min(poll * 1.5, SIGNAL_POLL_SECONDS)
+
+    async def _receive(self, name: str, outcome: StepRecord) -> bytes | None:
+        try:
+            return await self._store.receive_signal(
+                self._lease, name, outcome, now=self._clock.time()
+            )
+        except (LeaseLost, StoreError) as exc:
+            self.fatal = exc
+            raise
 
     # -- cancellation ----------------------------------------------------------------------
 

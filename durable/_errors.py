@@ -6,6 +6,8 @@
     ├── RunningLoopError          (also RuntimeError) `durable.run` called inside an event loop
     ├── WorkflowIdConflict        an id already recorded under another workflow
     ├── WorkflowNotFound          no run with that id
+    ├── WorkflowFinished          a signal sent to a run that has finished
+    ├── SignalTimeout             (also TimeoutError) `wait_signal` timed out
     ├── NonDeterminismError       replayed code diverged from the recorded history; run is blocked
     ├── LeaseLost                 another executor took the run over; stop touching it
     ├── ActivityError             stand-in for an activity exception that could not be serialised
@@ -42,7 +44,9 @@ __all__ = [
     "RunningLoopError",
     "SchemaVersionError",
     "SerializationError",
+    "SignalTimeout",
     "StoreError",
+    "WorkflowFinished",
     "WorkflowIdConflict",
     "WorkflowNotFound",
 ]
@@ -106,6 +110,47 @@ class WorkflowNotFound(DurableError):
             "durable.run(...), or check the id and the store URL"
         )
         self.run_id = run_id
+
+
+class WorkflowFinished(DurableError):
+    """A signal was sent to a run that has already finished; it was not recorded.
+
+    Attributes:
+        run_id: the run.
+        status: its final status.
+    """
+
+    def __init__(self, run_id: str, status: str, signal: str) -> None:
+        super().__init__(
+            f"cannot signal {signal!r} to run {run_id!r}: it is {status} and waits for nothing "
+            "any more; the signal was not recorded (start a new run to act on it)"
+        )
+        self.run_id = run_id
+        self.status = status
+        self.signal = signal
+
+
+class SignalTimeout(DurableError, TimeoutError):
+    """`durable.wait_signal` reached its timeout before the signal arrived.
+
+    The deadline is recorded when the wait starts, so a resumed run does not restart it.
+
+    Attributes:
+        run_id: the run.
+        seq: the step number of the wait.
+        signal: the signal name.
+        timeout: the timeout in seconds.
+    """
+
+    def __init__(self, run_id: str, seq: int, signal: str, timeout: float) -> None:
+        super().__init__(
+            f"run {run_id!r} waited {timeout:g} s for signal {signal!r} (step {seq}) and none "
+            "came; catch durable.SignalTimeout to go on without it, or wait longer"
+        )
+        self.run_id = run_id
+        self.seq = seq
+        self.signal = signal
+        self.timeout = timeout
 
 
 class NonDeterminismError(DurableError):

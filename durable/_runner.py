@@ -30,7 +30,7 @@ import anyio
 
 from durable import _context
 from durable._clock import Clock, SystemClock
-from durable._codec import dumps, loads
+from durable._codec import DEFAULT_CODEC, dumps, loads
 from durable._decorators import caller_location, definition_of
 from durable._engine import Engine
 from durable._errors import (
@@ -39,6 +39,7 @@ from durable._errors import (
     NotAWorkflowError,
     RunningLoopError,
     StoreError,
+    WorkflowFinished,
     WorkflowIdConflict,
     WorkflowNotFound,
 )
@@ -46,7 +47,15 @@ from durable._registry import WorkflowDefinition, lookup_workflow
 from durable._types import RunStatus, Step, StepKind, StepStatus
 from durable.store import Lease, LeaseOwner, RunRecord, RunUpdate, Store
 
-__all__ = ["LEASE_SECONDS", "WorkflowHandle", "execute", "get_handle", "run", "start"]
+__all__ = [
+    "LEASE_SECONDS",
+    "WorkflowHandle",
+    "execute",
+    "get_handle",
+    "run",
+    "signal",
+    "start",
+]
 
 R = TypeVar("R")
 
@@ -454,6 +463,36 @@ async def start(
     return WorkflowHandle(id, resolved)
 
 
+async def signal(
+    id: str, name: str, payload: Any = None, *, store: Store | str | None = None
+) -> None:
+    """Send signal ``name`` with ``payload`` to run ``id``, from any process.
+
+    The signal is buffered until the run's next ``durable.wait_signal(name)`` consumes it
+    (signals of one name are consumed in the order sent, each by exactly one wait).
+
+    Raises:
+        WorkflowNotFound: no such run.
+        WorkflowFinished: the run has finished; the signal was not recorded.
+        SerializationError: the payload cannot be encoded.
+    """
+    _check_id(id, "signal")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"durable.signal() needs a non-empty signal name, not {name!r}")
+    resolved = resolve_store(store)
+    existing = await resolved.get_run(id)
+    if existing is None:
+        raise WorkflowNotFound(id)
+    defn = lookup_workflow(existing.workflow)
+    codec = defn.codec if defn is not None else DEFAULT_CODEC
+    encoded = dumps(codec, payload, what=f"payload of signal {name!r} to run {id!r}")
+    run = await resolved.send_signal(id, name, encoded, now=time.time())
+    if run is None:
+        raise WorkflowNotFound(id)
+    if run.status.finished:
+        raise WorkflowFinished(id, str(run.status), name)
+
+
 def get_handle(id: str, store: Store | str | None = None) -> WorkflowHandle:
     """A handle on run ``id``. Only builds the handle: nothing is read until it is used."""
     _check_id(id, "get_handle")
@@ -529,6 +568,10 @@ class WorkflowHandle:
                     return _outcome(run)
                 await anyio.sleep(delay)
                 delay = min(delay * 1.5, 0.5)
+
+    async def signal(self, name: str, payload: Any = None) -> None:
+        """Send signal ``name`` with ``payload`` to this run (see `durable.signal`)."""
+        await signal(self._id, name, payload, store=self._store)
 
     async def cancel(self) -> None:
         """Ask for the run to be cancelled.

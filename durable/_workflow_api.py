@@ -16,22 +16,22 @@ from durable._decorators import caller_location
 from durable._errors import NotInWorkflowError
 from durable._types import Info
 
-__all__ = ["gather", "info", "now", "random", "saga", "sleep", "uuid4"]
+__all__ = ["gather", "info", "now", "random", "saga", "sleep", "uuid4", "wait_signal"]
 
 T = TypeVar("T")
 
 
-def _seconds(delay: float | timedelta) -> float:
+def _seconds(delay: float | timedelta, call: str = "sleep") -> float:
     if isinstance(delay, timedelta):
         seconds = delay.total_seconds()
     elif isinstance(delay, int | float) and not isinstance(delay, bool):
         seconds = float(delay)
     else:
         raise TypeError(
-            f"durable.sleep() takes seconds (int or float) or a datetime.timedelta, not {delay!r}"
+            f"durable.{call}() takes seconds (int or float) or a datetime.timedelta, not {delay!r}"
         )
     if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"durable.sleep() needs a finite delay >= 0, not {delay!r}")
+        raise ValueError(f"durable.{call}() needs a finite delay >= 0, not {delay!r}")
     return seconds
 
 
@@ -47,6 +47,28 @@ def sleep(delay: float | timedelta) -> Awaitable[None]:
     """
     seconds = _seconds(delay)
     return _context.current("sleep").sleep(seconds, caller_location())
+
+
+def wait_signal(name: str, timeout: float | timedelta | None = None) -> Awaitable[Any]:
+    """Wait for the next signal ``name`` sent to this run and return its payload:
+    ``approved = await durable.wait_signal("approve", timeout=timedelta(days=2))``.
+
+    Signals sent before the wait are buffered, in order; each is consumed by exactly one wait,
+    in the same transaction that records the step. The deadline is recorded when the wait
+    starts, so a resumed run does not restart it. The run's status is ``waiting`` meanwhile.
+
+    Args:
+        name: the signal's name.
+        timeout: seconds or a `timedelta`; ``None`` waits for ever.
+
+    Raises:
+        SignalTimeout: (a `TimeoutError`) the timeout passed first.
+        NotInWorkflowError: called outside workflow code.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"durable.wait_signal() needs a non-empty signal name, not {name!r}")
+    seconds = None if timeout is None else _seconds(timeout, "wait_signal")
+    return _context.current("wait_signal").wait_signal(name, seconds, caller_location())
 
 
 def now() -> datetime:

@@ -275,6 +275,33 @@ class Store(Protocol):
         """
         ...
 
+    async def send_signal(
+        self, run_id: str, name: str, payload: bytes, *, now: float
+    ) -> RunRecord | None:
+        """Buffer signal ``name`` for an unfinished run (no lease needed), after any signals
+        buffered before it.
+
+        Returns:
+            The run; when it is finished nothing was recorded (the caller reports it).
+            ``None`` when the run is missing.
+        """
+        ...
+
+    async def receive_signal(
+        self, lease: Lease, name: str, step: StepRecord, *, now: float
+    ) -> bytes | None:
+        """In one fenced transaction: consume the oldest buffered signal ``name`` of
+        ``lease.run_id`` and record ``step`` (kind ``signal``) with the signal's payload as its
+        result, replacing the step's ``started`` record if there is one.
+
+        Returns:
+            The payload, or ``None`` (and nothing written) when no such signal is buffered.
+
+        Raises:
+            LeaseLost: the run's token is no longer ``lease.token``.
+        """
+        ...
+
     async def close(self) -> None:
         """Release connections. The store is unusable afterwards. Idempotent."""
         ...

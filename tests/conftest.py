@@ -80,7 +80,11 @@ def _reset_postgres_once() -> None:
 
     engine = sa.create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS durable_steps, durable_runs, durable_schema"))
+        conn.execute(
+            sa.text(
+                "DROP TABLE IF EXISTS durable_signals, durable_steps, durable_runs, durable_schema"
+            )
+        )
     engine.dispose()
     _reset = True
 
@@ -91,5 +95,5 @@ async def _empty(store: Store) -> None:
 
     engine = sa.create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as conn:
-        conn.execute(sa.text("TRUNCATE durable_steps, durable_runs"))
+        conn.execute(sa.text("TRUNCATE durable_steps, durable_runs, durable_signals"))
     engine.dispose()

@@ -25,6 +25,8 @@ ERRORS: list[BaseException] = [
     durable.PayloadDecodeError("id-5", 2, "result", "bad magic"),
     durable.StoreError("bad url"),
     durable.Cancelled("id-6"),
+    durable.WorkflowFinished("id-9", "completed", "approve"),
+    durable.SignalTimeout("id-10", 2, "approve", 30.0),
     durable.CompensationFailed("id-7", ValueError("first"), [KeyError("undo 1"), OSError("2")]),
     durable.OutcomeUnknown("id-8", 3, "mail.send"),
     durable.SchemaVersionError("sqlite:///x.db", 9, 1),
