@@ -121,6 +121,7 @@ class MemoryStore:
                 run,
                 status=RunStatus.RUNNING,
                 error_text=None,
+                wake_at=None,
                 updated_at=now,
                 lease_owner=owner.owner,
                 lease_host=owner.host,
@@ -130,6 +131,37 @@ class MemoryStore:
             )
             self._runs[run_id] = run
             return Lease(run_id, owner, run.lease_token, expires)
+
+    async def claim(
+        self,
+        owner: LeaseOwner,
+        *,
+        now: float,
+        duration: float,
+        limit: int,
+        workflows: Sequence[str],
+    ) -> list[tuple[RunRecord, Lease]]:
+        """Atomically lease up to ``limit`` runnable runs of ``workflows`` (see
+        `durable.store.Store.claim`).
+
+        Returns:
+            The claimed runs (as before the claim) with their new leases.
+        """
+        names = set(workflows)
+        with self._lock:
+            self._check_open()
+            candidates = [
+                r for r in self._runs.values() if r.workflow in names and _runnable(r, now)
+            ]
+        candidates.sort(key=lambda r: (r.wake_at if r.wake_at is not None else r.created_at, r.id))
+        claimed = []
+        for run in candidates[: max(limit, 0)]:
+            lease = await self.acquire_lease(
+                run.id, owner, now=now, duration=duration, takeover_token=run.lease_token
+            )
+            if lease is not None:
+                claimed.append((run, lease))
+        return claimed
 
     def _fenced(self, lease: Lease) -> RunRecord:
         run = self._runs.get(lease.run_id)
@@ -231,6 +263,7 @@ class MemoryStore:
                     cancelled_seq=(
                         run.cancelled_seq if update.cancelled_seq is None else update.cancelled_seq
                     ),
+                    wake_at=run.wake_at if update.wake_at is None else update.wake_at,
                 )
                 if update.release:
                     run = _released(run)
@@ -246,7 +279,9 @@ class MemoryStore:
             self._check_open()
             run = self._runs.get(run_id)
             if run is not None and not RunStatus(run.status).finished:
-                run = replace(run, cancel_requested=True, updated_at=now)
+                parked = run.status in (RunStatus.SLEEPING, RunStatus.WAITING)
+                wake_at = now if parked and run.lease_owner is None else run.wake_at
+                run = replace(run, cancel_requested=True, updated_at=now, wake_at=wake_at)
                 self._runs[run_id] = run
             return run
 
@@ -279,6 +314,9 @@ class MemoryStore:
             run = self._runs.get(run_id)
             if run is not None and not RunStatus(run.status).finished:
                 self._signals.setdefault(run_id, []).append((name, payload))
+                if run.status == RunStatus.WAITING and run.lease_owner is None:
+                    run = replace(run, wake_at=now)
+                    self._runs[run_id] = run
             return run
 
     async def receive_signal(
@@ -327,3 +365,15 @@ class MemoryStore:
 
 def _released(run: RunRecord) -> RunRecord:
     return replace(run, lease_owner=None, lease_host=None, lease_pid=None, lease_expires_at=None)
+
+
+def _runnable(run: RunRecord, now: float) -> bool:
+    status = RunStatus(run.status)
+    if status.finished or status == RunStatus.BLOCKED:
+        return False
+    if run.lease_owner is not None:
+        return run.lease_expires_at is not None and run.lease_expires_at <= now
+    if status == RunStatus.PENDING:
+        return True
+    parked = status in (RunStatus.SLEEPING, RunStatus.WAITING)
+    return parked and run.wake_at is not None and run.wake_at <= now

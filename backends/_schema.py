@@ -67,6 +67,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE durable_runs ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT {false}",
         "ALTER TABLE durable_runs ADD COLUMN cancelled_seq INTEGER",
         "ALTER TABLE durable_runs ADD COLUMN rollback_requested BOOLEAN NOT NULL DEFAULT {false}",
+        "ALTER TABLE durable_runs ADD COLUMN wake_at DOUBLE PRECISION",
     ),
 }
 """DDL that takes a database from version N to N + 1, per N."""
@@ -104,6 +105,7 @@ class RunRow(DurableModel, table=True):
     cancel_requested: bool = False
     cancelled_seq: int | None = None
     rollback_requested: bool = False
+    wake_at: float | None = Field(default=None, sa_type=Double, index=True)
 
 
 class StepRow(DurableModel, table=True):
@@ -253,7 +255,7 @@ class Compiled:
     __slots__ = ("_consts", "_keys", "sql")
 
     def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
-        compiled = statement.compile(dialect=dialect)
+        compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
         assert isinstance(compiled, SQLCompiler)
         self.sql = str(compiled)
         self._keys = tuple(compiled.positiontup or ()) if compiled.positional else None
@@ -297,6 +299,7 @@ class Statements:
             "cancelled_seq": sa.func.coalesce(
                 bp("new_cancelled_seq", type_=sa.Integer), c.cancelled_seq
             ),
+            "wake_at": sa.func.coalesce(bp("new_wake_at", type_=sa.Double), c.wake_at),
         }
         oldest_first = (c.created_at, c.id)
         free = sa.or_(
@@ -330,8 +333,34 @@ class Statements:
                 lease_expires_at=bp("expires"),
                 status=sa.literal(RunStatus.RUNNING.value),
                 error_text=sa.null(),
+                wake_at=sa.null(),
                 updated_at=bp("now"),
             )
+        )
+        parked = [sa.literal(RunStatus.SLEEPING.value), sa.literal(RunStatus.WAITING.value)]
+        not_claimable = [*finished, sa.literal(RunStatus.BLOCKED.value)]
+        runnable = sa.or_(
+            sa.and_(c.status == sa.literal(RunStatus.PENDING.value), c.lease_owner.is_(None)),
+            sa.and_(c.status.in_(parked), c.lease_owner.is_(None), c.wake_at <= bp("now")),
+            sa.and_(
+                c.status.not_in(not_claimable),
+                c.lease_owner.is_not(None),
+                c.lease_expires_at <= bp("now"),
+            ),
+        )
+        self._dialect = dialect
+        self._claimable = (
+            sa.select(*run_columns)
+            .where(runnable)
+            .order_by(sa.func.coalesce(c.wake_at, c.created_at), c.id)
+            .limit(bp("lim", type_=sa.Integer))
+            .with_for_update(skip_locked=True)
+        )
+        self._claimable_for: dict[tuple[str, ...], Compiled] = {}
+        self.wake_waiting = comp(
+            runs.update()
+            .where(by_id, c.status == sa.literal(RunStatus.WAITING.value), c.lease_owner.is_(None))
+            .values(wake_at=bp("now"))
         )
         self.token = comp(sa.select(c.lease_token).where(by_id))
         self.renew = comp(runs.update().where(fenced).values(lease_expires_at=bp("expires")))
@@ -387,7 +416,15 @@ class Statements:
         self.request_cancel = comp(
             runs.update()
             .where(by_id, c.status.not_in(finished))
-            .values(cancel_requested=sa.true(), updated_at=bp("now"))
+            .values(
+                cancel_requested=sa.true(),
+                updated_at=bp("now"),
+                # a parked run is woken at once, to be cancelled
+                wake_at=sa.case(
+                    (sa.and_(c.status.in_(parked), c.lease_owner.is_(None)), bp("now")),
+                    else_=c.wake_at,
+                ),
+            )
         )
         self.request_rollback = comp(
             runs.update()
@@ -403,3 +440,13 @@ class Statements:
             .where(steps.c.run_id == bp("rid"))
             .order_by(steps.c.seq)
         )
+
+    def claimable(self, workflows: tuple[str, ...]) -> Compiled:
+        """The claim query for these workflow names (compiled once per set of names)."""
+        compiled = self._claimable_for.get(workflows)
+        if compiled is None:
+            runs, _, _ = tables()
+            statement = self._claimable.where(runs.c.workflow.in_(workflows))
+            compiled = Compiled(statement, self._dialect)
+            self._claimable_for[workflows] = compiled
+        return compiled

@@ -358,6 +358,54 @@ class SQLStore:
         row = self._fetch_one(cur, self._s.token, {"rid": values["rid"]})
         return int(row[0])
 
+    async def claim(
+        self,
+        owner: LeaseOwner,
+        *,
+        now: float,
+        duration: float,
+        limit: int,
+        workflows: Sequence[str],
+    ) -> list[tuple[RunRecord, Lease]]:
+        """Atomically lease up to ``limit`` runnable runs of ``workflows`` (see
+        `durable.store.Store.claim`). Postgres skips rows other claimers hold
+        (``FOR UPDATE SKIP LOCKED``); SQLite's ``BEGIN IMMEDIATE`` serialises claimers.
+
+        Returns:
+            The claimed runs (as before the claim) with their new leases.
+        """
+        if limit <= 0 or not workflows:
+            return []
+        statement = self._s.claimable(tuple(sorted(set(workflows))))
+        values = {"now": now, "lim": limit}
+        return await self._call(True, self._claim, statement, values, owner, now, duration)
+
+    def _claim(
+        self,
+        cur: Any,
+        statement: Compiled,
+        values: Mapping[str, Any],
+        owner: LeaseOwner,
+        now: float,
+        duration: float,
+    ) -> list[tuple[RunRecord, Lease]]:
+        claimed = []
+        for row in self._fetch_all(cur, statement, values):
+            run = run_from_row(row)
+            acquire = {
+                "rid": run.id,
+                "owner": owner.owner,
+                "host": owner.host,
+                "pid": owner.pid,
+                "expires": now + duration,
+                "now": now,
+                "takeover": run.lease_token,
+            }
+            token = self._acquire(cur, acquire)
+            if token is not None:
+                claimed.append((run, Lease(run.id, owner, token, now + duration)))
+        return claimed
+
     async def renew_lease(self, lease: Lease, *, now: float, duration: float) -> Lease:
         """Extend the lease to ``now + duration`` (``updated_at`` is left alone).
 
@@ -416,6 +464,7 @@ class SQLStore:
             values["new_error"] = update.error
             values["new_error_text"] = update.error_text
             values["new_cancelled_seq"] = update.cancelled_seq
+            values["new_wake_at"] = update.wake_at
         insert = self._s.insert_step
         rows = [insert.args(step_values(step)) for step in steps]
         replacements = [
@@ -522,6 +571,7 @@ class SQLStore:
             return None
         if not RunStatus(row[0]).finished:
             self._execute(cur, self._s.insert_signal, values)
+            self._execute(cur, self._s.wake_waiting, {"rid": values["rid"], "now": values["now"]})
         found = self._fetch_one(cur, self._s.get_run, {"rid": values["rid"]})
         return None if found is None else run_from_row(found)
 

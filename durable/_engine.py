@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import Any, NoReturn
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
 from durable import _context
@@ -63,6 +64,15 @@ ChildRunner = Callable[
 
 _FATAL = (NonDeterminismError, LeaseLost, PayloadDecodeError, StoreError)
 
+
+class _Park(BaseException):
+    """Unwinds a workflow that parks. A `BaseException`, so ``except Exception`` in workflow
+    code cannot swallow it; it never leaves the engine."""
+
+
+PARKED = object()
+"""What `Engine.run` returns when the run parked instead of finishing."""
+
 SIGNAL_POLL_SECONDS = 0.1
 """The longest pause between two looks for a signal while a run waits in-process."""
 
@@ -83,6 +93,7 @@ class Engine:
         steps: list[StepRecord],
         clock: Clock,
         child_runner: ChildRunner,
+        park_after: float | None = None,
     ) -> None:
         self._store = store
         self._run = run
@@ -103,6 +114,12 @@ class Engine:
         self._cancel_unrecorded = False  # _cancel_at is decided but not committed yet
         self._waits: set[anyio.CancelScope] = set()  # in-process sleeps, woken by a cancel
         self.children: set[str] = set()  # ids of child runs in flight (a cancel reaches them)
+        # Parking: a wait longer than park_after unwinds the run when nothing else is in flight
+        # (no activity, child or commit), so it holds no memory or task while it waits.
+        self._park_after = park_after
+        self._active = 0  # activities and children called and not finished, commits under way
+        self._wake: dict[int, tuple[StepKind, float | None]] = {}  # waits, by step: wake time
+        self.parked: RunUpdate | None = None
         # Resuming a run whose failure is recorded (it was compensating): its replay re-raises
         # that failure, so a step that never completed before it must not start again.
         self._failure_recorded = run.status == RunStatus.COMPENSATING and not run.rollback_requested
@@ -125,14 +142,22 @@ class Engine:
         scope_token = current_scope().set(self._root)
         failure: Exception | None = None
         result: Any = None
+        parked = False
         try:
             args, kwargs = self._load(self._run.args, None, "arguments")
             result = await self._defn.fn(*args, **kwargs)
         except Exception as exc:
             failure = exc
+        except BaseException as exc:
+            if self.parked is None or not _only_parks(exc):
+                raise
+            parked = True
         finally:
             current_scope().reset(scope_token)
             _context.leave_run(token)
+        if parked and self.fatal is None and self.parked is not None:
+            await self._commit((), self.parked)
+            return PARKED
         payload = b""
         if failure is None and self.fatal is None and not self._run.rollback_requested:
             try:  # a result that cannot be encoded fails the run (and compensates it)
@@ -289,6 +314,7 @@ class Engine:
         # them a second time, and helpers buffered meanwhile belong to the next commit.
         pending, self._pending = self._pending, []
         batch = [*pending, *steps] if pending else steps
+        self._active += 1
         try:
             await self._store.commit(
                 self._lease, batch, update, now=self._clock.time(), outcomes=outcomes
@@ -301,6 +327,8 @@ class Engine:
         except BaseException:
             self._pending[:0] = pending
             raise
+        finally:
+            self._active -= 1
         if update is not None and update.release:
             self.finished = True
             self._closed = True
@@ -405,7 +433,16 @@ class Engine:
             return self._replay_compensable(recorded, defn, args, kwargs, instance)
         if self._failure_recorded:
             return self._halt(seq, StepKind.ACTIVITY, defn.name, location)
-        return self._execute_activity(seq, defn, fn, args, kwargs, location, instance, recorded)
+        self._active += 1
+        return self._counted(
+            self._execute_activity(seq, defn, fn, args, kwargs, location, instance, recorded)
+        )
+
+    async def _counted(self, step: Awaitable[Any]) -> Any:
+        try:
+            return await step
+        finally:
+            self._active -= 1
 
     async def _replay_compensable(
         self,
@@ -648,7 +685,8 @@ class Engine:
             return self._replay(recorded)
         if self._failure_recorded:
             return self._halt(seq, StepKind.CHILD, defn.name, location)
-        return self._execute_child(seq, defn, args, kwargs, location, child_id)
+        self._active += 1
+        return self._counted(self._execute_child(seq, defn, args, kwargs, location, child_id))
 
     async def _execute_child(
         self,
@@ -717,22 +755,22 @@ class Engine:
                 await self._commit(new)
             return
         await self._commit(new, RunUpdate(RunStatus.SLEEPING))
-        # A cancel seen while that commit was awaited has set the flag: checked before napping.
-        while True:
-            if self._cancel_requested and self._cancel_at in (None, seq):
-                if self._cancel_at is None:
-                    self._cancel_at, self._cancel_unrecorded = seq, True
-                break  # this sleep takes the cancellation
-            remaining = due - self._clock.time()
-            if remaining <= 0:
-                break
-            with anyio.CancelScope() as nap:
-                self._waits.add(nap)
-                try:
-                    await self._clock.sleep(remaining)
-                finally:
-                    self._waits.discard(nap)
-            # woken by a cancel that another step took: sleep on until due
+        self._wake[seq] = (StepKind.TIMER, due)
+        try:
+            # A cancel seen while that commit was awaited has set the flag: checked first.
+            while True:
+                if self._cancel_requested and self._cancel_at in (None, seq):
+                    if self._cancel_at is None:
+                        self._cancel_at, self._cancel_unrecorded = seq, True
+                    break  # this sleep takes the cancellation
+                remaining = due - self._clock.time()
+                if remaining <= 0:
+                    break
+                long_wait = self._park_after is not None and remaining > self._park_after
+                await self._nap(seq, remaining, long_wait)
+                # woken early by a cancel that another step took: sleep on until due
+        finally:
+            self._wake.pop(seq, None)
         if self._cancel_at == seq:
             await self._deliver_cancel(seq)
         await self._commit((), RunUpdate(RunStatus.RUNNING))
@@ -770,6 +808,25 @@ class Engine:
             deadline = self._load(recorded.result, seq, "deadline")
             await self._commit((), RunUpdate(RunStatus.WAITING))
         poll = 0.01
+        waiting_since = self._clock.time()
+        self._wake[seq] = (StepKind.SIGNAL, deadline)
+        try:
+            return await self._signal_loop(
+                seq, name, started, deadline, location, poll, waiting_since
+            )
+        finally:
+            self._wake.pop(seq, None)
+
+    async def _signal_loop(
+        self,
+        seq: int,
+        name: str,
+        started: float,
+        deadline: float | None,
+        location: str | None,
+        poll: float,
+        waiting_since: float,
+    ) -> Any:
         while True:
             if self._cancel_requested and self._cancel_at in (None, seq):
                 if self._cancel_at is None:
@@ -789,12 +846,12 @@ class Engine:
                 await self._commit((), RunUpdate(RunStatus.RUNNING))
                 raise seen
             nap_for = poll if deadline is None else min(poll, deadline - now)
-            with anyio.CancelScope() as nap:
-                self._waits.add(nap)
-                try:
-                    await self._clock.sleep(nap_for)
-                finally:
-                    self._waits.discard(nap)
+            long_wait = (
+                self._park_after is not None
+                and now - waiting_since >= self._park_after
+                and (deadline is None or deadline - now > self._park_after)
+            )
+            await self._nap(seq, nap_for, long_wait)
             poll = min(poll * 1.5, SIGNAL_POLL_SECONDS)
 
     async def _receive(self, name: str, outcome: StepRecord) -> bytes | None:
@@ -805,6 +862,43 @@ class Engine:
         except (LeaseLost, StoreError) as exc:
             self.fatal = exc
             raise
+
+    # -- parking ---------------------------------------------------------------------------
+
+    async def _nap(self, seq: int, seconds: float, long_wait: bool) -> None:
+        """Wait up to ``seconds`` in-process (a cancel or a park wakes it early). When the
+        wait is long and nothing else of the run is in flight, park: unwind the run."""
+        if long_wait and self._park_after is not None:
+            await self._park_if_idle()
+            seconds = min(seconds, max(self._park_after, 0.05))  # then look again
+        if self.parked is not None:
+            raise _Park
+        with anyio.CancelScope() as nap:
+            self._waits.add(nap)
+            try:
+                await self._clock.sleep(seconds)
+            finally:
+                self._waits.discard(nap)
+        if self.parked is not None:
+            raise _Park
+
+    async def _park_if_idle(self) -> None:
+        for _ in range(3):  # let the other branches reach their own waits first
+            await anyio.lowlevel.checkpoint()
+        if (
+            self.parked is not None
+            or self._active
+            or self.fatal is not None
+            or self._failure_recorded
+            or (self._cancel_requested and self._cancel_at is None)
+        ):
+            return
+        kinds = {kind for kind, _ in self._wake.values()}
+        times = [at for _, at in self._wake.values() if at is not None]
+        status = RunStatus.WAITING if StepKind.SIGNAL in kinds else RunStatus.SLEEPING
+        self.parked = RunUpdate(status, wake_at=min(times) if times else None, release=True)
+        for wait in list(self._waits):  # the other waits unwind too
+            wait.cancel()
 
     # -- cancellation ----------------------------------------------------------------------
 
@@ -925,3 +1019,12 @@ class _SagaBlock:
             self._scope.closed = True
         if errors:
             raise _compensation_failed(engine._run.id, exc, errors) from exc
+
+
+def _only_parks(exc: BaseException) -> bool:
+    if isinstance(exc, _Park):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(_Park)
+        return rest is None
+    return False

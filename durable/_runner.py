@@ -32,7 +32,7 @@ from durable import _context
 from durable._clock import Clock, SystemClock
 from durable._codec import DEFAULT_CODEC, dumps, loads
 from durable._decorators import caller_location, definition_of
-from durable._engine import Engine
+from durable._engine import PARKED, Engine
 from durable._errors import (
     DurableError,
     LeaseLost,
@@ -61,6 +61,13 @@ R = TypeVar("R")
 
 LEASE_SECONDS = 30.0
 """How long a lease lasts without renewal; an executor renews it every third of that."""
+
+PARK_AFTER_SECONDS = 5.0
+"""A wait longer than this parks the run (unwound, its lease released) instead of being waited
+out in memory; `run` / `execute` then wait for the wake-up without holding the run."""
+
+PARK_POLL_SECONDS = 0.5
+"""How often a caller waiting for a parked run looks for a signal that woke it."""
 
 DEFAULT_URL = "sqlite:///durable.db"
 
@@ -212,16 +219,31 @@ async def _execute(
     while True:
         if run.status.finished:
             return _outcome(run)
-        lease = await _acquire(store, run, clock)
+        pause = _parked_for(run, clock.time())
+        lease = None if pause else await _acquire(store, run, clock)
         if lease is not None:
-            break
-        await anyio.sleep(delay)  # held by a live executor: wait for it to finish or expire
-        delay = min(delay * 2, 1.0)
+            outcome = await _drive(store, defn, run, lease, clock)
+            if outcome is not PARKED:
+                return outcome
+            delay = 0.02  # parked: this call waits for the wake-up, holding nothing of the run
+        else:
+            # Held by a live executor (wait for it to finish or expire), or parked until later.
+            await anyio.sleep(min(pause, 0.5) if pause else delay)
+            delay = min(delay * 2, 1.0)
         latest = await store.get_run(run_id)
         if latest is None:
             raise WorkflowNotFound(run_id)
         run = latest
-    return await _drive(store, defn, run, lease, clock)
+
+
+def _parked_for(run: RunRecord, now: float) -> float:
+    """Seconds until a parked run is due (a signal makes it due at once); 0 if it is not
+    parked or already due."""
+    if run.status not in (RunStatus.SLEEPING, RunStatus.WAITING) or run.lease_owner is not None:
+        return 0.0
+    if run.wake_at is None:
+        return PARK_POLL_SECONDS
+    return max(run.wake_at - now, 0.0)
 
 
 async def _drive(
@@ -248,6 +270,7 @@ async def _drive(
             steps=steps,
             clock=clock,
             child_runner=run_child,
+            park_after=PARK_AFTER_SECONDS,
         )
         outcome: list[tuple[bool, Any]] = []
         try:

@@ -77,6 +77,9 @@ class RunRecord:
             deliver it at the same step).
         rollback_requested: `Store.request_rollback` turned the completed run into a
             compensating one; its executor runs every undo.
+        wake_at: for a parked run (``sleeping`` / ``waiting`` without a lease), when it becomes
+            runnable again (its earliest timer or signal deadline; ``now`` when a signal
+            arrives); ``None`` when only a signal can wake it.
     """
 
     id: str
@@ -97,6 +100,7 @@ class RunRecord:
     cancel_requested: bool = False
     cancelled_seq: int | None = None
     rollback_requested: bool = False
+    wake_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +165,8 @@ class RunUpdate:
         error_text: human-readable reason (failed / blocked runs); ``None`` clears it.
         release: also release the lease (clear owner, host, pid and expiry; keep the token).
         cancelled_seq: record the step at which cancellation was delivered (``None`` keeps it).
+        wake_at: when a parked run becomes runnable (set with a parking status and
+            ``release``; ``None`` keeps the stored value).
     """
 
     status: RunStatus
@@ -169,6 +175,7 @@ class RunUpdate:
     error_text: str | None = None
     release: bool = False
     cancelled_seq: int | None = None
+    wake_at: float | None = None
 
 
 @runtime_checkable
@@ -209,11 +216,32 @@ class Store(Protocol):
         lease, or the lease expired (``lease_expires_at <= now``), or the run's current token
         equals ``takeover_token`` (the caller verified that the holder is dead). On success the
         token is incremented, owner / host / pid / expiry are set, the status becomes
-        ``running``, and ``error_text`` is cleared.
+        ``running``, and ``error_text`` and ``wake_at`` are cleared.
 
         Returns:
             The new lease, or ``None`` when the run is missing, finished, or leased to someone
             else.
+        """
+        ...
+
+    async def claim(
+        self,
+        owner: LeaseOwner,
+        *,
+        now: float,
+        duration: float,
+        limit: int,
+        workflows: Sequence[str],
+    ) -> list[tuple[RunRecord, Lease]]:
+        """Atomically lease up to ``limit`` runnable runs of the given workflows, oldest due
+        first, as `acquire_lease` does for each. Concurrent claimers never get the same run.
+
+        Runnable: ``pending`` and not leased; parked (``sleeping`` / ``waiting``, not leased)
+        with ``wake_at <= now``; or unfinished (not ``blocked``) with an expired lease (its
+        executor died).
+
+        Returns:
+            The claimed runs (as they were before the claim) with their new leases.
         """
         ...
 
@@ -279,7 +307,7 @@ class Store(Protocol):
         self, run_id: str, name: str, payload: bytes, *, now: float
     ) -> RunRecord | None:
         """Buffer signal ``name`` for an unfinished run (no lease needed), after any signals
-        buffered before it.
+        buffered before it; a parked ``waiting`` run becomes runnable (``wake_at = now``).
 
         Returns:
             The run; when it is finished nothing was recorded (the caller reports it).

@@ -1,0 +1,130 @@
+"""Parking: a long wait unwinds the run and releases it; whoever executes it resumes it later."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+
+import durable
+from durable import RunStatus
+from durable.store import Store
+
+log: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _quick_parking(monkeypatch: pytest.MonkeyPatch) -> None:
+    log.clear()
+    monkeypatch.setattr("durable._runner.PARK_AFTER_SECONDS", 0.1)
+    monkeypatch.setattr("durable._runner.PARK_POLL_SECONDS", 0.05)
+
+
+@durable.activity
+async def note(text: str, seconds: float = 0.0) -> str:
+    await anyio.sleep(seconds)
+    log.append(f"{text}@{time.time():.3f}")
+    return text
+
+
+@durable.workflow
+async def sleeps(seconds: float) -> str:
+    await note("before")
+    await durable.sleep(seconds)
+    await note("after")
+    return "rested"
+
+
+async def _parked(store: Store, run_id: str, status: RunStatus) -> float:
+    """Wait until the run is parked with ``status``; returns its wake_at (or 0.0)."""
+    with anyio.fail_after(10):
+        for _ in range(2000):
+            run = await store.get_run(run_id)
+            if run is not None and run.status == status and run.lease_owner is None:
+                return run.wake_at or 0.0
+            await anyio.sleep(0.005)
+    raise AssertionError(f"{run_id!r} never parked as {status}")
+
+
+async def test_a_long_sleep_parks_the_run_and_it_wakes_when_due(store: Store) -> None:
+    results: list[str] = []
+
+    async def execute() -> None:
+        results.append(await durable.execute(sleeps, 0.6, id="p1", store=store))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(execute)
+        wake_at = await _parked(store, "p1", RunStatus.SLEEPING)
+        assert wake_at > time.time()  # released, with its due time stored
+    assert results == ["rested"]
+    after = float(log[-1].split("@")[1])
+    assert after >= wake_at  # not before it was due
+    assert [entry.split("@")[0] for entry in log] == ["before", "after"]
+
+
+@durable.workflow
+async def sleeps_beside_an_activity() -> list[str]:
+    return await durable.gather(note("slow", 0.4), _nap_then_note())
+
+
+async def _nap_then_note() -> str:
+    await durable.sleep(0.6)
+    return await note("after nap")
+
+
+async def test_a_run_parks_only_after_sibling_activities_are_recorded(store: Store) -> None:
+    results: list[list[str]] = []
+
+    async def execute() -> None:
+        results.append(await durable.execute(sleeps_beside_an_activity, id="p2", store=store))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(execute)
+        await _parked(store, "p2", RunStatus.SLEEPING)
+        history = await durable.get_handle("p2", store).history()
+        assert [s.name for s in history if s.kind == "activity"] == [f"{__name__}.note"]
+    assert results == [["slow", "after nap"]]
+    assert [entry.split("@")[0] for entry in log] == ["slow", "after nap"]
+
+
+@durable.workflow
+async def awaits_approval() -> object:
+    await note("asked")
+    return await durable.wait_signal("approval")
+
+
+async def test_a_parked_waiting_run_is_woken_by_its_signal(store: Store) -> None:
+    results: list[object] = []
+
+    async def execute() -> None:
+        results.append(await durable.execute(awaits_approval, id="p3", store=store))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(execute)
+        assert await _parked(store, "p3", RunStatus.WAITING) == 0.0  # only a signal wakes it
+        await durable.signal("p3", "approval", {"by": "ann"}, store=store)
+    assert results == [{"by": "ann"}]
+    assert [entry.split("@")[0] for entry in log] == ["asked"]
+
+
+@durable.workflow
+async def two_waits() -> list[object]:
+    return await durable.gather(durable.wait_signal("a", timeout=0.5), durable.sleep(0.3))
+
+
+async def test_a_run_with_several_waits_wakes_at_the_earliest(store: Store) -> None:
+    results: list[object] = []
+
+    async def execute() -> None:
+        try:
+            await durable.execute(two_waits, id="p4", store=store)
+        except durable.SignalTimeout as exc:
+            results.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(execute)
+        wake_at = await _parked(store, "p4", RunStatus.WAITING)
+        timer = [s for s in await durable.get_handle("p4", store).history() if s.kind == "timer"]
+        assert wake_at == pytest.approx(timer[0].result)  # the sleep is due before the timeout
+    assert len(results) == 1 and isinstance(results[0], durable.SignalTimeout)
