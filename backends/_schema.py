@@ -255,7 +255,7 @@ class Compiled:
     __slots__ = ("_consts", "_keys", "sql")
 
     def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
-        compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+        compiled = statement.compile(dialect=dialect)
         assert isinstance(compiled, SQLCompiler)
         self.sql = str(compiled)
         self._keys = tuple(compiled.positiontup or ()) if compiled.positional else None
@@ -446,7 +446,11 @@ class Statements:
         compiled = self._claimable_for.get(workflows)
         if compiled is None:
             runs, _, _ = tables()
-            statement = self._claimable.where(runs.c.workflow.in_(workflows))
+            names: list[sa.BindParameter[str]] = [
+                sa.bindparam(f"wf{i}", value=name, type_=sa.String)
+                for i, name in enumerate(workflows)
+            ]
+            statement = self._claimable.where(runs.c.workflow.in_(names))
             compiled = Compiled(statement, self._dialect)
             self._claimable_for[workflows] = compiled
         return compiled

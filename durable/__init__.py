@@ -31,6 +31,7 @@ from durable._errors import (
 from durable._retry import RetryPolicy
 from durable._runner import WorkflowHandle, execute, get_handle, run, signal, start
 from durable._types import Info, RunStatus, Step, StepKind, StepStatus
+from durable._worker import Worker
 from durable._workflow_api import (
     gather,
     info,
@@ -68,6 +69,7 @@ __all__ = [
     "StepKind",
     "StepStatus",
     "StoreError",
+    "Worker",
     "WorkflowFinished",
     "WorkflowHandle",
     "WorkflowIdConflict",

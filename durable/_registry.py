@@ -11,7 +11,13 @@ from typing import Any
 from durable._codec import DEFAULT_CODEC, Codec
 from durable._retry import NO_RETRY, RetryPolicy
 
-__all__ = ["ActivityDefinition", "WorkflowDefinition", "lookup_workflow", "register_workflow"]
+__all__ = [
+    "ActivityDefinition",
+    "WorkflowDefinition",
+    "lookup_workflow",
+    "register_workflow",
+    "registered_workflows",
+]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -67,6 +73,12 @@ def register_workflow(defn: WorkflowDefinition) -> None:
                 f"{_origin(defn.fn)} needs another name: @workflow(name='...')"
             )
         _workflows[defn.name] = defn
+
+
+def registered_workflows() -> dict[str, WorkflowDefinition]:
+    """A copy of every workflow registered in this process, by name."""
+    with _lock:
+        return dict(_workflows)
 
 
 def lookup_workflow(name: str) -> WorkflowDefinition | None:

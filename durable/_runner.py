@@ -247,7 +247,12 @@ def _parked_for(run: RunRecord, now: float) -> float:
 
 
 async def _drive(
-    store: Store, defn: WorkflowDefinition, run: RunRecord, lease: Lease, clock: Clock
+    store: Store,
+    defn: WorkflowDefinition,
+    run: RunRecord,
+    lease: Lease,
+    clock: Clock,
+    lease_seconds: float | None = None,
 ) -> Any:
     async def run_child(
         child: WorkflowDefinition,
@@ -275,7 +280,15 @@ async def _drive(
         outcome: list[tuple[bool, Any]] = []
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_keep_lease, store, lease, clock, engine, tg.cancel_scope)
+                tg.start_soon(
+                    _keep_lease,
+                    store,
+                    lease,
+                    clock,
+                    engine,
+                    tg.cancel_scope,
+                    lease_seconds or LEASE_SECONDS,
+                )
                 try:
                     outcome.append((True, await engine.run()))
                 except Exception as exc:
@@ -315,10 +328,15 @@ CANCEL_POLL_SECONDS = 0.2
 
 
 async def _keep_lease(
-    store: Store, lease: Lease, clock: Clock, engine: Engine, scope: anyio.CancelScope
+    store: Store,
+    lease: Lease,
+    clock: Clock,
+    engine: Engine,
+    scope: anyio.CancelScope,
+    duration: float,
 ) -> None:
     """Renew the lease every third of its duration, and pass on a cancel request."""
-    renew_at = clock.time() + LEASE_SECONDS / 3
+    renew_at = clock.time() + duration / 3
     cancel_seen = False
     while True:
         await anyio.sleep(CANCEL_POLL_SECONDS)
@@ -336,21 +354,21 @@ async def _keep_lease(
         if clock.time() < renew_at:
             continue
         try:
-            lease = await store.renew_lease(lease, now=clock.time(), duration=LEASE_SECONDS)
+            lease = await store.renew_lease(lease, now=clock.time(), duration=duration)
         except LeaseLost as exc:
             engine.fatal = exc
             scope.cancel()
             return
         except Exception:
             if clock.time() < lease.expires_at:
-                renew_at = clock.time() + min(1.0, LEASE_SECONDS / 10)  # transient: soon again
+                renew_at = clock.time() + min(1.0, duration / 10)  # transient: soon again
                 continue
             # Past its expiry another executor may take the run over at any moment, so this
             # one must stop running side effects.
             engine.fatal = LeaseLost(lease.run_id, "could not renew it before it expired")
             scope.cancel()
             return
-        renew_at = clock.time() + LEASE_SECONDS / 3
+        renew_at = clock.time() + duration / 3
 
 
 # -- public entry points -----------------------------------------------------------------------

@@ -38,6 +38,7 @@ EXPECTED = {
     "WorkflowFinished",
     "WorkflowIdConflict",
     "WorkflowNotFound",
+    "Worker",
     "activity",
     "execute",
     "gather",
@@ -93,6 +94,8 @@ ALLOWED = {
         "_types",
         "store",
     },
+    "_worker": {"_clock", "_decorators", "_errors", "_registry", "_runner", "_types", "store"},
+    "_cli": {"_worker"},
     "_runner": {
         "_context",
         "_clock",

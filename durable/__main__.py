@@ -1,0 +1,7 @@
+"""``python -m durable worker ...``: see `durable._cli`."""
+
+import sys
+
+from durable._cli import main
+
+sys.exit(main())

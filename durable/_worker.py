@@ -1,0 +1,161 @@
+"""`Worker`: executes every runnable run of the workflows it knows, from any process.
+
+A worker claims runnable runs from the store in batches (atomically: two workers never get the
+same run), executes each in its own task under a renewed lease, and goes back for more.
+Runnable means: started with `durable.start` and not yet executed, parked and due (its timer
+passed, a signal or a cancel arrived), or held by an executor whose lease expired (it died).
+Runs of workflows this worker does not know are left for a worker that does, and reported once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import anyio
+
+from durable._clock import Clock, SystemClock
+from durable._decorators import definition_of
+from durable._errors import LeaseLost, NonDeterminismError, PayloadDecodeError, StoreError
+from durable._registry import WorkflowDefinition, registered_workflows
+from durable._runner import _HOST, _drive, resolve_store
+from durable._types import RunStatus
+from durable.store import Lease, LeaseOwner, RunRecord, Store
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("durable.worker")
+
+POLL_SECONDS = 0.05
+"""How long an idle worker waits before it looks for runnable runs again."""
+
+
+class Worker:
+    """Executes runnable runs: ``await Worker(store=...).run()``.
+
+    Args:
+        store: a store, a URL, or ``None`` for ``DURABLE_URL`` / ``sqlite:///durable.db``.
+        workflows: the ``@workflow`` functions to execute; ``None`` means every workflow
+            registered (imported) in this process when `run` starts.
+        concurrency: how many runs it executes at once.
+        lease: seconds a claimed run's lease lasts without renewal (renewed every third of it);
+            a run whose worker died is taken over by another worker after that.
+        grace: seconds `stop` lets running steps finish before it cancels them.
+
+    Raises:
+        ValueError / TypeError: an argument is out of range or not a workflow.
+    """
+
+    def __init__(
+        self,
+        store: Store | str | None = None,
+        workflows: Iterable[Callable[..., Any]] | None = None,
+        *,
+        concurrency: int = 100,
+        lease: float = 30.0,
+        grace: float = 10.0,
+    ) -> None:
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"Worker(concurrency=...) must be an int >= 1, not {concurrency!r}")
+        for name, value in (("lease", lease), ("grace", grace)):
+            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"Worker({name}=...) must be a number of seconds > 0")
+        self._store_arg = store
+        self._workflows: dict[str, WorkflowDefinition] | None = None
+        if workflows is not None:
+            self._workflows = {}
+            for fn in workflows:
+                defn = definition_of(fn)
+                if not isinstance(defn, WorkflowDefinition):
+                    raise TypeError(f"Worker(workflows=...) takes @workflow functions, not {fn!r}")
+                self._workflows[defn.name] = defn
+        self._concurrency = concurrency
+        self._lease = float(lease)
+        self._grace = float(grace)
+        self._clock: Clock = SystemClock()
+        self._owner = LeaseOwner(f"worker-{uuid.uuid4().hex}", _HOST, os.getpid())
+        self._stopping = False
+        self._active = 0
+        self._reported: set[str] = set()
+        self._drained: anyio.Event | None = None
+        self.completed = 0  # runs this worker executed to an outcome or a park
+
+    def stop(self) -> None:
+        """Stop claiming; running runs get `grace` seconds to finish, then are cancelled (and
+        put back to ``pending`` with their leases released)."""
+        self._stopping = True
+
+    async def run(self) -> None:
+        """Claim and execute runnable runs until `stop` is called (or this task is cancelled)."""
+        store = resolve_store(self._store_arg)
+        workflows = self._workflows if self._workflows is not None else registered_workflows()
+        names = tuple(sorted(workflows))
+        if not names:
+            raise ValueError(
+                "this worker knows no workflows: import the modules that define them, or pass "
+                "Worker(workflows=[...])"
+            )
+        self._stopping = False
+        async with anyio.create_task_group() as tg:
+            next_report = 0.0
+            while not self._stopping:
+                free = self._concurrency - self._active
+                claimed: list[tuple[RunRecord, Lease]] = []
+                if free > 0:
+                    try:
+                        claimed = await store.claim(
+                            self._owner,
+                            now=self._clock.time(),
+                            duration=self._lease,
+                            limit=free,
+                            workflows=names,
+                        )
+                    except Exception:
+                        log.exception("durable worker: claiming runs failed; retrying")
+                for run, lease in claimed:
+                    self._active += 1
+                    tg.start_soon(self._execute, store, workflows[run.workflow], run, lease)
+                if self._clock.time() >= next_report:
+                    next_report = self._clock.time() + 5.0
+                    await self._report_unknown(store, names)
+                if not claimed:
+                    await anyio.sleep(POLL_SECONDS)
+            if self._active:
+                self._drained = anyio.Event()
+                with anyio.move_on_after(self._grace):
+                    await self._drained.wait()
+            tg.cancel_scope.cancel()  # what is still running is put back to pending
+
+    async def _execute(
+        self, store: Store, defn: WorkflowDefinition, run: RunRecord, lease: Lease
+    ) -> None:
+        try:
+            await _drive(store, defn, run, lease, self._clock, self._lease)
+        except (LeaseLost, StoreError, NonDeterminismError, PayloadDecodeError) as exc:
+            log.warning("durable worker: run %r stopped: %s", run.id, exc)
+        except Exception as exc:  # the workflow's own failure: recorded with the run
+            log.debug("durable worker: run %r failed: %r", run.id, exc)
+        finally:
+            self._active -= 1
+            self.completed += 1
+            if self._active == 0 and self._drained is not None:
+                self._drained.set()
+
+    async def _report_unknown(self, store: Store, names: tuple[str, ...]) -> None:
+        try:
+            pending = await store.list_runs(status=RunStatus.PENDING, limit=100)
+        except Exception:
+            return
+        for run in pending:
+            if run.workflow not in names and run.id not in self._reported:
+                self._reported.add(run.id)
+                log.warning(
+                    "durable worker: run %r is of workflow %r, which this worker does not know; "
+                    "it stays pending for a worker that imports it",
+                    run.id,
+                    run.workflow,
+                )

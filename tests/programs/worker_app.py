@@ -1,0 +1,43 @@
+"""Workflows executed by worker processes in tests/test_worker.py.
+
+Every activity appends ``<run id> <step> <pid> <time>`` to the file named by $SIDE_FILE.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import anyio
+
+import durable
+
+
+def _record(tag: str) -> None:
+    info = durable.info()
+    with open(os.environ["SIDE_FILE"], "a") as f:
+        f.write(f"{info.run_id} {tag} {info.idempotency_key} {os.getpid()} {time.time():.3f}\n")
+
+
+@durable.activity
+async def work(i: int, seconds: float) -> int:
+    _record(f"start{i}")
+    await anyio.sleep(seconds)
+    _record(f"done{i}")
+    return i
+
+
+@durable.workflow(name="app.five_steps")
+async def five_steps(seconds: float) -> int:
+    total = 0
+    for i in range(5):
+        total += await work(i, seconds)
+    return total
+
+
+@durable.workflow(name="app.sleeper")
+async def sleeper(seconds: float) -> str:
+    await work(0, 0.0)
+    await durable.sleep(seconds)
+    await work(1, 0.0)
+    return "woke"

@@ -1,0 +1,235 @@
+"""Workers: claim runnable runs, share them safely, take over from dead ones, stop cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import anyio
+import pytest
+
+import durable
+from durable import RunStatus
+from durable.backends import SQLStore
+from durable.store import Store
+
+PROGRAMS = Path(__file__).parent / "programs"
+sys.path.insert(0, str(PROGRAMS))
+import worker_app  # noqa: E402
+
+
+@pytest.fixture
+def side(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "side.txt"
+    path.touch()
+    monkeypatch.setenv("SIDE_FILE", str(path))
+    return path
+
+
+def _lines(side: Path) -> list[list[str]]:
+    return [line.split() for line in side.read_text().splitlines()]
+
+
+async def _all_finished(store: Store, ids: list[str]) -> None:
+    with anyio.fail_after(60):
+        for _ in range(100_000):
+            runs = [await store.get_run(i) for i in ids]
+            if all(r is not None and r.status.finished for r in runs):
+                return
+            await anyio.sleep(0.05)
+
+
+async def test_a_worker_executes_started_runs(store: Store, side: Path) -> None:
+    ids = [f"w{i}" for i in range(12)]
+    for run_id in ids:
+        await durable.start(worker_app.five_steps, 0.0, id=run_id, store=store)
+    worker = durable.Worker(store, [worker_app.five_steps], concurrency=4)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        await _all_finished(store, ids)
+        worker.stop()
+    for run_id in ids:
+        assert await durable.get_handle(run_id, store).result() == 10
+    counts = defaultdict(int)
+    for run_id, tag, *_ in _lines(side):
+        counts[(run_id, tag)] += 1
+    assert set(counts.values()) == {1} and len(counts) == 12 * 10
+
+
+def test_worker_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="concurrency"):
+        durable.Worker(concurrency=0)
+    with pytest.raises(TypeError, match="@workflow"):
+        durable.Worker(workflows=[print])
+
+
+def _spawn_worker(
+    url: str, side: Path, lease: float = 30.0, concurrency: int = 100
+) -> subprocess.Popen[str]:
+    env = {**os.environ, "SIDE_FILE": str(side)}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "durable",
+            "worker",
+            "worker_app",
+            "--store",
+            url,
+            "--lease",
+            str(lease),
+            "--grace",
+            "5",
+            "--concurrency",
+            str(concurrency),
+        ],
+        cwd=PROGRAMS,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    return err
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'shared.db'}"
+
+
+def test_two_worker_processes_share_one_sqlite_file(sqlite_url: str, side: Path) -> None:
+    async def start_all() -> list[str]:
+        async with SQLStore(sqlite_url) as store:
+            ids = [f"r{i}" for i in range(30)]
+            for run_id in ids:
+                await durable.start(worker_app.five_steps, 0.05, id=run_id, store=store)
+            return ids
+
+    ids = anyio.run(start_all)
+    workers = [_spawn_worker(sqlite_url, side, concurrency=4) for _ in range(2)]
+
+    async def wait() -> list[int]:
+        async with SQLStore(sqlite_url) as store:
+            await _all_finished(store, ids)
+            return [await durable.get_handle(i, store).result() for i in ids]
+
+    try:
+        assert anyio.run(wait) == [10] * 30
+    finally:
+        for proc in workers:
+            _stop(proc)
+    pids_per_run: dict[str, set[str]] = defaultdict(set)
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    for run_id, tag, _key, pid, _t in _lines(side):
+        pids_per_run[run_id].add(pid)
+        counts[(run_id, tag)] += 1
+    assert set(counts.values()) == {1}  # no crash: every activity ran exactly once
+    assert all(len(pids) == 1 for pids in pids_per_run.values())  # no run advanced by both
+    assert len({pid for pids in pids_per_run.values() for pid in pids}) == 2  # both worked
+
+
+def test_a_killed_workers_runs_are_taken_over_after_its_lease(sqlite_url: str, side: Path) -> None:
+    async def start_all() -> list[str]:
+        async with SQLStore(sqlite_url) as store:
+            ids = [f"k{i}" for i in range(6)]
+            for run_id in ids:
+                await durable.start(worker_app.five_steps, 0.2, id=run_id, store=store)
+            return ids
+
+    ids = anyio.run(start_all)
+    first = _spawn_worker(sqlite_url, side, lease=1.5)
+    deadline = time.monotonic() + 30
+    while not any(tag == "start1" for _, tag, *_ in _lines(side)):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.kill(first.pid, signal.SIGKILL)
+    first.communicate()
+    killed_at = time.time()
+    second = _spawn_worker(sqlite_url, side, lease=1.5)
+
+    async def wait() -> list[int]:
+        async with SQLStore(sqlite_url) as store:
+            await _all_finished(store, ids)
+            return [await durable.get_handle(i, store).result() for i in ids]
+
+    try:
+        assert anyio.run(wait) == [10] * 6
+    finally:
+        _stop(second)
+    done: dict[tuple[str, str], int] = defaultdict(int)
+    starts: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for run_id, tag, key, _pid, _t in _lines(side):
+        if tag.startswith("done"):
+            done[(run_id, tag)] += 1
+        else:
+            starts[(run_id, tag)].append(key)
+    assert all(n in (1, 2) for n in done.values()) and len(done) == 6 * 5
+    twice = [k for k, keys in starts.items() if len(keys) > 1]
+    assert twice  # the activities in flight at the kill ran again ...
+    assert all(len(set(starts[k])) == 1 for k in twice)  # ... with the same idempotency key
+    taken_over = [float(t) for r, tag, _k, pid, t in _lines(side) if pid == str(second.pid)]
+    assert min(taken_over) >= killed_at  # by the second worker, after the kill
+
+
+def test_a_parked_run_is_finished_by_a_later_worker_when_due(
+    sqlite_url: str, side: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("durable._runner.PARK_AFTER_SECONDS", 0.1)
+
+    async def start_and_park() -> float:
+        async with SQLStore(sqlite_url) as store:
+            with anyio.move_on_after(0.5):  # the process "exits" while the run is parked
+                await durable.execute(worker_app.sleeper, 2.0, id="s1", store=store)
+            run = await store.get_run("s1")
+            assert run is not None and run.status == RunStatus.SLEEPING
+            assert run.lease_owner is None and run.wake_at is not None
+            return run.wake_at
+
+    due = anyio.run(start_and_park)
+    worker = _spawn_worker(sqlite_url, side)
+
+    async def wait() -> str:
+        async with SQLStore(sqlite_url) as store:
+            await _all_finished(store, ["s1"])
+            return await durable.get_handle("s1", store).result()
+
+    try:
+        assert anyio.run(wait) == "woke"
+    finally:
+        _stop(worker)
+    after = [float(t) for _, tag, _k, _p, t in _lines(side) if tag == "start1"]
+    assert len(after) == 1 and after[0] >= due
+
+
+def test_sigterm_leaves_no_lease_held(sqlite_url: str, side: Path) -> None:
+    async def start_all() -> list[str]:
+        async with SQLStore(sqlite_url) as store:
+            ids = [f"t{i}" for i in range(4)]
+            for run_id in ids:
+                await durable.start(worker_app.five_steps, 1.0, id=run_id, store=store)
+            return ids
+
+    ids = anyio.run(start_all)
+    worker = _spawn_worker(sqlite_url, side)
+    deadline = time.monotonic() + 30
+    while not _lines(side):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    _stop(worker)
+
+    async def leases() -> list[str | None]:
+        async with SQLStore(sqlite_url) as store:
+            return [(await store.get_run(i)).lease_owner for i in ids]  # type: ignore[union-attr]
+
+    assert anyio.run(leases) == [None] * 4
