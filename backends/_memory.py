@@ -285,6 +285,39 @@ class MemoryStore:
                 self._runs[run_id] = run
             return run
 
+    async def request_pause(self, run_id: str, *, now: float) -> RunRecord | None:
+        """Set ``pause_requested``; a run nobody executes is ``paused`` at once.
+
+        Returns:
+            The run as it is now, or ``None`` when missing.
+        """
+        idle = (RunStatus.PENDING, RunStatus.SLEEPING, RunStatus.WAITING)
+        with self._lock:
+            self._check_open()
+            run = self._runs.get(run_id)
+            if run is not None and not RunStatus(run.status).finished:
+                status = run.status
+                if status in idle and run.lease_owner is None:
+                    status = RunStatus.PAUSED
+                run = replace(run, pause_requested=True, status=status, updated_at=now)
+                self._runs[run_id] = run
+            return run
+
+    async def resume(self, run_id: str, *, now: float) -> RunRecord | None:
+        """Clear ``pause_requested``; a ``paused`` run becomes ``pending``.
+
+        Returns:
+            The run as it is now, or ``None`` when missing.
+        """
+        with self._lock:
+            self._check_open()
+            run = self._runs.get(run_id)
+            if run is not None and not RunStatus(run.status).finished:
+                status = RunStatus.PENDING if run.status == RunStatus.PAUSED else run.status
+                run = replace(run, pause_requested=False, status=status, updated_at=now)
+                self._runs[run_id] = run
+            return run
+
     async def request_rollback(self, run_id: str, *, now: float) -> RunRecord | None:
         """Turn a ``completed`` run into a ``compensating`` one with ``rollback_requested``.
 

@@ -68,6 +68,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE durable_runs ADD COLUMN cancelled_seq INTEGER",
         "ALTER TABLE durable_runs ADD COLUMN rollback_requested BOOLEAN NOT NULL DEFAULT {false}",
         "ALTER TABLE durable_runs ADD COLUMN wake_at DOUBLE PRECISION",
+        "ALTER TABLE durable_runs ADD COLUMN pause_requested BOOLEAN NOT NULL DEFAULT {false}",
     ),
 }
 """DDL that takes a database from version N to N + 1, per N."""
@@ -106,6 +107,7 @@ class RunRow(DurableModel, table=True):
     cancelled_seq: int | None = None
     rollback_requested: bool = False
     wake_at: float | None = Field(default=None, sa_type=Double, index=True)
+    pause_requested: bool = False
 
 
 class StepRow(DurableModel, table=True):
@@ -206,11 +208,13 @@ def run_from_row(row: Sequence[Any]) -> RunRecord:
     """Build a `RunRecord` from a row selected in `RUN_FIELDS` order (SQLite returns its
     booleans as 0 / 1)."""
     run = RunRecord(row[0], row[1], RunStatus(row[2]), *row[3:])
-    if type(run.cancel_requested) is not bool or type(run.rollback_requested) is not bool:
+    flags = (run.cancel_requested, run.rollback_requested, run.pause_requested)
+    if any(type(flag) is not bool for flag in flags):
         run = replace(
             run,
             cancel_requested=bool(run.cancel_requested),
             rollback_requested=bool(run.rollback_requested),
+            pause_requested=bool(run.pause_requested),
         )
     return run
 
@@ -423,6 +427,40 @@ class Statements:
                 wake_at=sa.case(
                     (sa.and_(c.status.in_(parked), c.lease_owner.is_(None)), bp("now")),
                     else_=c.wake_at,
+                ),
+            )
+        )
+        self.request_pause = comp(
+            runs.update()
+            .where(by_id, c.status.not_in(finished))
+            .values(
+                pause_requested=sa.true(),
+                updated_at=bp("now"),
+                # a run nobody executes (pending or parked) is paused at once
+                status=sa.case(
+                    (
+                        sa.and_(
+                            c.status.in_([sa.literal(RunStatus.PENDING.value), *parked]),
+                            c.lease_owner.is_(None),
+                        ),
+                        sa.literal(RunStatus.PAUSED.value),
+                    ),
+                    else_=c.status,
+                ),
+            )
+        )
+        self.resume = comp(
+            runs.update()
+            .where(by_id, c.status.not_in(finished))
+            .values(
+                pause_requested=sa.false(),
+                updated_at=bp("now"),
+                status=sa.case(
+                    (
+                        c.status == sa.literal(RunStatus.PAUSED.value),
+                        sa.literal(RunStatus.PENDING.value),
+                    ),
+                    else_=c.status,
                 ),
             )
         )

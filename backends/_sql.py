@@ -515,6 +515,24 @@ class SQLStore:
         values = {"rid": run_id, "now": now}
         return await self._call(True, self._request, self._s.request_cancel, values)
 
+    async def request_pause(self, run_id: str, *, now: float) -> RunRecord | None:
+        """Set ``pause_requested``; a run nobody executes is ``paused`` at once.
+
+        Returns:
+            The run as it is now, or ``None`` when missing.
+        """
+        values = {"rid": run_id, "now": now}
+        return await self._call(True, self._request, self._s.request_pause, values)
+
+    async def resume(self, run_id: str, *, now: float) -> RunRecord | None:
+        """Clear ``pause_requested``; a ``paused`` run becomes ``pending``.
+
+        Returns:
+            The run as it is now, or ``None`` when missing.
+        """
+        values = {"rid": run_id, "now": now}
+        return await self._call(True, self._request, self._s.resume, values)
+
     async def request_rollback(self, run_id: str, *, now: float) -> RunRecord | None:
         """Turn a ``completed`` run into a ``compensating`` one with ``rollback_requested``.
 
@@ -541,9 +559,9 @@ class SQLStore:
             if changed == 1 or run is None:
                 return run
             qualifies = (
-                not run.status.finished
-                if statement is self._s.request_cancel
-                else run.status == RunStatus.COMPLETED
+                run.status == RunStatus.COMPLETED
+                if statement is self._s.request_rollback
+                else not run.status.finished
             )
             if not qualifies:
                 return run

@@ -120,6 +120,7 @@ class Engine:
         self._active = 0  # activities and children called and not finished, commits under way
         self._wake: dict[int, tuple[StepKind, float | None]] = {}  # waits, by step: wake time
         self.parked: RunUpdate | None = None
+        self.pause_requested = run.pause_requested  # stop at the next step boundary
         # Resuming a run whose failure is recorded (it was compensating): its replay re-raises
         # that failure, so a step that never completed before it must not start again.
         self._failure_recorded = run.status == RunStatus.COMPENSATING and not run.rollback_requested
@@ -433,6 +434,8 @@ class Engine:
             return self._replay_compensable(recorded, defn, args, kwargs, instance)
         if self._failure_recorded:
             return self._halt(seq, StepKind.ACTIVITY, defn.name, location)
+        if self.pause_requested:
+            return self._pause_here()
         self._active += 1
         return self._counted(
             self._execute_activity(seq, defn, fn, args, kwargs, location, instance, recorded)
@@ -685,6 +688,8 @@ class Engine:
             return self._replay(recorded)
         if self._failure_recorded:
             return self._halt(seq, StepKind.CHILD, defn.name, location)
+        if self.pause_requested:
+            return self._pause_here()
         self._active += 1
         return self._counted(self._execute_child(seq, defn, args, kwargs, location, child_id))
 
@@ -868,6 +873,8 @@ class Engine:
     async def _nap(self, seq: int, seconds: float, long_wait: bool) -> None:
         """Wait up to ``seconds`` in-process (a cancel or a park wakes it early). When the
         wait is long and nothing else of the run is in flight, park: unwind the run."""
+        if self.pause_requested and not self._failure_recorded:
+            await self._pause_here()
         if long_wait and self._park_after is not None:
             await self._park_if_idle()
             seconds = min(seconds, max(self._park_after, 0.05))  # then look again
@@ -881,6 +888,19 @@ class Engine:
                 self._waits.discard(nap)
         if self.parked is not None:
             raise _Park
+
+    async def _pause_here(self) -> NoReturn:
+        """The run was asked to pause: once the steps in flight are recorded, unwind it with
+        status ``paused``; this step runs when the run is resumed."""
+        for _ in range(100_000):
+            if not self._active:
+                break
+            await anyio.sleep(0.01)
+        if self.parked is None:
+            self.parked = RunUpdate(RunStatus.PAUSED, release=True)
+            for wait in list(self._waits):
+                wait.cancel()
+        raise _Park
 
     async def _park_if_idle(self) -> None:
         for _ in range(3):  # let the other branches reach their own waits first

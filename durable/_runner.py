@@ -238,7 +238,9 @@ async def _execute(
 
 def _parked_for(run: RunRecord, now: float) -> float:
     """Seconds until a parked run is due (a signal makes it due at once); 0 if it is not
-    parked or already due."""
+    parked or already due. A paused run is looked at again every `PARK_POLL_SECONDS`."""
+    if run.status == RunStatus.PAUSED:
+        return PARK_POLL_SECONDS
     if run.status not in (RunStatus.SLEEPING, RunStatus.WAITING) or run.lease_owner is not None:
         return 0.0
     if run.wake_at is None:
@@ -345,6 +347,8 @@ async def _keep_lease(
                 run = await store.get_run(lease.run_id)
             except Exception:
                 run = None  # a transient store error: look again at the next tick
+            if run is not None:
+                engine.pause_requested = run.pause_requested
             if run is not None and run.cancel_requested:
                 cancel_seen = True
                 engine.request_cancel()
@@ -613,6 +617,27 @@ class WorkflowHandle:
     async def signal(self, name: str, payload: Any = None) -> None:
         """Send signal ``name`` with ``payload`` to this run (see `durable.signal`)."""
         await signal(self._id, name, payload, store=self._store)
+
+    async def pause(self) -> None:
+        """Stop the run at its next step boundary: the steps in flight finish and are
+        recorded, then the run is ``paused`` and released; no executor takes it until
+        `resume`. A run nobody executes right now is paused at once.
+
+        Raises:
+            WorkflowNotFound: no such run.
+        """
+        if await self._store.request_pause(self._id, now=time.time()) is None:
+            raise WorkflowNotFound(self._id)
+
+    async def resume(self) -> None:
+        """Let a paused run continue: it becomes ``pending`` for the next executor (a
+        worker, or a waiting `run` / `execute`).
+
+        Raises:
+            WorkflowNotFound: no such run.
+        """
+        if await self._store.resume(self._id, now=time.time()) is None:
+            raise WorkflowNotFound(self._id)
 
     async def cancel(self) -> None:
         """Ask for the run to be cancelled.

@@ -23,6 +23,7 @@ class RunStatus(enum.StrEnum):
     COMPENSATION_FAILED = "compensation_failed"
     COMPENSATED = "compensated"
     BLOCKED = "blocked"
+    PAUSED = "paused"
 
     @property
     def finished(self) -> bool:

@@ -80,6 +80,8 @@ class RunRecord:
         wake_at: for a parked run (``sleeping`` / ``waiting`` without a lease), when it becomes
             runnable again (its earliest timer or signal deadline; ``now`` when a signal
             arrives); ``None`` when only a signal can wake it.
+        pause_requested: `Store.request_pause` was called; the executor stops the run at its
+            next step boundary (status ``paused``) until `Store.resume`.
     """
 
     id: str
@@ -101,6 +103,7 @@ class RunRecord:
     cancelled_seq: int | None = None
     rollback_requested: bool = False
     wake_at: float | None = None
+    pause_requested: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +294,23 @@ class Store(Protocol):
 
         Returns:
             The run as it is now (unchanged when finished), or ``None`` when missing.
+        """
+        ...
+
+    async def request_pause(self, run_id: str, *, now: float) -> RunRecord | None:
+        """Set ``pause_requested`` on an unfinished run; a parked one becomes ``paused`` at
+        once (no lease needed).
+
+        Returns:
+            The run as it is now, or ``None`` when missing.
+        """
+        ...
+
+    async def resume(self, run_id: str, *, now: float) -> RunRecord | None:
+        """Clear ``pause_requested``; a ``paused`` run becomes ``pending`` (runnable).
+
+        Returns:
+            The run as it is now, or ``None`` when missing.
         """
         ...
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -52,48 +53,48 @@ def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A Postgres URL whose tables live in a schema of this test session alone, so test
+    sessions (a developer's and CI's) can share one server; the schema is dropped at the end."""
+    import sqlalchemy as sa
+
+    base = require_postgres()
+    schema = f"durable_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(base.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    separator = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()
+
+
 @pytest.fixture
-async def store(store_kind: str, tmp_path: Path) -> AsyncIterator[Store]:
+async def store(
+    store_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Store]:
     s: Store
     if store_kind == "memory":
         s = MemoryStore()
     elif store_kind == "sqlite":
         s = SQLStore(f"sqlite:///{tmp_path / 'durable.db'}")
     else:
-        url = require_postgres()
-        _reset_postgres_once()
+        url = request.getfixturevalue("postgres_url")
         s = SQLStore(url)
-        await _empty(s)
+        _empty(url)
     async with s:
         yield s
 
 
-_reset = False
-
-
-def _reset_postgres_once() -> None:
-    """Drop durable's tables once per test session, so the schema is always this code's."""
-    global _reset
-    if _reset:
-        return
+def _empty(url: str) -> None:
+    """Remove every run from this session's schema so each test starts from nothing."""
     import sqlalchemy as sa
 
-    engine = sa.create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "DROP TABLE IF EXISTS durable_signals, durable_steps, durable_runs, durable_schema"
-            )
-        )
-    engine.dispose()
-    _reset = True
-
-
-async def _empty(store: Store) -> None:
-    """Remove every run from the shared test database so each test starts from nothing."""
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://"))
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as conn:
         conn.execute(sa.text("TRUNCATE durable_steps, durable_runs, durable_signals"))
     engine.dispose()

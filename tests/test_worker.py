@@ -233,3 +233,41 @@ def test_sigterm_leaves_no_lease_held(sqlite_url: str, side: Path) -> None:
             return [(await store.get_run(i)).lease_owner for i in ids]  # type: ignore[union-attr]
 
     assert anyio.run(leases) == [None] * 4
+
+
+async def _status(store: Store, run_id: str, status: RunStatus) -> None:
+    with anyio.fail_after(20):
+        for _ in range(100_000):
+            run = await store.get_run(run_id)
+            if run is not None and run.status == status:
+                return
+            await anyio.sleep(0.01)
+
+
+async def test_pause_stops_a_run_at_a_step_boundary_until_resume(store: Store, side: Path) -> None:
+    handle = await durable.start(worker_app.five_steps, 0.15, id="pz", store=store)
+    idle = await durable.start(worker_app.five_steps, 0.0, id="pz-idle", store=store)
+    await idle.pause()  # nobody executes it yet: paused at once
+    assert await idle.status() == RunStatus.PAUSED
+    worker = durable.Worker(store, [worker_app.five_steps])
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        for _ in range(1000):
+            if any(tag == "done0" for _, tag, *_ in _lines(side)):
+                break
+            await anyio.sleep(0.01)
+        await handle.pause()
+        await _status(store, "pz", RunStatus.PAUSED)
+        run = await store.get_run("pz")
+        assert run is not None and run.lease_owner is None
+        recorded = len(await handle.history())
+        await anyio.sleep(0.5)  # paused: no worker takes it, nothing more is recorded
+        assert len(await handle.history()) == recorded < 5
+        assert await idle.status() == RunStatus.PAUSED
+        await handle.resume()
+        await idle.resume()
+        await _all_finished(store, ["pz", "pz-idle"])
+        worker.stop()
+    assert await handle.result() == 10 and await idle.result() == 10
+    done = [tag for run_id, tag, *_ in _lines(side) if run_id == "pz" and tag.startswith("done")]
+    assert done == [f"done{i}" for i in range(5)]  # each step once, in order
