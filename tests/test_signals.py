@@ -135,9 +135,14 @@ async def test_the_deadline_survives_a_restart(store: Store) -> None:
         await durable.execute(waits_then_notes, id="d1", store=store)
     run = await store.get_run("d1")
     assert run is not None and run.status == RunStatus.PENDING
+    (intent,) = await durable.get_handle("d1", store).history()
+    assert intent.status == StepStatus.STARTED
     assert await durable.execute(waits_then_notes, id="d1", store=store) == "timed out"
-    elapsed = time.monotonic() - started
-    assert 0.9 <= elapsed < 1.9  # the second executor waited only for what was left
+    assert time.monotonic() - started >= 0.9  # it did not time out early ...
+    (wait,) = await durable.get_handle("d1", store).history()
+    assert wait.started_at == intent.started_at  # ... and the second executor kept the wait
+    assert isinstance(wait.error, durable.SignalTimeout)
+    assert wait.error.timeout == pytest.approx(1.0)  # measured from the first start
 
 
 async def test_signalling_unknown_or_finished_runs_is_refused(store: Store) -> None:

@@ -1,0 +1,87 @@
+"""The examples a newcomer runs really do what their docstrings say."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+
+from durable import RunStatus
+from durable.backends import SQLStore
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_quickstart_shows_a_crash_and_a_resume(tmp_path: Path) -> None:
+    proc = _run(str(EXAMPLES / "quickstart.py"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.count("reserve_stock(sku-42) runs") == 1  # recorded before the crash
+    assert out.count("charge_card(1999) runs") == 2  # in flight at the kill: runs again
+    assert out.count("ship(reservation-sku-42) runs") == 1
+    assert "killed by SIGKILL" in out and out.count("result: {'payment'") == 2
+
+
+def test_trip_booking_compensates_and_resumes_after_a_crash(tmp_path: Path) -> None:
+    crashed = _run(str(EXAMPLES / "trip_booking.py"), "--crash", cwd=tmp_path)
+    assert crashed.returncode != 0
+    assert "undo: return the car in Rome" in crashed.stdout
+    resumed = _run(str(EXAMPLES / "trip_booking.py"), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "undo: return the car in Rome" not in resumed.stdout  # recorded: not repeated
+    assert "undo: cancel flight LH1838" in resumed.stdout
+    assert "every booking was undone" in resumed.stdout
+
+
+def test_approval_waits_for_a_decision_from_another_process(tmp_path: Path) -> None:
+    requester = subprocess.Popen(
+        [
+            sys.executable,
+            str(EXAMPLES / "approval.py"),
+            "request",
+            "exp-1",
+            "12.5",
+            "--timeout",
+            "60",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    async def waiting() -> None:
+        async with SQLStore(f"sqlite:///{tmp_path / 'durable.db'}") as store:
+            with anyio.fail_after(30):
+                for _ in range(10_000):
+                    run = await store.get_run("exp-1")
+                    if run is not None and run.status == RunStatus.WAITING:
+                        return
+                    await anyio.sleep(0.02)
+
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "durable.db").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        anyio.run(waiting)
+        approve = _run(str(EXAMPLES / "approval.py"), "approve", "exp-1", cwd=tmp_path)
+        assert approve.returncode == 0, approve.stderr
+        out, err = requester.communicate(timeout=60)
+    finally:
+        if requester.poll() is None:
+            requester.kill()
+            requester.communicate()
+    assert requester.returncode == 0, err
+    assert "paid out 12.50 EUR" in out and out.strip().endswith("exp-1: paid")
+    again = _run(str(EXAMPLES / "approval.py"), "approve", "exp-1", cwd=tmp_path)
+    assert again.returncode == 1 and "completed" in again.stderr
