@@ -271,3 +271,81 @@ async def test_pause_stops_a_run_at_a_step_boundary_until_resume(store: Store, s
     assert await handle.result() == 10 and await idle.result() == 10
     done = [tag for run_id, tag, *_ in _lines(side) if run_id == "pz" and tag.startswith("done")]
     assert done == [f"done{i}" for i in range(5)]  # each step once, in order
+
+
+def test_a_stalled_worker_that_lost_its_lease_writes_nothing(sqlite_url: str, side: Path) -> None:
+    async def start() -> None:
+        async with SQLStore(sqlite_url) as store:
+            await durable.start(worker_app.stalls, 2.0, id="st", store=store)
+
+    anyio.run(start)
+    first = _spawn_worker(sqlite_url, side, lease=1.0)
+    deadline = time.monotonic() + 30
+    while not any(tag == "slow" for _, tag, *_ in _lines(side)):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.kill(first.pid, signal.SIGSTOP)  # stalls inside the activity, past its lease
+    second = _spawn_worker(sqlite_url, side, lease=1.0)
+
+    async def wait() -> list[int]:
+        async with SQLStore(sqlite_url) as store:
+            await _all_finished(store, ["st"])
+            return await durable.get_handle("st", store).result()
+
+    try:
+        result = anyio.run(wait)
+        os.kill(first.pid, signal.SIGCONT)  # it wakes up, finishes its activity, is fenced
+        time.sleep(3.0)
+        history = anyio.run(_history, sqlite_url, "st")
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+        err_first = _stop(first)
+        _stop(second)
+    assert result == [second.pid, second.pid]  # every recorded step is the second worker's
+    assert [s.result for s in history] == [second.pid, second.pid]
+    assert "lost the lease on run 'st'" in err_first
+    done_by_first = [t for r, tag, _k, pid, t in _lines(side) if pid == str(first.pid)]
+    assert len(done_by_first) == 2  # its activity did finish (at-least-once) ...
+
+
+async def _history(url: str, run_id: str) -> list[durable.Step]:
+    async with SQLStore(url) as store:
+        return await durable.get_handle(run_id, store).history()
+
+
+def test_signals_are_consumed_once_under_two_workers(sqlite_url: str, side: Path) -> None:
+    async def start() -> None:
+        async with SQLStore(sqlite_url) as store:
+            await durable.start(worker_app.waits_for_items, 20, id="sg", store=store)
+
+    anyio.run(start)
+    workers = [_spawn_worker(sqlite_url, side, lease=2.0) for _ in range(2)]
+
+    async def send_and_wait() -> list[object]:
+        async with SQLStore(sqlite_url) as store:
+            for i in range(20):
+                await durable.signal("sg", "item", i, store=store)
+                await anyio.sleep(0.01)
+            await _all_finished(store, ["sg"])
+            return await durable.get_handle("sg", store).result()
+
+    try:
+        assert anyio.run(send_and_wait) == list(range(20))
+    finally:
+        for proc in workers:
+            _stop(proc)
+
+
+async def test_a_worker_reports_runs_of_unknown_workflows_once(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    await durable.start(worker_app.sleeper, 0.0, id="unknown-to-it", store=store)
+    worker = durable.Worker(store, [worker_app.five_steps])
+    with caplog.at_level("WARNING", logger="durable.worker"):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            await anyio.sleep(0.3)
+            worker.stop()
+    reports = [r for r in caplog.records if "unknown-to-it" in r.getMessage()]
+    assert len(reports) == 1 and "app.sleeper" in reports[0].getMessage()
+    assert await durable.get_handle("unknown-to-it", store).status() == RunStatus.PENDING

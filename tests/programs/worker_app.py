@@ -41,3 +41,23 @@ async def sleeper(seconds: float) -> str:
     await durable.sleep(seconds)
     await work(1, 0.0)
     return "woke"
+
+
+@durable.activity
+async def slow_pid(seconds: float) -> int:
+    _record("slow")
+    await anyio.sleep(seconds)
+    _record("slow-done")
+    return os.getpid()
+
+
+@durable.workflow(name="app.stalls")
+async def stalls(seconds: float) -> list[int]:
+    first = await slow_pid(seconds)
+    second = await slow_pid(0.0)
+    return [first, second]
+
+
+@durable.workflow(name="app.waits_for_items")
+async def waits_for_items(n: int) -> list[object]:
+    return [await durable.wait_signal("item") for _ in range(n)]
