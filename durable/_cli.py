@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=100, help="runs executed at once")
     worker.add_argument("--lease", type=float, default=30.0, help="lease duration in seconds")
     worker.add_argument("--grace", type=float, default=10.0, help="shutdown grace in seconds")
+    worker.add_argument(
+        "--park-after", type=float, default=5.0, help="park runs whose wait is longer (seconds)"
+    )
     return parser
 
 
@@ -63,6 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ImportError as exc:
             print(f"durable worker: cannot import {module!r}: {exc}", file=sys.stderr)
             return 2
-    worker = Worker(args.store, concurrency=args.concurrency, lease=args.lease, grace=args.grace)
+    worker = Worker(
+        args.store,
+        concurrency=args.concurrency,
+        lease=args.lease,
+        grace=args.grace,
+        park_after=args.park_after,
+    )
     anyio.run(_serve, worker)
     return 0

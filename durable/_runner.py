@@ -255,6 +255,7 @@ async def _drive(
     lease: Lease,
     clock: Clock,
     lease_seconds: float | None = None,
+    park_after: float | None = None,
 ) -> Any:
     async def run_child(
         child: WorkflowDefinition,
@@ -277,7 +278,7 @@ async def _drive(
             steps=steps,
             clock=clock,
             child_runner=run_child,
-            park_after=PARK_AFTER_SECONDS,
+            park_after=PARK_AFTER_SECONDS if park_after is None else park_after,
         )
         outcome: list[tuple[bool, Any]] = []
         try:

@@ -45,6 +45,7 @@ class Worker:
         lease: seconds a claimed run's lease lasts without renewal (renewed every third of it);
             a run whose worker died is taken over by another worker after that.
         grace: seconds `stop` lets running steps finish before it cancels them.
+        park_after: a wait longer than this parks the run (default 5 s).
 
     Raises:
         ValueError / TypeError: an argument is out of range or not a workflow.
@@ -58,12 +59,14 @@ class Worker:
         concurrency: int = 100,
         lease: float = 30.0,
         grace: float = 10.0,
+        park_after: float = 5.0,
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"Worker(concurrency=...) must be an int >= 1, not {concurrency!r}")
-        for name, value in (("lease", lease), ("grace", grace)):
+        for name, value in (("lease", lease), ("grace", grace), ("park_after", park_after)):
             if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"Worker({name}=...) must be a number of seconds > 0")
+        self._park_after = float(park_after)
         self._store_arg = store
         self._workflows: dict[str, WorkflowDefinition] | None = None
         if workflows is not None:
@@ -134,7 +137,7 @@ class Worker:
         self, store: Store, defn: WorkflowDefinition, run: RunRecord, lease: Lease
     ) -> None:
         try:
-            await _drive(store, defn, run, lease, self._clock, self._lease)
+            await _drive(store, defn, run, lease, self._clock, self._lease, self._park_after)
         except (LeaseLost, StoreError, NonDeterminismError, PayloadDecodeError) as exc:
             log.warning("durable worker: run %r stopped: %s", run.id, exc)
         except Exception as exc:  # the workflow's own failure: recorded with the run

@@ -34,3 +34,26 @@ def test_step_cost_smoke(tmp_path: Path) -> None:
     figures = json.loads(out.read_text())
     assert figures["steps"] == 20
     assert all(v["median"] > 0 for v in figures["results"].values())
+
+
+def test_wakeup_smoke(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "wakeup.py"),
+            "--timers",
+            "3",
+            "--signals",
+            "2",
+            "--parked",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for line in ("timer lateness, ms", "signal -> resumed, ms", "20 parked runs"):
+        assert line in proc.stdout
