@@ -352,6 +352,15 @@ class MemoryStore:
                     self._runs[run_id] = run
             return run
 
+    async def wake(self, run_id: str, *, now: float) -> None:
+        """Make a parked run due now (see `durable.store.Store.wake`)."""
+        with self._lock:
+            self._check_open()
+            run = self._runs.get(run_id)
+            parked = run is not None and run.status in (RunStatus.SLEEPING, RunStatus.WAITING)
+            if run is not None and parked and run.lease_owner is None:
+                self._runs[run_id] = replace(run, wake_at=now)
+
     async def receive_signal(
         self, lease: Lease, name: str, step: StepRecord, *, now: float
     ) -> bytes | None:

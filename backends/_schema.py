@@ -361,6 +361,11 @@ class Statements:
             .with_for_update(skip_locked=True)
         )
         self._claimable_for: dict[tuple[str, ...], Compiled] = {}
+        self.wake_parked = comp(
+            runs.update()
+            .where(by_id, c.status.in_(parked), c.lease_owner.is_(None))
+            .values(wake_at=bp("now"))
+        )
         self.wake_waiting = comp(
             runs.update()
             .where(by_id, c.status == sa.literal(RunStatus.WAITING.value), c.lease_owner.is_(None))

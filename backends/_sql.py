@@ -593,6 +593,10 @@ class SQLStore:
         found = self._fetch_one(cur, self._s.get_run, {"rid": values["rid"]})
         return None if found is None else run_from_row(found)
 
+    async def wake(self, run_id: str, *, now: float) -> None:
+        """Make a parked run due now (see `durable.store.Store.wake`)."""
+        await self._call(True, self._execute, self._s.wake_parked, {"rid": run_id, "now": now})
+
     async def receive_signal(
         self, lease: Lease, name: str, step: StepRecord, *, now: float
     ) -> bytes | None:

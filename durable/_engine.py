@@ -708,7 +708,19 @@ class Engine:
         child_id = child_id or f"{self._run.id}/{seq}"
         self.children.add(child_id)
         try:
-            value = await self._child_runner(defn, child_id, args, kwargs, self._run.id)
+            while True:
+                value = await self._child_runner(defn, child_id, args, kwargs, self._run.id)
+                if value is not PARKED:
+                    break
+                # The child is parked (a worker resumes it when due): this step waits like a
+                # signal wait, and the parent parks too; the child's outcome wakes it.
+                self._wake[seq] = (StepKind.CHILD, None)
+                self._active -= 1
+                try:
+                    await self._nap(seq, SIGNAL_POLL_SECONDS, long_wait=True)
+                finally:
+                    self._active += 1
+                    self._wake.pop(seq, None)
         except _FATAL as exc:
             self.fatal = exc  # the child cannot progress, so neither can this run
             raise
@@ -915,7 +927,8 @@ class Engine:
             return
         kinds = {kind for kind, _ in self._wake.values()}
         times = [at for _, at in self._wake.values() if at is not None]
-        status = RunStatus.WAITING if StepKind.SIGNAL in kinds else RunStatus.SLEEPING
+        waiting = StepKind.SIGNAL in kinds or StepKind.CHILD in kinds
+        status = RunStatus.WAITING if waiting else RunStatus.SLEEPING
         self.parked = RunUpdate(status, wake_at=min(times) if times else None, release=True)
         for wait in list(self._waits):  # the other waits unwind too
             wait.cancel()

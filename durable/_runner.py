@@ -213,17 +213,27 @@ async def _execute(
     kwargs: dict[str, Any],
     parent_id: str | None,
     clock: Clock,
+    wait_parked: bool = True,
+    lease_seconds: float | None = None,
+    park_after: float | None = None,
 ) -> Any:
+    """Execute run ``run_id`` until it finishes. With ``wait_parked=False`` (a child run of a
+    worker-executed parent) return `PARKED` as soon as the run is parked: the worker resumes
+    it when due, and its completion wakes the parent."""
     run = await _ensure_run(store, defn, run_id, args, kwargs, parent_id, clock)
     delay = 0.02
     while True:
         if run.status.finished:
             return _outcome(run)
         pause = _parked_for(run, clock.time())
+        if pause and not wait_parked:
+            return PARKED
         lease = None if pause else await _acquire(store, run, clock)
         if lease is not None:
-            outcome = await _drive(store, defn, run, lease, clock)
-            if outcome is not PARKED:
+            outcome = await _drive(
+                store, defn, run, lease, clock, lease_seconds, park_after, wait_parked
+            )
+            if outcome is not PARKED or not wait_parked:
                 return outcome
             delay = 0.02  # parked: this call waits for the wake-up, holding nothing of the run
         else:
@@ -256,7 +266,12 @@ async def _drive(
     clock: Clock,
     lease_seconds: float | None = None,
     park_after: float | None = None,
+    wait_parked: bool = True,
 ) -> Any:
+    """Execute ``run`` under ``lease``. ``wait_parked=False``: the executor is a worker, so a
+    parked child does not keep its parent in memory: the parent parks too, and is woken when
+    the child finishes."""
+
     async def run_child(
         child: WorkflowDefinition,
         child_id: str,
@@ -264,7 +279,18 @@ async def _drive(
         kwargs: dict[str, Any],
         parent_id: str,
     ) -> Any:
-        return await _execute(store, child, child_id, args, kwargs, parent_id, clock)
+        return await _execute(
+            store,
+            child,
+            child_id,
+            args,
+            kwargs,
+            parent_id,
+            clock,
+            wait_parked,
+            lease_seconds,
+            park_after,
+        )
 
     _active_owners.add(lease.owner.owner)
     engine: Engine | None = None
@@ -312,6 +338,9 @@ async def _drive(
         _active_owners.discard(lease.owner.owner)
         with anyio.CancelScope(shield=True):
             await _let_go(store, lease, engine, clock)
+            if engine is not None and engine.finished and run.parent_id is not None:
+                with contextlib.suppress(Exception):  # a parked parent waits for this outcome
+                    await store.wake(run.parent_id, now=clock.time())
 
 
 async def _let_go(store: Store, lease: Lease, engine: Engine | None, clock: Clock) -> None:

@@ -137,7 +137,7 @@ class Worker:
         self, store: Store, defn: WorkflowDefinition, run: RunRecord, lease: Lease
     ) -> None:
         try:
-            await _drive(store, defn, run, lease, self._clock, self._lease, self._park_after)
+            await _drive(store, defn, run, lease, self._clock, self._lease, self._park_after, False)
         except (LeaseLost, StoreError, NonDeterminismError, PayloadDecodeError) as exc:
             log.warning("durable worker: run %r stopped: %s", run.id, exc)
         except Exception as exc:  # the workflow's own failure: recorded with the run

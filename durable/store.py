@@ -335,6 +335,11 @@ class Store(Protocol):
         """
         ...
 
+    async def wake(self, run_id: str, *, now: float) -> None:
+        """Make a parked run (``sleeping`` / ``waiting``, not leased) due now (no lease
+        needed); used when a child run finishes, to wake its parent. Others are unchanged."""
+        ...
+
     async def receive_signal(
         self, lease: Lease, name: str, step: StepRecord, *, now: float
     ) -> bytes | None:

@@ -128,3 +128,29 @@ async def test_a_run_with_several_waits_wakes_at_the_earliest(store: Store) -> N
         timer = [s for s in await durable.get_handle("p4", store).history() if s.kind == "timer"]
         assert wake_at == pytest.approx(timer[0].result)  # the sleep is due before the timeout
     assert len(results) == 1 and isinstance(results[0], durable.SignalTimeout)
+
+
+@durable.workflow
+async def napping_child(seconds: float) -> str:
+    await durable.sleep(seconds)
+    return await note("child woke")
+
+
+@durable.workflow
+async def parent_of_a_napper() -> str:
+    await note("parent started")
+    return await napping_child(0.8)
+
+
+async def test_a_parent_awaiting_a_parked_child_is_parked_too(store: Store) -> None:
+    await durable.start(parent_of_a_napper, id="pp", store=store)
+    worker = durable.Worker(store, [parent_of_a_napper, napping_child], park_after=0.1)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        await _parked(store, "pp/2", RunStatus.SLEEPING)
+        await _parked(store, "pp", RunStatus.WAITING)  # released too, woken by its child
+        with anyio.fail_after(10):
+            result = await durable.get_handle("pp", store).result()
+        worker.stop()
+    assert result == "child woke"
+    assert [entry.split("@")[0] for entry in log] == ["parent started", "child woke"]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -97,10 +98,26 @@ def _spawn_worker(
 
 
 def _stop(proc: subprocess.Popen[str]) -> str:
+    """SIGTERM the worker and collect its output (its pipes are always closed)."""
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    stopped.append((proc.returncode, err))
     return err
+
+
+stopped: list[tuple[int, str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _workers_exit_cleanly() -> Iterator[None]:
+    stopped.clear()
+    yield
+    for returncode, err in stopped:
+        assert returncode == 0, err
 
 
 @pytest.fixture
