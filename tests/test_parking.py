@@ -154,3 +154,9 @@ async def test_a_parent_awaiting_a_parked_child_is_parked_too(store: Store) -> N
         worker.stop()
     assert result == "child woke"
     assert [entry.split("@")[0] for entry in log] == ["parent started", "child woke"]
+
+
+async def test_execute_waits_through_a_parked_child_without_a_worker(store: Store) -> None:
+    with anyio.fail_after(10):
+        assert await durable.execute(parent_of_a_napper, id="pe", store=store) == "child woke"
+    assert await durable.get_handle("pe/2", store).status() == RunStatus.COMPLETED
