@@ -118,6 +118,10 @@ def main() -> None:
             stderr=subprocess.PIPE,
             text=True,
         )
+        assert worker.stderr is not None
+        for line in worker.stderr:  # SIGTERM stops it cleanly only once it is ready
+            if "durable worker: ready" in line:
+                break
         try:
             res = anyio.run(measure, url, worker.pid, args.timers, args.signals, args.parked)
         finally:

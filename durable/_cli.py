@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 import anyio
+import anyio.abc
 
 from durable._worker import Worker
 
@@ -43,14 +44,17 @@ def _parser() -> argparse.ArgumentParser:
 async def _serve(worker: Worker) -> None:
     async with anyio.create_task_group() as tg:
 
-        async def on_signals() -> None:
+        async def on_signals(*, task_status: anyio.abc.TaskStatus[None]) -> None:
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                task_status.started()
                 async for _ in signals:
                     logging.getLogger("durable.worker").info("durable worker: stopping")
                     worker.stop()
                     return
 
-        tg.start_soon(on_signals)
+        await tg.start(on_signals)
+        # Only now does SIGTERM mean "stop gracefully"; supervisors (and tests) may wait for it.
+        logging.getLogger("durable.worker").info("durable worker: ready (pid %d)", os.getpid())
         await worker.run()
         tg.cancel_scope.cancel()
 

@@ -345,6 +345,7 @@ class Engine:
         *,
         result: bytes | None = None,
         error: bytes | None = None,
+        finished_at: float | None = None,
     ) -> StepRecord:
         return StepRecord(
             run_id=self._run.id,
@@ -354,7 +355,7 @@ class Engine:
             status=StepStatus.FAILED if error is not None else StepStatus.COMPLETED,
             attempts=attempts,
             started_at=started,
-            finished_at=self._clock.time(),
+            finished_at=self._clock.time() if finished_at is None else finished_at,
             result=result,
             error=error,
             location=location,
@@ -404,9 +405,9 @@ class Engine:
             raise await self._record_failure(
                 seq, kind, name, started, attempts, location, exc, replaces=replaces
             ) from None
-        record = self._record(seq, kind, name, started, attempts, location, result=payload)
-        if finished_at is not None:
-            record = dataclasses.replace(record, finished_at=finished_at)
+        record = self._record(
+            seq, kind, name, started, attempts, location, result=payload, finished_at=finished_at
+        )
         if replaces:
             await self._commit((), outcomes=[record])
         else:
@@ -436,10 +437,8 @@ class Engine:
             return self._halt(seq, StepKind.ACTIVITY, defn.name, location)
         if self.pause_requested:
             return self._pause_here()
-        self._active += 1
-        return self._counted(
-            self._execute_activity(seq, defn, fn, args, kwargs, location, instance, recorded)
-        )
+        self._active += 1  # until the step is recorded (or fails): see _execute_activity
+        return self._execute_activity(seq, defn, fn, args, kwargs, location, instance, recorded)
 
     async def _counted(self, step: Awaitable[Any]) -> Any:
         try:
@@ -470,39 +469,42 @@ class Engine:
         instance: Any,
         intent: StepRecord | None,
     ) -> Any:
-        if self._pending:
-            await self._commit(())
-        started = self._clock.time()
-        kind, name = StepKind.ACTIVITY, defn.name
-        if defn.final:
-            if intent is None:  # record the intent first: a crash now leaves it without outcome
-                await self._commit([self._intent(seq, name, started, location)])
-            elif defn.idempotent:
-                started = intent.started_at  # run it again, with the same idempotency key
-            else:
-                unknown = OutcomeUnknown(self._run.id, seq, name)
-                raise await self._record_failure(
-                    seq, kind, name, intent.started_at, 0, location, unknown, replaces=True
-                ) from None
-        value, attempts = await self._with_retries(
-            seq, kind, defn, fn, args, kwargs, started, location, replaces=defn.final
-        )
-        # The undo is ordered by the finished_at that is recorded, so a replay orders it the same.
-        finished = self._clock.time()
-        await self._record_result(
-            seq,
-            kind,
-            name,
-            started,
-            attempts,
-            location,
-            value,
-            replaces=defn.final,
-            finished_at=finished,
-        )
-        if defn.undo is not None:
-            self._push_undo(defn, seq, finished, args, kwargs, instance, value)
-        return value
+        try:
+            if self._pending:
+                await self._commit(())
+            started = self._clock.time()
+            kind, name = StepKind.ACTIVITY, defn.name
+            if defn.final:
+                if intent is None:  # record the intent first: a crash now leaves it without outcome
+                    await self._commit([self._intent(seq, name, started, location)])
+                elif defn.idempotent:
+                    started = intent.started_at  # run it again, with the same idempotency key
+                else:
+                    unknown = OutcomeUnknown(self._run.id, seq, name)
+                    raise await self._record_failure(
+                        seq, kind, name, intent.started_at, 0, location, unknown, replaces=True
+                    ) from None
+            value, attempts = await self._with_retries(
+                seq, kind, defn, fn, args, kwargs, started, location, replaces=defn.final
+            )
+            # Undos are ordered by the recorded finished_at, so a replay orders them the same.
+            finished = self._clock.time()
+            await self._record_result(
+                seq,
+                kind,
+                name,
+                started,
+                attempts,
+                location,
+                value,
+                replaces=defn.final,
+                finished_at=finished,
+            )
+            if defn.undo is not None:
+                self._push_undo(defn, seq, finished, args, kwargs, instance, value)
+            return value
+        finally:
+            self._active -= 1
 
     async def _with_retries(
         self,

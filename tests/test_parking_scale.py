@@ -61,6 +61,10 @@ def test_ten_thousand_parked_runs(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert worker.stderr is not None
+    for line in worker.stderr:  # SIGTERM stops it cleanly only once it is ready
+        if "durable worker: ready" in line:
+            break
 
     async def scenario() -> tuple[int, int, float, list[float]]:
         async with SQLStore(url) as store:

@@ -72,8 +72,9 @@ def test_worker_arguments_are_checked() -> None:
 def _spawn_worker(
     url: str, side: Path, lease: float = 30.0, concurrency: int = 100
 ) -> subprocess.Popen[str]:
+    """Start a worker process and return once it is ready (SIGTERM then stops it cleanly)."""
     env = {**os.environ, "SIDE_FILE": str(side)}
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -95,6 +96,12 @@ def _spawn_worker(
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the worker logs to stderr
+        if "durable worker: ready" in line:
+            return proc
+    proc.communicate()
+    raise AssertionError(f"the worker exited before it was ready ({proc.returncode})")
 
 
 def _stop(proc: subprocess.Popen[str]) -> str:
