@@ -69,7 +69,7 @@ async def sleeps_beside_an_activity() -> list[str]:
 
 
 async def _nap_then_note() -> str:
-    await durable.sleep(0.6)
+    await durable.sleep(2.0)  # still long (> park_after) once the slow activity is recorded
     return await note("after nap")
 
 
@@ -110,7 +110,7 @@ async def test_a_parked_waiting_run_is_woken_by_its_signal(store: Store) -> None
 
 @durable.workflow
 async def two_waits() -> list[object]:
-    return await durable.gather(durable.wait_signal("a", timeout=0.5), durable.sleep(0.3))
+    return await durable.gather(durable.wait_signal("a", timeout=2.0), durable.sleep(1.0))
 
 
 async def test_a_run_with_several_waits_wakes_at_the_earliest(store: Store) -> None:
@@ -139,7 +139,7 @@ async def napping_child(seconds: float) -> str:
 @durable.workflow
 async def parent_of_a_napper() -> str:
     await note("parent started")
-    return await napping_child(0.8)
+    return await napping_child(1.5)
 
 
 async def test_a_parent_awaiting_a_parked_child_is_parked_too(store: Store) -> None:
