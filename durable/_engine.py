@@ -14,6 +14,12 @@ again with compatible code (or a repaired row).
 Helper steps (`now`, `uuid4`, `random`) are buffered and committed in the same transaction as
 the next step or outcome, and always before the next activity starts, so no side effect can
 observe a value that a crash could change.
+
+The engine also owns, in this order below: activities (retries, timeouts, final intents),
+sagas (undo stacks, `durable.saga` blocks, unwinding), child runs, timers and signal waits,
+parking (a run whose branches all wait long is unwound and released), and cancellation (the
+step where it is delivered is recorded, so a replay delivers it at the same step). At about
+1,000 lines it is due to be split by those responsibilities.
 """
 
 from __future__ import annotations
