@@ -9,10 +9,10 @@ with worker threads. Records are frozen dataclasses, so handing them out is safe
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from durable.store import (
     Lease,
@@ -269,21 +269,37 @@ class MemoryStore:
                     run = _released(run)
                 self._runs[lease.run_id] = run
 
+    def _change(
+        self,
+        run_id: str,
+        now: float,
+        applies: Callable[[RunRecord], bool],
+        change: Callable[[RunRecord], dict[str, Any]],
+    ) -> RunRecord | None:
+        """Apply ``change`` (new field values) to the run if ``applies``; return the run."""
+        with self._lock:
+            self._check_open()
+            run = self._runs.get(run_id)
+            if run is not None and applies(run):
+                run = replace(run, updated_at=now, **change(run))
+                self._runs[run_id] = run
+            return run
+
     async def request_cancel(self, run_id: str, *, now: float) -> RunRecord | None:
-        """Set ``cancel_requested`` on an unfinished run.
+        """Set ``cancel_requested`` on an unfinished run; a parked one becomes due now.
 
         Returns:
             The run as it is now, or ``None`` when missing.
         """
-        with self._lock:
-            self._check_open()
-            run = self._runs.get(run_id)
-            if run is not None and not RunStatus(run.status).finished:
-                parked = run.status in (RunStatus.SLEEPING, RunStatus.WAITING)
-                wake_at = now if parked and run.lease_owner is None else run.wake_at
-                run = replace(run, cancel_requested=True, updated_at=now, wake_at=wake_at)
-                self._runs[run_id] = run
-            return run
+        return self._change(
+            run_id,
+            now,
+            _unfinished,
+            lambda run: {
+                "cancel_requested": True,
+                "wake_at": now if _parked_idle(run) else run.wake_at,
+            },
+        )
 
     async def request_pause(self, run_id: str, *, now: float) -> RunRecord | None:
         """Set ``pause_requested``; a run nobody executes is ``paused`` at once.
@@ -292,16 +308,19 @@ class MemoryStore:
             The run as it is now, or ``None`` when missing.
         """
         idle = (RunStatus.PENDING, RunStatus.SLEEPING, RunStatus.WAITING)
-        with self._lock:
-            self._check_open()
-            run = self._runs.get(run_id)
-            if run is not None and not RunStatus(run.status).finished:
-                status = run.status
-                if status in idle and run.lease_owner is None:
-                    status = RunStatus.PAUSED
-                run = replace(run, pause_requested=True, status=status, updated_at=now)
-                self._runs[run_id] = run
-            return run
+        return self._change(
+            run_id,
+            now,
+            _unfinished,
+            lambda run: {
+                "pause_requested": True,
+                "status": (
+                    RunStatus.PAUSED
+                    if run.status in idle and run.lease_owner is None
+                    else run.status
+                ),
+            },
+        )
 
     async def resume(self, run_id: str, *, now: float) -> RunRecord | None:
         """Clear ``pause_requested``; a ``paused`` run becomes ``pending``.
@@ -309,14 +328,15 @@ class MemoryStore:
         Returns:
             The run as it is now, or ``None`` when missing.
         """
-        with self._lock:
-            self._check_open()
-            run = self._runs.get(run_id)
-            if run is not None and not RunStatus(run.status).finished:
-                status = RunStatus.PENDING if run.status == RunStatus.PAUSED else run.status
-                run = replace(run, pause_requested=False, status=status, updated_at=now)
-                self._runs[run_id] = run
-            return run
+        return self._change(
+            run_id,
+            now,
+            _unfinished,
+            lambda run: {
+                "pause_requested": False,
+                "status": RunStatus.PENDING if run.status == RunStatus.PAUSED else run.status,
+            },
+        )
 
     async def request_rollback(self, run_id: str, *, now: float) -> RunRecord | None:
         """Turn a ``completed`` run into a ``compensating`` one with ``rollback_requested``.
@@ -324,15 +344,12 @@ class MemoryStore:
         Returns:
             The run as it is now, or ``None`` when missing.
         """
-        with self._lock:
-            self._check_open()
-            run = self._runs.get(run_id)
-            if run is not None and run.status == RunStatus.COMPLETED:
-                run = replace(
-                    run, status=RunStatus.COMPENSATING, rollback_requested=True, updated_at=now
-                )
-                self._runs[run_id] = run
-            return run
+        return self._change(
+            run_id,
+            now,
+            lambda run: run.status == RunStatus.COMPLETED,
+            lambda run: {"status": RunStatus.COMPENSATING, "rollback_requested": True},
+        )
 
     async def send_signal(
         self, run_id: str, name: str, payload: bytes, *, now: float
@@ -357,8 +374,7 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             run = self._runs.get(run_id)
-            parked = run is not None and run.status in (RunStatus.SLEEPING, RunStatus.WAITING)
-            if run is not None and parked and run.lease_owner is None:
+            if run is not None and _parked_idle(run):
                 self._runs[run_id] = replace(run, wake_at=now)
 
     async def receive_signal(
@@ -419,3 +435,12 @@ def _runnable(run: RunRecord, now: float) -> bool:
         return True
     parked = status in (RunStatus.SLEEPING, RunStatus.WAITING)
     return parked and run.wake_at is not None and run.wake_at <= now
+
+
+def _unfinished(run: RunRecord) -> bool:
+    return not RunStatus(run.status).finished
+
+
+def _parked_idle(run: RunRecord) -> bool:
+    """Parked (sleeping / waiting) and executed by nobody."""
+    return run.status in (RunStatus.SLEEPING, RunStatus.WAITING) and run.lease_owner is None

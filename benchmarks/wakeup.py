@@ -20,7 +20,6 @@ import argparse
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,13 +34,6 @@ from durable.backends import SQLStore
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 import bench_app  # noqa: E402
-
-
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 async def _until(store: SQLStore, ids: list[str], statuses: set[RunStatus]) -> None:
@@ -59,7 +51,7 @@ async def measure(url: str, worker_pid: int, timers: int, signals: int, parked: 
     out: dict[str, object] = {}
     async with SQLStore(url) as store:
         await anyio.sleep(1.0)  # the worker is up
-        out["rss_idle_kib"] = _rss_kib(worker_pid)
+        out["rss_idle_kib"] = bench_app.rss_kib(worker_pid)
 
         due = time.time() + 3.0
         ids = [f"t{i}" for i in range(timers)]
@@ -87,7 +79,7 @@ async def measure(url: str, worker_pid: int, timers: int, signals: int, parked: 
         started = time.time()
         await _until(store, ids, {RunStatus.SLEEPING})
         out["park_seconds"] = time.time() - started
-        out["rss_parked_kib"] = _rss_kib(worker_pid)
+        out["rss_parked_kib"] = bench_app.rss_kib(worker_pid)
     return out
 
 
@@ -99,29 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'wakeup.db'}"
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "durable",
-                "worker",
-                "bench_app",
-                "--store",
-                url,
-                "--park-after",
-                "0.2",
-                "--concurrency",
-                "200",
-            ],
-            cwd=HERE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert worker.stderr is not None
-        for line in worker.stderr:  # SIGTERM stops it cleanly only once it is ready
-            if "durable worker: ready" in line:
-                break
+        worker = bench_app.start_worker(url)
         try:
             res = anyio.run(measure, url, worker.pid, args.timers, args.signals, args.parked)
         finally:

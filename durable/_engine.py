@@ -215,12 +215,16 @@ class Engine:
         if errors:
             final = _compensation_failed(self._run.id, exc, errors)
             status = RunStatus.COMPENSATION_FAILED
-        error, _ = dumps_error(self._codec, final, what=f"error of run {self._run.id!r}")
-        text = f"{type(final).__qualname__}: {final}"
-        await self._commit((), RunUpdate(status, error=error, error_text=text, release=True))
+        await self._record_error(status, final)
         if final is exc:
             raise exc
         raise final from exc
+
+    async def _record_error(self, status: RunStatus, error: Exception) -> None:
+        """Record the run's final error and status, and release it."""
+        encoded, _ = dumps_error(self._codec, error, what=f"error of run {self._run.id!r}")
+        text = f"{type(error).__qualname__}: {error}"
+        await self._commit((), RunUpdate(status, error=encoded, error_text=text, release=True))
 
     async def _finish_rollback(self, result: Any) -> Any:
         """A completed run asked to roll back: run every undo, end ``compensated``."""
@@ -228,11 +232,7 @@ class Engine:
         errors = await self._unwind(self._root)
         if errors:
             final = _compensation_failed(self._run.id, None, errors)
-            error, _ = dumps_error(self._codec, final, what=f"error of run {self._run.id!r}")
-            update = RunUpdate(
-                RunStatus.COMPENSATION_FAILED, error=error, error_text=str(final), release=True
-            )
-            await self._commit((), update)
+            await self._record_error(RunStatus.COMPENSATION_FAILED, final)
             raise final
         await self._commit((), RunUpdate(RunStatus.COMPENSATED, release=True))
         return result
@@ -382,10 +382,7 @@ class Engine:
         what = f"error of {kind} {name!r} (run {self._run.id!r}, step {seq})"
         error, seen = dumps_error(self._codec, exc, what=what)
         record = self._record(seq, kind, name, started, attempts, location, error=error)
-        if replaces:
-            await self._commit((), outcomes=[record])
-        else:
-            await self._commit([record])
+        await self._commit_step(record, replaces)
         return seen
 
     async def _record_result(
@@ -414,11 +411,15 @@ class Engine:
         record = self._record(
             seq, kind, name, started, attempts, location, result=payload, finished_at=finished_at
         )
+        await self._commit_step(record, replaces)
+        return value
+
+    async def _commit_step(self, record: StepRecord, replaces: bool) -> None:
+        """Record a step: inserted, or replacing its recorded intent (``started``)."""
         if replaces:
             await self._commit((), outcomes=[record])
         else:
             await self._commit([record])
-        return value
 
     # -- RunContext: activities ------------------------------------------------------------
 
@@ -445,12 +446,6 @@ class Engine:
             return self._pause_here()
         self._active += 1  # until the step is recorded (or fails): see _execute_activity
         return self._execute_activity(seq, defn, fn, args, kwargs, location, instance, recorded)
-
-    async def _counted(self, step: Awaitable[Any]) -> Any:
-        try:
-            return await step
-        finally:
-            self._active -= 1
 
     async def _replay_compensable(
         self,
@@ -698,8 +693,8 @@ class Engine:
             return self._halt(seq, StepKind.CHILD, defn.name, location)
         if self.pause_requested:
             return self._pause_here()
-        self._active += 1
-        return self._counted(self._execute_child(seq, defn, args, kwargs, location, child_id))
+        self._active += 1  # until the step is recorded (or fails): see _execute_child
+        return self._execute_child(seq, defn, args, kwargs, location, child_id)
 
     async def _execute_child(
         self,
@@ -710,18 +705,54 @@ class Engine:
         location: str | None,
         child_id: str | None,
     ) -> Any:
-        if self._pending:
-            await self._commit(())
-        started = self._clock.time()
-        child_id = child_id or f"{self._run.id}/{seq}"
+        try:  # counted in _active from the call (call_workflow) until recorded
+            if self._pending:
+                await self._commit(())
+            started = self._clock.time()
+            child_id = child_id or f"{self._run.id}/{seq}"
+            try:
+                value = await self._await_child(seq, defn, args, kwargs, child_id)
+            except _FATAL as exc:
+                self.fatal = exc  # the child cannot progress, so neither can this run
+                raise
+            except WorkflowIdConflict as exc:
+                # The child id was created by the code this run started with, for another
+                # workflow: the parent's history diverged before its child step was recorded.
+                self.fatal = NonDeterminismError(
+                    self._run.id,
+                    seq,
+                    f"child {exc.recorded!r} (run {child_id!r})",
+                    None,
+                    f"child {defn.name!r}",
+                    location,
+                )
+                raise self.fatal from exc
+            except Exception as exc:
+                raise await self._record_failure(
+                    seq, StepKind.CHILD, defn.name, started, 1, location, exc
+                ) from None
+            return await self._record_result(
+                seq, StepKind.CHILD, defn.name, started, 1, location, value
+            )
+        finally:
+            self._active -= 1
+
+    async def _await_child(
+        self,
+        seq: int,
+        defn: WorkflowDefinition,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        child_id: str,
+    ) -> Any:
+        """The child run's outcome. A parked child (a worker resumes it when due) makes this
+        step wait like a signal wait, so the parent parks too; the child's outcome wakes it."""
         self.children.add(child_id)
         try:
             while True:
                 value = await self._child_runner(defn, child_id, args, kwargs, self._run.id)
                 if value is not PARKED:
-                    break
-                # The child is parked (a worker resumes it when due): this step waits like a
-                # signal wait, and the parent parks too; the child's outcome wakes it.
+                    return value
                 self._wake[seq] = (StepKind.CHILD, None)
                 self._active -= 1
                 try:
@@ -729,30 +760,8 @@ class Engine:
                 finally:
                     self._active += 1
                     self._wake.pop(seq, None)
-        except _FATAL as exc:
-            self.fatal = exc  # the child cannot progress, so neither can this run
-            raise
-        except WorkflowIdConflict as exc:
-            # The child id was created by the code this run started with, for another workflow:
-            # the parent's history diverged before its child step was recorded.
-            self.fatal = NonDeterminismError(
-                self._run.id,
-                seq,
-                f"child {exc.recorded!r} (run {child_id!r})",
-                None,
-                f"child {defn.name!r}",
-                location,
-            )
-            raise self.fatal from exc
-        except Exception as exc:
-            raise await self._record_failure(
-                seq, StepKind.CHILD, defn.name, started, 1, location, exc
-            ) from None
         finally:
             self.children.discard(child_id)
-        return await self._record_result(
-            seq, StepKind.CHILD, defn.name, started, 1, location, value
-        )
 
     # -- RunContext: timers and deterministic helpers --------------------------------------
 

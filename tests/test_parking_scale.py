@@ -4,7 +4,6 @@ they all wake and complete when due (issue: parking at zero cost)."""
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,13 +21,6 @@ import bench_app  # noqa: E402
 RUNS = 10_000
 
 
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 async def _count(store: SQLStore, status: RunStatus) -> int:
     return len(await store.list_runs(status=status, limit=RUNS + 1))
 
@@ -42,41 +34,19 @@ async def _until_all(store: SQLStore, status: RunStatus) -> None:
 
 def test_ten_thousand_parked_runs(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'many.db'}"
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "durable",
-            "worker",
-            "bench_app",
-            "--store",
-            url,
-            "--park-after",
-            "0.2",
-            "--concurrency",
-            "200",
-        ],
-        cwd=BENCH,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert worker.stderr is not None
-    for line in worker.stderr:  # SIGTERM stops it cleanly only once it is ready
-        if "durable worker: ready" in line:
-            break
+    worker = bench_app.start_worker(url)
 
     async def scenario() -> tuple[int, int, float, list[float]]:
         async with SQLStore(url) as store:
             await anyio.sleep(1.0)
-            idle = _rss_kib(worker.pid)
+            idle = bench_app.rss_kib(worker.pid)
             due = time.time() + 20  # time enough for all of them to start and park first
             for i in range(RUNS):
                 await durable.start(bench_app.sleep_until, due, id=f"r{i}", store=store)
             with anyio.fail_after(120):
                 await _until_all(store, RunStatus.SLEEPING)
             assert time.time() < due, "the runs did not all park before they were due"
-            parked = _rss_kib(worker.pid)
+            parked = bench_app.rss_kib(worker.pid)
             running = [r for r in await store.list_runs(limit=RUNS + 1) if r.lease_owner]
             assert running == []  # parked runs hold no lease (and no task in the worker)
             with anyio.fail_after(180):

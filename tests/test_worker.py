@@ -373,3 +373,37 @@ async def test_a_worker_reports_runs_of_unknown_workflows_once(
     reports = [r for r in caplog.records if "unknown-to-it" in r.getMessage()]
     assert len(reports) == 1 and "app.sleeper" in reports[0].getMessage()
     assert await durable.get_handle("unknown-to-it", store).status() == RunStatus.PENDING
+
+
+def test_signals_survive_a_sigkilled_worker(sqlite_url: str, side: Path) -> None:
+    async def start_and_send(first: int) -> None:
+        async with SQLStore(sqlite_url) as store:
+            if first == 0:
+                await durable.start(worker_app.collects, 20, id="kc", store=store)
+            for i in range(first, first + 10):
+                await durable.signal("kc", "item", i, store=store)
+
+    anyio.run(start_and_send, 0)
+    first = _spawn_worker(sqlite_url, side, lease=1.0)
+    deadline = time.monotonic() + 30
+    while len(_lines(side)) < 4:  # it is consuming signals and running activities
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    os.kill(first.pid, signal.SIGKILL)
+    first.communicate()
+    anyio.run(start_and_send, 10)
+    second = _spawn_worker(sqlite_url, side, lease=1.0)
+
+    async def wait() -> list[object]:
+        async with SQLStore(sqlite_url) as store:
+            await _all_finished(store, ["kc"])
+            return await durable.get_handle("kc", store).result()
+
+    try:
+        # every signal consumed exactly once, in the order sent, across the kill
+        assert anyio.run(wait) == list(range(20))
+    finally:
+        _stop(second)
+    tags = [tag for _, tag, *_ in _lines(side)]
+    assert all(tags.count(f"got{i}") in (1, 2) for i in range(20))
+    assert sum(tags.count(f"got{i}") for i in range(20)) <= 21  # only the one in flight twice

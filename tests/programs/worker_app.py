@@ -61,3 +61,19 @@ async def stalls(seconds: float) -> list[int]:
 @durable.workflow(name="app.waits_for_items")
 async def waits_for_items(n: int) -> list[object]:
     return [await durable.wait_signal("item") for _ in range(n)]
+
+
+@durable.activity
+async def got(item: object) -> None:
+    _record(f"got{item}")
+    await anyio.sleep(0.05)
+
+
+@durable.workflow(name="app.collects")
+async def collects(n: int) -> list[object]:
+    items = []
+    for _ in range(n):
+        item = await durable.wait_signal("item")
+        await got(item)
+        items.append(item)
+    return items
