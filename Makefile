@@ -29,5 +29,8 @@ check: install
 	$(VENV)/bin/ruff format --check durable backends tests examples benchmarks
 	$(VENV)/bin/mypy --strict durable backends tests/typing
 
+# The side-by-side suite: durable, DBOS Transact and the raw floor (installs the bench extra).
 bench: install
-	$(PY) benchmarks/step_cost.py
+	$(PY) -m pip install -q '.[bench]'
+	$(PY) -m pip install -q --no-deps --force-reinstall .
+	$(PY) benchmarks/suite.py

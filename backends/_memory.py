@@ -26,6 +26,7 @@ from durable.store import (
     StoreError,
 )
 
+from ._doorbell import Doorbell
 from ._schema import check_step_batch
 
 __all__ = ["MemoryStore"]
@@ -45,6 +46,7 @@ class MemoryStore:
         self._steps: dict[str, dict[int, StepRecord]] = {}
         self._signals: dict[str, list[tuple[str, bytes]]] = {}
         self._closed = False
+        self._doorbell = Doorbell()
 
     def __repr__(self) -> str:
         return f"MemoryStore(runs={len(self._runs)})"
@@ -65,7 +67,8 @@ class MemoryStore:
             if existing is not None:
                 return existing, False
             self._runs[run.id] = run
-            return run, True
+        self._doorbell.ring()
+        return run, True
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """The run with this id, or ``None``."""
@@ -193,6 +196,7 @@ class MemoryStore:
             run = self._runs.get(lease.run_id)
             if run is not None and run.lease_token == lease.token:
                 self._runs[lease.run_id] = _released(run)
+        self._doorbell.ring()
 
     async def load_steps(self, run_id: str) -> list[StepRecord]:
         """Every recorded step of the run, ordered by ``seq``."""
@@ -268,6 +272,8 @@ class MemoryStore:
                 if update.release:
                     run = _released(run)
                 self._runs[lease.run_id] = run
+        if update is not None and update.release:
+            self._doorbell.ring()
 
     def _change(
         self,
@@ -283,7 +289,8 @@ class MemoryStore:
             if run is not None and applies(run):
                 run = replace(run, updated_at=now, **change(run))
                 self._runs[run_id] = run
-            return run
+        self._doorbell.ring()
+        return run
 
     async def request_cancel(self, run_id: str, *, now: float) -> RunRecord | None:
         """Set ``cancel_requested`` on an unfinished run; a parked one becomes due now.
@@ -367,7 +374,8 @@ class MemoryStore:
                 if run.status == RunStatus.WAITING and run.lease_owner is None:
                     run = replace(run, wake_at=now)
                     self._runs[run_id] = run
-            return run
+        self._doorbell.ring()
+        return run
 
     async def wake(self, run_id: str, *, now: float) -> None:
         """Make a parked run due now (see `durable.store.Store.wake`)."""
@@ -376,6 +384,7 @@ class MemoryStore:
             run = self._runs.get(run_id)
             if run is not None and _parked_idle(run):
                 self._runs[run_id] = replace(run, wake_at=now)
+        self._doorbell.ring()
 
     async def receive_signal(
         self, lease: Lease, name: str, step: StepRecord, *, now: float
@@ -399,6 +408,42 @@ class MemoryStore:
             _, payload = buffered.pop(index)
             self._steps.setdefault(lease.run_id, {})[step.seq] = replace(step, result=payload)
             return payload
+
+    async def wait_for_work(self, *, workflows: Sequence[str], now: float, within: float) -> None:
+        """Return when a write in this process may have made a run runnable, when the next
+        parked run or expiring lease of ``workflows`` is due, or after ``within`` seconds."""
+        names = set(workflows)
+        with self._lock:
+            self._check_open()
+            due = [_due_at(run) for run in self._runs.values() if run.workflow in names]
+        soonest = min((d for d in due if d is not None), default=None)
+        if soonest is not None:
+            within = min(within, soonest - now)
+        await self._doorbell.wait(within)
+
+    def wake_waiters(self) -> None:
+        """Wake this process's tasks in `wait_for_work` (a test moved its clock)."""
+        self._doorbell.ring()
+
+    async def prune(self, *, before: float, limit: int) -> int:
+        """Delete up to ``limit`` finished runs last updated before ``before``, with their
+        steps and signals.
+
+        Returns:
+            How many runs were deleted.
+        """
+        with self._lock:
+            self._check_open()
+            old = [
+                run.id
+                for run in self._runs.values()
+                if RunStatus(run.status).finished and run.updated_at < before
+            ][: max(limit, 0)]
+            for run_id in old:
+                del self._runs[run_id]
+                self._steps.pop(run_id, None)
+                self._signals.pop(run_id, None)
+            return len(old)
 
     async def close(self) -> None:
         """Make the store unusable (its data is dropped). Idempotent."""
@@ -435,6 +480,19 @@ def _runnable(run: RunRecord, now: float) -> bool:
         return True
     parked = status in (RunStatus.SLEEPING, RunStatus.WAITING)
     return parked and run.wake_at is not None and run.wake_at <= now
+
+
+def _due_at(run: RunRecord) -> float | None:
+    """When an unfinished run becomes claimable (maybe in the past), or ``None`` if only a
+    write can make it so."""
+    status = RunStatus(run.status)
+    if status.finished or status in (RunStatus.BLOCKED, RunStatus.PAUSED):
+        return None
+    if run.lease_owner is not None:
+        return run.lease_expires_at
+    if status == RunStatus.PENDING:
+        return run.created_at
+    return run.wake_at if status in (RunStatus.SLEEPING, RunStatus.WAITING) else None
 
 
 def _unfinished(run: RunRecord) -> bool:

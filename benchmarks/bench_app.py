@@ -3,17 +3,24 @@ helpers it shares with tests/test_parking_scale.py: start that worker, read its 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
+
 import durable
+from durable.store import Store
 
 
-def start_worker(url: str) -> subprocess.Popen[str]:
-    """A ``durable worker bench_app`` process on ``url`` (park after 0.2 s, 200 runs at once),
-    returned once it is ready, i.e. once SIGTERM stops it cleanly."""
+def start_worker(url: str, concurrency: int = 200) -> subprocess.Popen[str]:
+    """A ``durable worker bench_app`` process on ``url`` (park after 0.2 s, ``concurrency``
+    runs at once), returned once it is ready, i.e. once SIGTERM stops it cleanly."""
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -26,7 +33,7 @@ def start_worker(url: str) -> subprocess.Popen[str]:
             "--park-after",
             "0.2",
             "--concurrency",
-            "200",
+            str(concurrency),
         ],
         cwd=Path(__file__).parent,
         stdout=subprocess.DEVNULL,
@@ -39,6 +46,34 @@ def start_worker(url: str) -> subprocess.Popen[str]:
             return worker
     worker.communicate()
     raise RuntimeError(f"the worker exited before it was ready ({worker.returncode})")
+
+
+@contextlib.contextmanager
+def postgres_schema(server_url: str) -> Iterator[str]:
+    """A store URL on a new schema of the Postgres server at ``server_url``, dropped after."""
+    import psycopg
+
+    schema = f"durable_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in server_url else "?"
+    try:
+        yield f"{server_url}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+async def until(store: Store, ids: list[str], statuses: set[durable.RunStatus]) -> None:
+    """Wait until every run in ``ids`` has one of ``statuses`` and no executor holds it."""
+    pending = set(ids)
+    while pending:
+        for run_id in list(pending):
+            run = await store.get_run(run_id)
+            if run is not None and run.status in statuses and run.lease_owner is None:
+                pending.discard(run_id)
+        if pending:
+            await anyio.sleep(0.02)
 
 
 def rss_kib(pid: int) -> int:
@@ -62,8 +97,28 @@ async def sleep_until(due: float) -> float:
     return await stamp()
 
 
+@durable.workflow(name="bench.stamp_once")
+async def stamp_once() -> float:
+    """Records when its only activity ran."""
+    return await stamp()
+
+
 @durable.workflow(name="bench.wait_signal")
 async def wait_signal() -> float:
     """Waits for signal "go", then records when it resumed."""
     await durable.wait_signal("go")
     return await stamp()
+
+
+@durable.activity(name="bench.step")
+async def step(n: int) -> int:
+    return n
+
+
+@durable.workflow(name="bench.five")
+async def five() -> int:
+    """Five trivial activities: what a worker pays per run, with nothing else to do."""
+    total = 0
+    for n in range(1, 6):
+        total += await step(n)
+    return total

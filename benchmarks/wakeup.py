@@ -1,10 +1,11 @@
 """Parked runs: how late timers fire, how fast a signal resumes a run in another process, and
 what 10,000 parked runs cost a worker.
 
-Usage: python benchmarks/wakeup.py [--timers 200] [--signals 20] [--parked 10000]
+Usage: python benchmarks/wakeup.py [--timers 200] [--signals 20] [--parked 10000] [--postgres]
 
-One worker process (``durable worker bench_app --park-after 0.2``) on a fresh SQLite file;
-this process starts runs and sends signals:
+One worker process (``durable worker bench_app --park-after 0.2``) on a fresh SQLite file (or,
+with ``--postgres [URL]``, a fresh schema of the local Postgres server, where wake-ups cross
+processes by ``LISTEN``/``NOTIFY``); this process starts runs and sends signals:
 
 * timer lateness: runs that sleep until a common due time (parked meanwhile); lateness =
   when the activity after the sleep ran, minus the due time;
@@ -17,6 +18,7 @@ this process starts runs and sends signals:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import statistics
@@ -36,17 +38,6 @@ sys.path.insert(0, str(HERE))
 import bench_app  # noqa: E402
 
 
-async def _until(store: SQLStore, ids: list[str], statuses: set[RunStatus]) -> None:
-    pending = set(ids)
-    while pending:
-        for run_id in list(pending):
-            run = await store.get_run(run_id)
-            if run is not None and run.status in statuses and run.lease_owner is None:
-                pending.discard(run_id)
-        if pending:
-            await anyio.sleep(0.05)
-
-
 async def measure(url: str, worker_pid: int, timers: int, signals: int, parked: int) -> dict:
     out: dict[str, object] = {}
     async with SQLStore(url) as store:
@@ -57,7 +48,7 @@ async def measure(url: str, worker_pid: int, timers: int, signals: int, parked: 
         ids = [f"t{i}" for i in range(timers)]
         for run_id in ids:
             await durable.start(bench_app.sleep_until, due, id=run_id, store=store)
-        await _until(store, ids, {RunStatus.COMPLETED})
+        await bench_app.until(store, ids, {RunStatus.COMPLETED})
         late = [await durable.get_handle(i, store).result() - due for i in ids]
         out["timer_late_ms"] = [x * 1000 for x in late]
 
@@ -65,10 +56,10 @@ async def measure(url: str, worker_pid: int, timers: int, signals: int, parked: 
         for i in range(signals):
             run_id = f"s{i}"
             await durable.start(bench_app.wait_signal, id=run_id, store=store)
-            await _until(store, [run_id], {RunStatus.WAITING})
+            await bench_app.until(store, [run_id], {RunStatus.WAITING})
             sent = time.time()
             await durable.signal(run_id, "go", store=store)
-            await _until(store, [run_id], {RunStatus.COMPLETED})
+            await bench_app.until(store, [run_id], {RunStatus.COMPLETED})
             latencies.append(await durable.get_handle(run_id, store).result() - sent)
         out["signal_ms"] = [x * 1000 for x in latencies]
 
@@ -77,7 +68,7 @@ async def measure(url: str, worker_pid: int, timers: int, signals: int, parked: 
         for run_id in ids:
             await durable.start(bench_app.sleep_until, far, id=run_id, store=store)
         started = time.time()
-        await _until(store, ids, {RunStatus.SLEEPING})
+        await bench_app.until(store, ids, {RunStatus.SLEEPING})
         out["park_seconds"] = time.time() - started
         out["rss_parked_kib"] = bench_app.rss_kib(worker_pid)
     return out
@@ -88,9 +79,20 @@ def main() -> None:
     parser.add_argument("--timers", type=int, default=200)
     parser.add_argument("--signals", type=int, default=20)
     parser.add_argument("--parked", type=int, default=10_000)
+    parser.add_argument(
+        "--postgres",
+        nargs="?",
+        const="postgresql://postgres@127.0.0.1:5432/test",
+        default=None,
+        help="run on this Postgres server (default: the local one) instead of SQLite",
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{Path(tmp) / 'wakeup.db'}"
+    with contextlib.ExitStack() as stack:
+        if args.postgres:
+            url = stack.enter_context(bench_app.postgres_schema(args.postgres))
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory())
+            url = f"sqlite:///{Path(tmp) / 'wakeup.db'}"
         worker = bench_app.start_worker(url)
         try:
             res = anyio.run(measure, url, worker.pid, args.timers, args.signals, args.parked)
@@ -104,10 +106,8 @@ def main() -> None:
             f"max {max(values):8.1f}   (n={len(values)})"
         )
 
-    print(
-        f"durable wake-ups, SQLite, one worker process (pid-independent figures), "
-        f"{os.cpu_count()} CPUs"
-    )
+    kind = "Postgres (LISTEN/NOTIFY)" if args.postgres else "SQLite"
+    print(f"durable wake-ups, {kind}, one worker process, {os.cpu_count()} CPUs")
     print(line("timer lateness, ms", res["timer_late_ms"]))  # type: ignore[arg-type]
     print(line("signal -> resumed, ms", res["signal_ms"]))  # type: ignore[arg-type]
     idle, parked = res["rss_idle_kib"], res["rss_parked_kib"]

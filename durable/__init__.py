@@ -28,14 +28,17 @@ from durable._errors import (
     WorkflowIdConflict,
     WorkflowNotFound,
 )
+from durable._retention import prune
 from durable._retry import RetryPolicy
 from durable._runner import WorkflowHandle, execute, get_handle, run, signal, start
 from durable._types import Info, RunStatus, Step, StepKind, StepStatus
 from durable._worker import Worker
 from durable._workflow_api import (
+    deprecate_patch,
     gather,
     info,
     now,
+    patched,
     random,
     saga,
     sleep,
@@ -75,11 +78,14 @@ __all__ = [
     "WorkflowIdConflict",
     "WorkflowNotFound",
     "activity",
+    "deprecate_patch",
     "execute",
     "gather",
     "get_handle",
     "info",
     "now",
+    "patched",
+    "prune",
     "random",
     "run",
     "saga",

@@ -1,7 +1,11 @@
-"""The command line: ``durable worker MODULE [MODULE ...] --store URL``.
+"""The command line (also ``python -m durable ...``).
 
-Also ``python -m durable worker ...``. It imports the modules (which registers the workflows
-they define) and runs a `Worker` until SIGTERM or SIGINT, then shuts it down gracefully.
+* ``durable worker MODULE [MODULE ...] --store URL`` imports the modules (which registers the
+  workflows they define) and runs a `Worker` until SIGTERM or SIGINT, then shuts it down
+  gracefully.
+* ``durable db init [URL]`` creates (or upgrades) the store's tables ahead of time; a no-op when
+  they are current.
+* ``durable db prune [URL] --older-than 30d`` deletes old finished runs.
 """
 
 from __future__ import annotations
@@ -13,11 +17,18 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 
 import anyio
 import anyio.abc
 
+from durable import _retention as retention
+from durable._errors import StoreError
+from durable._retention import parse_age
+from durable._runner import DEFAULT_URL
 from durable._worker import Worker
+from durable.backends import SQLStore
+from durable.backends._schema import SCHEMA_VERSION
 
 __all__ = ["main"]
 
@@ -38,7 +49,59 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--park-after", type=float, default=5.0, help="park runs whose wait is longer (seconds)"
     )
+    db = commands.add_parser("db", help="manage a store's database")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    init = db_commands.add_parser(
+        "init", help="create or upgrade durable's tables (a no-op when they are current)"
+    )
+    prune = db_commands.add_parser("prune", help="delete finished runs older than an age")
+    for sub in (init, prune):
+        sub.add_argument(
+            "url",
+            nargs="?",
+            default=None,
+            help="store URL (default: $DURABLE_URL or sqlite:///durable.db)",
+        )
+    prune.add_argument(
+        "--older-than", required=True, type=_age, help="age such as 30d, 12h, 45m, 90s or 2w"
+    )
+    prune.add_argument("--batch-size", type=int, default=1000, help="runs per transaction")
     return parser
+
+
+def _age(text: str) -> timedelta:
+    try:
+        return parse_age(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _db(args: argparse.Namespace) -> int:
+    url = args.url or os.environ.get("DURABLE_URL") or DEFAULT_URL
+    if url.startswith("memory:"):
+        print(f"durable db: {url!r} is an in-memory store; there is nothing to manage")
+        return 2
+    try:
+        store = SQLStore(url)
+    except StoreError as exc:
+        print(f"durable db: {exc}", file=sys.stderr)
+        return 1
+
+    async def prune_and_close() -> int:
+        async with store:
+            return await retention.prune(
+                older_than=args.older_than, store=store, batch_size=args.batch_size
+            )
+
+    if args.db_command == "init":
+        anyio.run(store.close)
+        print(
+            f"durable db: {store.url} is at schema version {SCHEMA_VERSION} ({store.schema_change})"
+        )
+        return 0
+    deleted = anyio.run(prune_and_close)
+    print(f"durable db: deleted {deleted} finished runs older than {args.older_than}")
+    return 0
 
 
 async def _serve(worker: Worker) -> None:
@@ -62,6 +125,8 @@ async def _serve(worker: Worker) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "db":
+        return _db(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     sys.path.insert(0, os.getcwd())
     for module in args.modules:

@@ -79,6 +79,10 @@ class RunContext(Protocol):
         """Where the workflow code is."""
         ...
 
+    def patched(self, change_id: str, location: str | None, *, deprecated: bool = False) -> bool:
+        """Whether this run takes the new code path of ``change_id`` (see `durable.patched`)."""
+        ...
+
 
 _current: ContextVar[RunContext | None] = ContextVar("durable_run_context", default=None)
 _activity: ContextVar[Info | None] = ContextVar("durable_activity_info", default=None)

@@ -9,6 +9,7 @@ steps started together (``asyncio.gather``, ``start_soon``) are numbered in the 
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
 import os
@@ -78,6 +79,15 @@ def _default_name(fn: Callable[..., Any]) -> str:
     return f"{fn.__module__}.{fn.__qualname__}"
 
 
+def source_version(fn: Callable[..., Any]) -> str | None:
+    """A short hash of ``fn``'s source code, or ``None`` when the source is not available."""
+    try:
+        source = inspect.getsource(fn)
+    except (OSError, TypeError):
+        return None
+    return hashlib.sha256(source.encode()).hexdigest()[:12]
+
+
 def _check_name(name: str | None, decorator: str) -> None:
     if name is not None and (not isinstance(name, str) or not name.strip()):
         raise ValueError(f"@{decorator}(name=...) must be a non-empty string, not {name!r}")
@@ -89,7 +99,7 @@ def workflow(fn: Callable[P, Coroutine[Any, Any, R]], /) -> Callable[P, Coroutin
 
 @overload
 def workflow(
-    *, name: str | None = None, codec: Codec | None = None
+    *, name: str | None = None, codec: Codec | None = None, version: str | None = None
 ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]: ...
 
 
@@ -99,6 +109,7 @@ def workflow(
     *,
     name: str | None = None,
     codec: Codec | None = None,
+    version: str | None = None,
 ) -> Any:
     """Declare an ``async def`` as a durable workflow.
 
@@ -107,6 +118,10 @@ def workflow(
         name: the name recorded with its runs; defaults to ``"module.qualname"``. Keep it
             stable: runs are matched to code by this name.
         codec: how its arguments, results and steps are encoded; defaults to cloudpickle.
+        version: the code version recorded with each run it starts (``handle`` and
+            `durable.NonDeterminismError` show it); defaults to a hash of the function's
+            source. A run started under another version takes the old path at every
+            `durable.patched` it reaches.
 
     Outside a run, calling the workflow just runs the function. Inside a run, calling it starts a
     child run (id ``"<parent id>/<step>"``) whose result or error becomes one step of the parent.
@@ -122,7 +137,9 @@ def workflow(
                 f"@workflow needs an 'async def' function, but {_default_name(f)} is not one; "
                 "declare it 'async def' (blocking work belongs in an @activity)"
             )
-        defn = WorkflowDefinition(name or _default_name(f), f, codec or DEFAULT_CODEC)
+        defn = WorkflowDefinition(
+            name or _default_name(f), f, codec or DEFAULT_CODEC, version or source_version(f)
+        )
         register_workflow(defn)
 
         def call(

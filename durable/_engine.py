@@ -61,7 +61,7 @@ from durable._saga import Scope, Undo, current_scope
 from durable._types import Info, RunStatus, StepKind, StepStatus
 from durable.store import Lease, RunRecord, RunUpdate, StepRecord, Store
 
-__all__ = ["ChildRunner", "Engine"]
+__all__ = ["ChildRunner", "Engine", "Interceptor", "ReplayEnd", "RunAbandoned"]
 
 ChildRunner = Callable[
     [WorkflowDefinition, str, tuple[Any, ...], dict[str, Any], str], Awaitable[Any]
@@ -69,6 +69,23 @@ ChildRunner = Callable[
 """Runs a child workflow ``(defn, child_id, args, kwargs, parent_id)`` to its outcome."""
 
 _FATAL = (NonDeterminismError, LeaseLost, PayloadDecodeError, StoreError)
+
+
+class RunAbandoned(BaseException):
+    """Raised (by a test's fault injection) to make the executor abandon the run as a killed
+    process would: nothing more is written, its lease is left to expire."""
+
+
+class ReplayEnd(BaseException):
+    """A replay-only engine reached a step its history does not have: the replay is over."""
+
+
+Interceptor = Callable[
+    [ActivityDefinition, Info, tuple[Any, ...], dict[str, Any], Callable[[], Awaitable[Any]]],
+    Awaitable[Any],
+]
+"""Wraps every activity attempt: ``(defn, info, args, kwargs, proceed) -> awaitable``, where
+``proceed()`` runs the activity itself (tests use it to fail, crash or replace attempts)."""
 
 
 class _Park(BaseException):
@@ -100,8 +117,12 @@ class Engine:
         clock: Clock,
         child_runner: ChildRunner,
         park_after: float | None = None,
+        interceptor: Interceptor | None = None,
+        replay_only: bool = False,
     ) -> None:
         self._store = store
+        self._interceptor = interceptor
+        self._replay_only = replay_only
         self._run = run
         self._lease = lease
         self._defn = defn
@@ -251,8 +272,27 @@ class Engine:
     def _diverged(self, called: str) -> None:
         step = self._unreached(compensations_expected=False)
         assert step is not None
-        self.fatal = NonDeterminismError(
-            self._run.id, step.seq, f"{step.kind} {step.name!r}", step.location, called, None
+        self.fatal = self._nondeterminism(
+            step.seq, f"{step.kind} {step.name!r}", step.location, called, None
+        )
+
+    def _nondeterminism(
+        self,
+        seq: int,
+        recorded: str,
+        recorded_at: str | None,
+        called: str,
+        called_at: str | None,
+    ) -> NonDeterminismError:
+        return NonDeterminismError(
+            self._run.id,
+            seq,
+            recorded,
+            recorded_at,
+            called,
+            called_at,
+            started_version=self._run.code_version,
+            current_version=self._defn.version,
         )
 
     async def _block(self, fatal: BaseException) -> None:
@@ -278,9 +318,14 @@ class Engine:
         self._seq += 1
         seq = self._seq
         recorded = self._recorded.get(seq)
+        if (
+            self._replay_only
+            and (recorded is None or recorded.status == StepStatus.STARTED)
+            and kind in (StepKind.ACTIVITY, StepKind.CHILD, StepKind.COMPENSATION)
+        ):
+            raise ReplayEnd(seq)
         if recorded is not None and (recorded.kind != kind or recorded.name != name):
-            self.fatal = NonDeterminismError(
-                self._run.id,
+            self.fatal = self._nondeterminism(
                 seq,
                 f"{recorded.kind} {recorded.name!r}",
                 recorded.location,
@@ -558,8 +603,7 @@ class Engine:
         by the replayed failure. If that never comes, the code has diverged."""
         with anyio.move_on_after(HALT_SECONDS):
             await anyio.sleep_forever()
-        self.fatal = NonDeterminismError(
-            self._run.id,
+        self.fatal = self._nondeterminism(
             seq,
             "no completed step (the run failed before it finished)",
             None,
@@ -613,8 +657,7 @@ class Engine:
         seq, recorded = self._step(StepKind.COMPENSATION, undo.defn.name, undoes)
         if recorded is not None:
             if recorded.location != undoes:  # same undo function, another activity's undo
-                self.fatal = NonDeterminismError(
-                    self._run.id,
+                self.fatal = self._nondeterminism(
                     seq,
                     f"compensation {recorded.name!r}",
                     recorded.location,
@@ -649,11 +692,16 @@ class Engine:
         run_id = self._run.id
         info = Info(run_id, self._defn.name, seq, attempt, f"{run_id}/{seq}")
         tokens = _context.enter_activity(info)
+        if self._interceptor is None:  # the hot path: no wrapper per attempt
+            call: Awaitable[Any] = self._invoke(defn, fn, args, kwargs)
+        else:
+            proceed = functools.partial(self._invoke, defn, fn, args, kwargs)
+            call = self._interceptor(defn, info, args, kwargs, proceed)
         try:
             if defn.timeout is None:
-                return await self._invoke(defn, fn, args, kwargs)
+                return await call
             with anyio.CancelScope(deadline=anyio.current_time() + defn.timeout) as scope:
-                return await self._invoke(defn, fn, args, kwargs)
+                return await call
             if scope.cancelled_caught:
                 raise ActivityTimeout(defn.name, defn.timeout, run_id=run_id, seq=seq)
             raise AssertionError("unreachable")  # pragma: no cover
@@ -718,8 +766,7 @@ class Engine:
             except WorkflowIdConflict as exc:
                 # The child id was created by the code this run started with, for another
                 # workflow: the parent's history diverged before its child step was recorded.
-                self.fatal = NonDeterminismError(
-                    self._run.id,
+                self.fatal = self._nondeterminism(
                     seq,
                     f"child {exc.recorded!r} (run {child_id!r})",
                     None,
@@ -983,16 +1030,21 @@ class Engine:
         if recorded is not None:
             return self._replayed(recorded)
         value = make()
+        what = f"value of {kind}() (run {self._run.id!r}, step {seq})"
+        self._buffer(seq, kind, str(kind), dumps(self._codec, value, what=what), location)
+        return value
+
+    def _buffer(
+        self, seq: int, kind: StepKind, name: str, payload: bytes, location: str | None
+    ) -> None:
+        """Record a step that has no side effect with the next commit (helpers, markers)."""
         now = self._clock.time()
-        payload = dumps(
-            self._codec, value, what=f"value of {kind}() (run {self._run.id!r}, step {seq})"
-        )
         self._pending.append(
             StepRecord(
                 run_id=self._run.id,
                 seq=seq,
                 kind=kind,
-                name=str(kind),
+                name=name,
                 status=StepStatus.COMPLETED,
                 attempts=1,
                 started_at=now,
@@ -1001,7 +1053,31 @@ class Engine:
                 location=location,
             )
         )
-        return value
+
+    # -- RunContext: versioning ------------------------------------------------------------
+
+    def patched(self, change_id: str, location: str | None, *, deprecated: bool = False) -> bool:
+        """True when the run takes the new path of ``change_id``: its history has the marker
+        here (it took the new path before), or the run reaches this point for the first time
+        and started under this very code version (the marker is recorded). False when the
+        history has another step here (recorded before the change: nothing is consumed) or the
+        run started under other code. ``deprecated``: only consume a marker, never record."""
+        if self.fatal is not None:
+            raise self.fatal
+        recorded = self._recorded.get(self._seq + 1)
+        if recorded is not None:
+            if recorded.kind == StepKind.PATCH and recorded.name == change_id:
+                self._seq += 1
+                return True
+            return False
+        if deprecated:
+            return True
+        if self._run.code_version != self._defn.version:
+            return False  # started under other code: it keeps the old path
+        self._seq += 1
+        marker = dumps(self._codec, True, what=f"marker of change {change_id!r}")
+        self._buffer(self._seq, StepKind.PATCH, change_id, marker, location)
+        return True
 
     def now(self, location: str | None) -> datetime:
         """The current time (UTC), recorded."""

@@ -164,6 +164,8 @@ class NonDeterminismError(DurableError):
         seq: the step number (from 1).
         recorded: ``"<kind> <name>"`` recorded at that step.
         called: ``"<kind> <name>"`` called now.
+        started_version: the code version the run started under (``None``: unknown).
+        current_version: the code version replaying it now.
     """
 
     def __init__(
@@ -174,14 +176,25 @@ class NonDeterminismError(DurableError):
         recorded_at: str | None,
         called: str,
         called_at: str | None,
+        *,
+        started_version: str | None = None,
+        current_version: str | None = None,
     ) -> None:
+        if started_version is not None and started_version != current_version:
+            versions = (
+                f" The run started under code version {started_version!r}; this code is "
+                f"version {current_version!r}."
+            )
+        else:
+            versions = ""
         super().__init__(
             f"run {run_id!r} diverged from its history at step {seq}: it recorded {recorded} "
             f"(first called at {recorded_at or 'an unknown line'}), but the code now calls "
-            f"{called} (at {called_at or 'an unknown line'}). Workflow code must make the same "
-            "calls in the same order when it replays. Restore the code this run started with "
-            "(or make the change only for new runs), then run the same id again: the run is "
-            "blocked, not failed, and keeps its recorded steps."
+            f"{called} (at {called_at or 'an unknown line'}).{versions} Workflow code must "
+            "make the same calls in the same order when it replays: put the change behind "
+            '`if durable.patched("<change-id>"):` so that runs started before it keep the '
+            "old path (or restore the code this run started with), then run the same id "
+            "again: the run is blocked, not failed, and keeps its recorded steps."
         )
         self.run_id = run_id
         self.seq = seq
@@ -189,6 +202,8 @@ class NonDeterminismError(DurableError):
         self.recorded_at = recorded_at
         self.called = called
         self.called_at = called_at
+        self.started_version = started_version
+        self.current_version = current_version
 
 
 class LeaseLost(DurableError):

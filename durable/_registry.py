@@ -22,11 +22,13 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True, eq=False)
 class WorkflowDefinition:
-    """A ``@workflow``: its name, the undecorated function and the codec for its payloads."""
+    """A ``@workflow``: its name, the undecorated function, the codec for its payloads, and its
+    code version (recorded with every run it starts)."""
 
     name: str
     fn: Callable[..., Any]
     codec: Codec = field(default=DEFAULT_CODEC)
+    version: str | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -32,7 +32,7 @@ from durable import _context
 from durable._clock import Clock, SystemClock
 from durable._codec import DEFAULT_CODEC, dumps, loads
 from durable._decorators import caller_location, definition_of
-from durable._engine import PARKED, Engine
+from durable._engine import PARKED, Engine, Interceptor, RunAbandoned
 from durable._errors import (
     DurableError,
     LeaseLost,
@@ -43,6 +43,7 @@ from durable._errors import (
     WorkflowIdConflict,
     WorkflowNotFound,
 )
+from durable._history import dump_history
 from durable._registry import WorkflowDefinition, lookup_workflow
 from durable._types import RunStatus, Step, StepKind, StepStatus
 from durable.store import Lease, LeaseOwner, RunRecord, RunUpdate, Store
@@ -188,6 +189,7 @@ async def _ensure_run(
             created_at=now,
             updated_at=now,
             parent_id=parent_id,
+            code_version=defn.version,
         )
         existing, _ = await store.create_run(record)
     if existing.workflow != defn.name:
@@ -216,6 +218,7 @@ async def _execute(
     wait_parked: bool = True,
     lease_seconds: float | None = None,
     park_after: float | None = None,
+    interceptor: Interceptor | None = None,
 ) -> Any:
     """Execute run ``run_id`` until it finishes. With ``wait_parked=False`` (a child run of a
     worker-executed parent) return `PARKED` as soon as the run is parked: the worker resumes
@@ -231,7 +234,15 @@ async def _execute(
         lease = None if pause else await _acquire(store, run, clock)
         if lease is not None:
             outcome = await _drive(
-                store, defn, run, lease, clock, lease_seconds, park_after, wait_parked
+                store,
+                defn,
+                run,
+                lease,
+                clock,
+                lease_seconds,
+                park_after,
+                wait_parked,
+                interceptor=interceptor,
             )
             if outcome is not PARKED or not wait_parked:
                 return outcome
@@ -267,10 +278,14 @@ async def _drive(
     lease_seconds: float | None = None,
     park_after: float | None = None,
     wait_parked: bool = True,
+    *,
+    interceptor: Interceptor | None = None,
+    replay_only: bool = False,
 ) -> Any:
     """Execute ``run`` under ``lease``. ``wait_parked=False``: the executor is a worker, so a
     parked child does not keep its parent in memory: the parent parks too, and is woken when
-    the child finishes."""
+    the child finishes. ``interceptor`` wraps activity attempts (tests); ``replay_only``
+    stops at the first step the history does not have (`ReplayEnd`)."""
 
     async def run_child(
         child: WorkflowDefinition,
@@ -290,10 +305,12 @@ async def _drive(
             wait_parked,
             lease_seconds,
             park_after,
+            interceptor,
         )
 
     _active_owners.add(lease.owner.owner)
     engine: Engine | None = None
+    abandoned = False
     try:
         steps = await store.load_steps(run.id)
         engine = Engine(
@@ -305,6 +322,8 @@ async def _drive(
             clock=clock,
             child_runner=run_child,
             park_after=PARK_AFTER_SECONDS if park_after is None else park_after,
+            interceptor=interceptor,
+            replay_only=replay_only,
         )
         outcome: list[tuple[bool, Any]] = []
         try:
@@ -334,13 +353,17 @@ async def _drive(
         if not ok:
             raise value
         return value
+    except RunAbandoned:
+        abandoned = True  # as if this process died: write nothing, leave the lease to expire
+        raise
     finally:
         _active_owners.discard(lease.owner.owner)
-        with anyio.CancelScope(shield=True):
-            await _let_go(store, lease, engine, clock)
-            if engine is not None and engine.finished and run.parent_id is not None:
-                with contextlib.suppress(Exception):  # a parked parent waits for this outcome
-                    await store.wake(run.parent_id, now=clock.time())
+        if not abandoned:  # an abandoned run is left as a killed process leaves it
+            with anyio.CancelScope(shield=True):
+                await _let_go(store, lease, engine, clock)
+                if engine is not None and engine.finished and run.parent_id is not None:
+                    with contextlib.suppress(Exception):  # a parked parent waits for this outcome
+                        await store.wake(run.parent_id, now=clock.time())
 
 
 async def _let_go(store: Store, lease: Lease, engine: Engine | None, clock: Clock) -> None:
@@ -552,16 +575,19 @@ async def signal(
         SerializationError: the payload cannot be encoded.
     """
     _check_id(id, "signal")
+    await _send_signal(resolve_store(store), id, name, payload, time.time())
+
+
+async def _send_signal(resolved: Store, id: str, name: str, payload: Any, now: float) -> None:
     if not isinstance(name, str) or not name:
         raise ValueError(f"durable.signal() needs a non-empty signal name, not {name!r}")
-    resolved = resolve_store(store)
     existing = await resolved.get_run(id)
     if existing is None:
         raise WorkflowNotFound(id)
     defn = lookup_workflow(existing.workflow)
     codec = defn.codec if defn is not None else DEFAULT_CODEC
     encoded = dumps(codec, payload, what=f"payload of signal {name!r} to run {id!r}")
-    run = await resolved.send_signal(id, name, encoded, now=time.time())
+    run = await resolved.send_signal(id, name, encoded, now=now)
     if run is None:
         raise WorkflowNotFound(id)
     if run.status.finished:
@@ -587,10 +613,13 @@ class WorkflowHandle:
             for ``DURABLE_URL`` / ``sqlite:///durable.db``.
     """
 
-    def __init__(self, id: str, store: Store | str | None = None) -> None:
+    def __init__(
+        self, id: str, store: Store | str | None = None, *, _clock: Clock | None = None
+    ) -> None:
         self._id = id
         self._store_arg = store
         self._resolved: Store | None = store if isinstance(store, Store) else None
+        self._clock: Clock = _clock or SystemClock()
 
     @property
     def _store(self) -> Store:
@@ -646,7 +675,7 @@ class WorkflowHandle:
 
     async def signal(self, name: str, payload: Any = None) -> None:
         """Send signal ``name`` with ``payload`` to this run (see `durable.signal`)."""
-        await signal(self._id, name, payload, store=self._store)
+        await _send_signal(self._store, self._id, name, payload, self._clock.time())
 
     async def pause(self) -> None:
         """Stop the run at its next step boundary: the steps in flight finish and are
@@ -656,7 +685,7 @@ class WorkflowHandle:
         Raises:
             WorkflowNotFound: no such run.
         """
-        if await self._store.request_pause(self._id, now=time.time()) is None:
+        if await self._store.request_pause(self._id, now=self._clock.time()) is None:
             raise WorkflowNotFound(self._id)
 
     async def resume(self) -> None:
@@ -666,7 +695,7 @@ class WorkflowHandle:
         Raises:
             WorkflowNotFound: no such run.
         """
-        if await self._store.resume(self._id, now=time.time()) is None:
+        if await self._store.resume(self._id, now=self._clock.time()) is None:
             raise WorkflowNotFound(self._id)
 
     async def cancel(self) -> None:
@@ -680,7 +709,7 @@ class WorkflowHandle:
         Raises:
             WorkflowNotFound: no such run.
         """
-        if await self._store.request_cancel(self._id, now=time.time()) is None:
+        if await self._store.request_cancel(self._id, now=self._clock.time()) is None:
             raise WorkflowNotFound(self._id)
 
     async def rollback(self) -> None:
@@ -703,7 +732,7 @@ class WorkflowHandle:
                 f"cannot roll back run {self._id!r}: its workflow {current.workflow!r} is not "
                 "registered in this process; import the module that defines it first"
             )
-        run = await self._store.request_rollback(self._id, now=time.time())
+        run = await self._store.request_rollback(self._id, now=self._clock.time())
         if run is None:
             raise WorkflowNotFound(self._id)
         if run.status == RunStatus.COMPENSATED:
@@ -719,7 +748,17 @@ class WorkflowHandle:
             )
         if run.status.finished:  # compensation_failed after an earlier rollback
             _outcome(run)
-        await _execute(self._store, defn, self._id, (), {}, run.parent_id, SystemClock())
+        await _execute(self._store, defn, self._id, (), {}, run.parent_id, self._clock)
+
+    async def export_history(self) -> str:
+        """The run and its recorded steps as JSON text, payloads included as stored, to keep
+        as a regression test: `durable.testing.replay` checks that today's code replays it.
+
+        Raises:
+            WorkflowNotFound: no such run.
+        """
+        run = await self._record()
+        return dump_history(run, await self._store.load_steps(self._id))
 
     async def history(self) -> list[Step]:
         """Every recorded step of the run, in step order, with decoded results and errors.

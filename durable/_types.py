@@ -53,6 +53,7 @@ class StepKind(enum.StrEnum):
     RANDOM = "random"
     CHILD = "child"
     COMPENSATION = "compensation"
+    PATCH = "patch"
 
 
 class StepStatus(enum.StrEnum):

@@ -20,6 +20,7 @@ import anyio
 
 from durable._clock import Clock, SystemClock
 from durable._decorators import definition_of
+from durable._engine import Interceptor, RunAbandoned
 from durable._errors import LeaseLost, NonDeterminismError, PayloadDecodeError, StoreError
 from durable._registry import WorkflowDefinition, registered_workflows
 from durable._runner import _HOST, _drive, resolve_store
@@ -30,8 +31,13 @@ __all__ = ["Worker"]
 
 log = logging.getLogger("durable.worker")
 
-POLL_SECONDS = 0.05
-"""How long an idle worker waits before it looks for runnable runs again."""
+IDLE_SECONDS = 1.0
+"""The longest an idle worker waits before it looks for runnable runs again. Stores wake it
+sooner: when a write makes a run runnable (Postgres: ``LISTEN``/``NOTIFY`` from any process),
+when a timer or lease is due, and SQLite every 50 ms (it has no cross-process notification)."""
+
+_MIN_IDLE_SECONDS = 0.005
+"""A due run that another worker holds for the moment is not claimed in a busy loop."""
 
 
 class Worker:
@@ -60,12 +66,15 @@ class Worker:
         lease: float = 30.0,
         grace: float = 10.0,
         park_after: float = 5.0,
+        _clock: Clock | None = None,
+        _interceptor: Interceptor | None = None,
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"Worker(concurrency=...) must be an int >= 1, not {concurrency!r}")
         for name, value in (("lease", lease), ("grace", grace), ("park_after", park_after)):
             if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"Worker({name}=...) must be a number of seconds > 0")
+                if not (name == "park_after" and value == 0 and _clock is not None):
+                    raise ValueError(f"Worker({name}=...) must be a number of seconds > 0")
         self._park_after = float(park_after)
         self._store_arg = store
         self._workflows: dict[str, WorkflowDefinition] | None = None
@@ -79,18 +88,24 @@ class Worker:
         self._concurrency = concurrency
         self._lease = float(lease)
         self._grace = float(grace)
-        self._clock: Clock = SystemClock()
+        self._clock: Clock = _clock or SystemClock()
+        self._interceptor = _interceptor
+        self.leases: dict[str, Lease] = {}  # the runs executing now, by id
         self._owner = LeaseOwner(f"worker-{uuid.uuid4().hex}", _HOST, os.getpid())
         self._stopping = False
         self._active = 0
         self._reported: set[str] = set()
         self._drained: anyio.Event | None = None
+        self._idle: anyio.CancelScope | None = None
+        self._slot_freed: anyio.Event | None = None
         self.completed = 0  # runs this worker executed to an outcome or a park
 
     def stop(self) -> None:
         """Stop claiming; running runs get `grace` seconds to finish, then are cancelled (and
         put back to ``pending`` with their leases released)."""
         self._stopping = True
+        if self._idle is not None:
+            self._idle.cancel()  # an idle wait ends now
 
     async def run(self) -> None:
         """Claim and execute runnable runs until `stop` is called (or this task is cancelled)."""
@@ -105,28 +120,43 @@ class Worker:
         self._stopping = False
         async with anyio.create_task_group() as tg:
             next_report = 0.0
+            first_claim = True
             while not self._stopping:
                 free = self._concurrency - self._active
+                if free <= 0:  # every slot is busy: wait until a run ends
+                    freed = self._slot_freed = anyio.Event()
+                    with anyio.CancelScope() as self._idle, anyio.move_on_after(IDLE_SECONDS):
+                        await freed.wait()
+                    continue
                 claimed: list[tuple[RunRecord, Lease]] = []
-                if free > 0:
-                    try:
-                        claimed = await store.claim(
-                            self._owner,
-                            now=self._clock.time(),
-                            duration=self._lease,
-                            limit=free,
-                            workflows=names,
-                        )
-                    except Exception:
-                        log.exception("durable worker: claiming runs failed; retrying")
+                try:
+                    claimed = await store.claim(
+                        self._owner,
+                        now=self._clock.time(),
+                        duration=self._lease,
+                        limit=free,
+                        workflows=names,
+                    )
+                except Exception:
+                    log.exception("durable worker: claiming runs failed; retrying")
+                else:
+                    if first_claim:  # the store answers: operators (and tests) may wait for this
+                        first_claim = False
+                        log.info("durable worker: claiming runs of %s from %r", names, store)
                 for run, lease in claimed:
                     self._active += 1
                     tg.start_soon(self._execute, store, workflows[run.workflow], run, lease)
                 if self._clock.time() >= next_report:
                     next_report = self._clock.time() + 5.0
                     await self._report_unknown(store, names)
-                if not claimed:
-                    await anyio.sleep(POLL_SECONDS)
+                if not claimed and not self._stopping:
+                    started = anyio.current_time()
+                    with anyio.CancelScope() as self._idle:
+                        await store.wait_for_work(
+                            workflows=names, now=self._clock.time(), within=IDLE_SECONDS
+                        )
+                    if anyio.current_time() - started < _MIN_IDLE_SECONDS:
+                        await anyio.sleep(_MIN_IDLE_SECONDS)
             if self._active:
                 self._drained = anyio.Event()
                 with anyio.move_on_after(self._grace):
@@ -136,15 +166,31 @@ class Worker:
     async def _execute(
         self, store: Store, defn: WorkflowDefinition, run: RunRecord, lease: Lease
     ) -> None:
+        self.leases[run.id] = lease
         try:
-            await _drive(store, defn, run, lease, self._clock, self._lease, self._park_after, False)
+            await _drive(
+                store,
+                defn,
+                run,
+                lease,
+                self._clock,
+                self._lease,
+                self._park_after,
+                False,
+                interceptor=self._interceptor,
+            )
+        except RunAbandoned:
+            log.debug("durable worker: run %r abandoned (a test's simulated crash)", run.id)
         except (LeaseLost, StoreError, NonDeterminismError, PayloadDecodeError) as exc:
             log.warning("durable worker: run %r stopped: %s", run.id, exc)
         except Exception as exc:  # the workflow's own failure: recorded with the run
             log.debug("durable worker: run %r failed: %r", run.id, exc)
         finally:
+            self.leases.pop(run.id, None)
             self._active -= 1
             self.completed += 1
+            if self._slot_freed is not None:
+                self._slot_freed.set()
             if self._active == 0 and self._drained is not None:
                 self._drained.set()
 

@@ -16,7 +16,18 @@ from durable._decorators import caller_location
 from durable._errors import NotInWorkflowError
 from durable._types import Info
 
-__all__ = ["gather", "info", "now", "random", "saga", "sleep", "uuid4", "wait_signal"]
+__all__ = [
+    "deprecate_patch",
+    "gather",
+    "info",
+    "now",
+    "patched",
+    "random",
+    "saga",
+    "sleep",
+    "uuid4",
+    "wait_signal",
+]
 
 T = TypeVar("T")
 
@@ -96,6 +107,47 @@ def random() -> float:
         NotInWorkflowError: called outside workflow code.
     """
     return _context.current("random").random(caller_location())
+
+
+def patched(change_id: str) -> bool:
+    """Whether this run takes the new code path of a change made while runs were in flight.
+
+    Put a change to a workflow behind it, keeping the old code in the ``else`` branch::
+
+        if durable.patched("send-receipt"):
+            await send_receipt(order)  # new runs, and runs that reach here under this code
+
+    It returns True for a run that reaches this point under code that has the call (a marker
+    step of kind ``patch`` is recorded, so its replays return True too), and False for a run
+    whose history was recorded before the change (nothing is consumed, so the old history still
+    lines up) or that started under an earlier version of the workflow (see
+    ``@workflow(version=...)``): such a run keeps the old path to its end.
+
+    Raises:
+        ValueError: ``change_id`` is empty.
+        NotInWorkflowError: called outside workflow code.
+    """
+    _check_change_id(change_id, "patched")
+    return _context.current("patched").patched(change_id, caller_location())
+
+
+def deprecate_patch(change_id: str) -> None:
+    """Mark a `patched` change whose old path is gone: once no run that started before the
+    change remains, replace ``if durable.patched(id): new() else: old()`` by
+    ``durable.deprecate_patch(id); new()``. Runs that recorded the marker replay past it; new
+    runs record nothing.
+
+    Raises:
+        ValueError: ``change_id`` is empty.
+        NotInWorkflowError: called outside workflow code.
+    """
+    _check_change_id(change_id, "deprecate_patch")
+    _context.current("deprecate_patch").patched(change_id, caller_location(), deprecated=True)
+
+
+def _check_change_id(change_id: object, call: str) -> None:
+    if not isinstance(change_id, str) or not change_id:
+        raise ValueError(f"durable.{call}() needs a non-empty change id, not {change_id!r}")
 
 
 def info() -> Info:

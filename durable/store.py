@@ -82,6 +82,8 @@ class RunRecord:
             arrives); ``None`` when only a signal can wake it.
         pause_requested: `Store.request_pause` was called; the executor stops the run at its
             next step boundary (status ``paused``) until `Store.resume`.
+        code_version: the version of the workflow's code the run started under (see
+            ``@workflow(version=...)``); ``None`` for runs recorded before versions were.
     """
 
     id: str
@@ -104,6 +106,7 @@ class RunRecord:
     rollback_requested: bool = False
     wake_at: float | None = None
     pause_requested: bool = False
+    code_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +355,25 @@ class Store(Protocol):
 
         Raises:
             LeaseLost: the run's token is no longer ``lease.token``.
+        """
+        ...
+
+    async def wait_for_work(self, *, workflows: Sequence[str], now: float, within: float) -> None:
+        """Return when a run of ``workflows`` may have become runnable: a write made one
+        runnable (in this process, or in any process where the store can tell), a parked run's
+        wake time or a lease's expiry came, or at the latest after ``within`` seconds.
+
+        A worker calls it when a claim found nothing; returning early is always allowed (the
+        worker claims again), so a store may fall back to polling.
+        """
+        ...
+
+    async def prune(self, *, before: float, limit: int) -> int:
+        """Delete up to ``limit`` finished runs last updated before ``before``, with their
+        steps and signals, in one short transaction. Unfinished runs are never touched.
+
+        Returns:
+            How many runs were deleted (fewer than ``limit`` means none are left to delete).
         """
         ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -53,15 +54,17 @@ def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A Postgres URL whose tables live in a schema of this test session alone, so test
-    sessions (a developer's and CI's) can share one server; the schema is dropped at the end."""
+@contextlib.contextmanager
+def postgres_schema(prefix: str = "durable_test") -> Iterator[str]:
+    """A Postgres URL whose tables live in a new schema of their own (its ``search_path``), so
+    test sessions (a developer's and CI's) can share one server; the schema is dropped after."""
     import sqlalchemy as sa
 
     base = require_postgres()
-    schema = f"durable_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(base.replace("postgresql://", "postgresql+psycopg://"))
+    schema = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(
+        base.replace("postgresql://", "postgresql+psycopg://"), pool_pre_ping=True
+    )
     with engine.begin() as conn:
         conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
     separator = "&" if "?" in base else "?"
@@ -71,6 +74,20 @@ def postgres_url() -> Iterator[str]:
         with engine.begin() as conn:
             conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
         engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A Postgres schema for this test session (see `postgres_schema`)."""
+    with postgres_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_postgres_url() -> Iterator[str]:
+    """A new, empty Postgres schema for one test."""
+    with postgres_schema("durable_fresh") as url:
+        yield url
 
 
 @pytest.fixture

@@ -85,3 +85,16 @@ def test_approval_waits_for_a_decision_from_another_process(tmp_path: Path) -> N
     assert "paid out 12.50 EUR" in out and out.strip().endswith("exp-1: paid")
     again = _run(str(EXAMPLES / "approval.py"), "approve", "exp-1", cwd=tmp_path)
     assert again.returncode == 1 and "completed" in again.stderr
+
+
+def test_the_example_tests_of_the_approval_workflow_pass() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_approval.py"],
+        cwd=EXAMPLES,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "8 passed" in proc.stdout

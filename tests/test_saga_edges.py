@@ -15,6 +15,7 @@ import pytest
 import durable
 from durable import RetryPolicy, RunStatus, StepKind
 from durable.backends import MemoryStore, SQLStore
+from durable.backends._schema import SCHEMA_VERSION
 from durable.store import Lease, RunRecord, RunUpdate, StepRecord, Store
 
 log: list[str] = []
@@ -346,5 +347,5 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None:
     run = anyio.run(read)
     assert run is not None and run.cancel_requested is False and run.cancelled_seq is None
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT version FROM durable_schema").fetchone() == (2,)
+        assert db.execute("SELECT version FROM durable_schema").fetchone() == (SCHEMA_VERSION,)
     db.close()

@@ -1,0 +1,433 @@
+"""`WorkflowEnvironment`: a store, a virtual clock and a worker, for instant workflow tests."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Literal, Self, cast
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+
+from durable._decorators import definition_of
+from durable._engine import RunAbandoned
+from durable._errors import LeaseLost
+from durable._registry import ActivityDefinition, WorkflowDefinition, registered_workflows
+from durable._runner import WorkflowHandle, _ensure_run, _outcome, _with_instance
+from durable._types import Info, RunStatus, Step
+from durable._worker import Worker
+from durable.backends import MemoryStore
+from durable.store import Store
+
+from ._virtual_clock import VirtualClock
+
+__all__ = ["WorkflowEnvironment"]
+
+_WRITES = frozenset(
+    {
+        "create_run",
+        "acquire_lease",
+        "release_lease",
+        "load_steps",
+        "commit",
+        "request_cancel",
+        "request_pause",
+        "resume",
+        "request_rollback",
+        "send_signal",
+        "wake",
+        "receive_signal",
+    }
+)
+"""Store calls that mean a run is moving (the rest are reads, polls and lease renewals)."""
+
+
+class _Watched:
+    """The environment's store, counting the calls that move runs along."""
+
+    def __init__(self, store: Store, moved: Callable[[], None]) -> None:
+        self._store = store
+        self._moved = moved
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if name not in _WRITES and name != "claim":
+            return attr
+
+        @functools.wraps(attr)
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            result = await attr(*args, **kwargs)
+            if name != "claim" or result:
+                self._moved()
+            return result
+
+        return call
+
+
+class _Failure:
+    def __init__(self, attempts: frozenset[int], exc: BaseException | type[BaseException]) -> None:
+        self.attempts = attempts
+        self.exc = exc
+
+    def error(self, info: Info, name: str) -> BaseException:
+        if isinstance(self.exc, BaseException):
+            return self.exc
+        return self.exc(f"injected failure of {name!r}, attempt {info.attempt} (run {info.run_id})")
+
+
+class WorkflowEnvironment:
+    """Runs workflows in this process against a store and a virtual clock, for tests.
+
+    ``durable.sleep(timedelta(days=3))`` takes no wall time: the clock moves by `advance` /
+    `advance_to`, or by itself with ``auto_skip``. Every wait parks its run (as a worker would
+    after ``park_after``), and the environment's own worker executes whatever is runnable, so
+    `start`, `execute`, `signal` and `get_handle` behave as in production.
+
+    Args:
+        auto_skip: while the test awaits the environment (a handle's ``result()``,
+            `execute`) and no run can move on except by time passing, jump the clock to the
+            earliest due time (a timer, a signal wait's timeout, an abandoned lease's expiry)
+            and let the woken runs run; repeat. Never while the test's own code runs, so a
+            signal sent right after `start` is never raced by a jump.
+        start: the virtual time to begin at (timezone-aware); default: now.
+        store: the store to use (default: a new `MemoryStore`, closed on exit; a given store
+            is left open).
+        workflows: the workflows its worker executes (default: all imported ones).
+        lease: seconds (virtual) a lease lasts; after `crash` the run is taken over when it
+            expires.
+
+    Example:
+        >>> async with WorkflowEnvironment() as env:  # doctest: +SKIP
+        ...     assert await env.execute(expense, "e-1", 100, id="e-1") == "expired"
+    """
+
+    def __init__(
+        self,
+        *,
+        auto_skip: bool = True,
+        start: datetime | None = None,
+        store: Store | None = None,
+        workflows: Iterable[Callable[..., Any]] | None = None,
+        lease: float = 30.0,
+    ) -> None:
+        if start is not None and start.tzinfo is None:
+            raise ValueError("WorkflowEnvironment(start=...) must be timezone-aware (UTC)")
+        self.auto_skip = auto_skip
+        self.clock = VirtualClock(start.timestamp() if start is not None else time.time())
+        self._own_store = store is None
+        self._inner: Store = store if store is not None else MemoryStore()
+        self._moves = 0
+        self._in_flight = 0
+        self._store = cast(Store, _Watched(self._inner, self._moved))
+        self._workflows = list(workflows) if workflows is not None else None
+        self._lease = float(lease)
+        self._failures: dict[str, _Failure] = {}
+        self._crashes: dict[str, str] = {}
+        self._mocks: dict[str, Callable[..., Any]] = {}
+        self._worker: Worker | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    def _moved(self) -> None:
+        self._moves += 1
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        """Start the environment's worker."""
+        if self._workflows is None and not registered_workflows():
+            raise ValueError(
+                "WorkflowEnvironment found no workflows: import the modules that define them "
+                "before entering it, or pass workflows=[...]"
+            )
+        self._worker = Worker(
+            self._store,
+            self._workflows,
+            concurrency=10_000,
+            lease=self._lease,
+            grace=0.05,
+            park_after=0,
+            _clock=self.clock,
+            _interceptor=self._intercept,
+        )
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._worker.run)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        """Stop the worker (runs in flight are put back, as on a worker's shutdown)."""
+        assert self._worker is not None and self._tg is not None
+        self._worker.stop()
+        if exc is not None:
+            self._tg.cancel_scope.cancel()
+        try:
+            # The test's own exception goes on as it is, not wrapped in a task group's.
+            await self._tg.__aexit__(None, None, None)
+        finally:
+            if self._own_store:
+                await self._inner.close()
+        return None
+
+    # -- what tests call ----------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        """The environment's store (to look at runs directly)."""
+        return self._store
+
+    def now(self) -> datetime:
+        """The virtual time (UTC)."""
+        return datetime.fromtimestamp(self.clock.time(), UTC)
+
+    async def start(
+        self, workflow: Callable[..., Any], /, *args: Any, id: str, **kwargs: Any
+    ) -> WorkflowHandle:
+        """Record a run (as `durable.start` does, at the virtual time); the environment's
+        worker executes it. Returns its handle."""
+        defn = _workflow(workflow)
+        await _ensure_run(
+            self._store, defn, id, _with_instance(workflow, args), kwargs, None, self.clock
+        )
+        return self.get_handle(id)
+
+    async def execute(
+        self, workflow: Callable[..., Any], /, *args: Any, id: str, **kwargs: Any
+    ) -> Any:
+        """Start a run and wait for its result (skipping time if ``auto_skip``)."""
+        handle = await self.start(workflow, *args, id=id, **kwargs)
+        return await handle.result()
+
+    def get_handle(self, id: str) -> WorkflowHandle:
+        """A handle on run ``id`` whose ``result()`` skips time (if ``auto_skip``)."""
+        return _EnvHandle(self, id)
+
+    async def signal(self, id: str, name: str, payload: Any = None) -> None:
+        """Send a signal to run ``id`` (as `durable.signal` does, at the virtual time)."""
+        await self.get_handle(id).signal(name, payload)
+
+    async def history(self, id: str) -> list[Step]:
+        """The run's recorded steps (as `WorkflowHandle.history` returns them)."""
+        return await self.get_handle(id).history()
+
+    async def advance(self, delta: timedelta | float) -> None:
+        """Move the clock forward by ``delta`` (seconds or a timedelta), waking timers in due
+        order; return once the runs woken have run as far as they can."""
+        seconds = delta.total_seconds() if isinstance(delta, timedelta) else float(delta)
+        if seconds < 0:
+            raise ValueError(f"advance() cannot go back in time ({delta!r})")
+        await self._advance_to(self.clock.time() + seconds)
+
+    async def advance_to(self, when: datetime) -> None:
+        """Move the clock forward to ``when`` (timezone-aware); see `advance`."""
+        if when.tzinfo is None:
+            raise ValueError("advance_to() needs a timezone-aware datetime")
+        target = when.timestamp()
+        if target < self.clock.time():
+            raise ValueError(f"advance_to() cannot go back in time (to {when}, now {self.now()})")
+        await self._advance_to(target)
+
+    # -- fault injection ------------------------------------------------------------------
+
+    def fail(
+        self,
+        activity: Callable[..., Any],
+        *,
+        attempts: Iterable[int] = (1,),
+        exc: BaseException | type[BaseException] = RuntimeError,
+    ) -> None:
+        """Make these attempts of ``activity`` (in every run) raise ``exc`` instead of running
+        it; an exception class is instantiated with a message naming the attempt."""
+        numbers = frozenset(attempts)
+        if not numbers or any(not isinstance(n, int) or n < 1 for n in numbers):
+            raise ValueError(f"fail(attempts=...) takes attempt numbers >= 1, not {attempts!r}")
+        self._failures[_activity(activity).name] = _Failure(numbers, exc)
+
+    def crash(self, activity: Callable[..., Any], *, when: Literal["before", "after"]) -> None:
+        """Make the next call of ``activity`` abandon its run as a killed process would:
+        ``"before"`` the activity runs, or ``"after"`` it ran but before its result is
+        recorded. Nothing is cleaned up; the run's lease expires on the virtual clock and
+        the environment's worker takes the run over (so a ``final`` activity's outcome is
+        unknown)."""
+        if when not in ("before", "after"):
+            raise ValueError(f"crash(when=...) is 'before' or 'after', not {when!r}")
+        self._crashes[_activity(activity).name] = when
+
+    def mock(self, activity: Callable[..., Any], fake: Callable[..., Any]) -> None:
+        """Run ``fake`` (sync or async, same arguments) instead of ``activity`` from now on."""
+        self._mocks[_activity(activity).name] = fake
+
+    async def _intercept(
+        self,
+        defn: ActivityDefinition,
+        info: Info,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        proceed: Callable[[], Awaitable[Any]],
+    ) -> Any:
+        self._in_flight += 1
+        try:
+            crash = self._crashes.get(defn.name)
+            if crash == "before":
+                del self._crashes[defn.name]
+                raise RunAbandoned(defn.name)
+            failure = self._failures.get(defn.name)
+            if failure is not None and info.attempt in failure.attempts:
+                raise failure.error(info, defn.name)
+            fake = self._mocks.get(defn.name)
+            if fake is None:
+                value = await proceed()
+            else:
+                value = fake(*args, **kwargs)
+                if inspect.isawaitable(value):
+                    value = await value
+            if crash == "after":
+                del self._crashes[defn.name]
+                raise RunAbandoned(defn.name)
+            return value
+        finally:
+            self._in_flight -= 1
+            self._moves += 1
+
+    # -- time -----------------------------------------------------------------------------
+
+    async def _settle(self) -> None:
+        """Return once no run can move on without time passing: no activity in flight, no
+        run claimable now, and no store write for a few turns of the event loop."""
+        while True:
+            seen = self._moves
+            for _ in range(20):
+                await anyio.lowlevel.checkpoint()
+            if self._moves != seen:
+                continue
+            if self._in_flight or await self._claimable_now():
+                await anyio.sleep(0.001)
+                continue
+            return
+
+    async def _runs(self) -> list[Any]:
+        return await self._inner.list_runs(limit=1_000_000)
+
+    async def _claimable_now(self) -> bool:
+        now = self.clock.time()
+        due = [d for d in map(self._due_at, await self._runs()) if d is not None]
+        return any(d <= now for d in due)
+
+    def _due_at(self, run: Any) -> float | None:
+        """When a run becomes claimable by time alone (leases of runs executing here are
+        renewed whenever the clock moves, so only abandoned ones expire)."""
+        status = RunStatus(run.status)
+        if status.finished or status in (RunStatus.BLOCKED, RunStatus.PAUSED):
+            return None
+        if run.lease_owner is not None:
+            assert self._worker is not None
+            return None if run.id in self._worker.leases else run.lease_expires_at
+        if status == RunStatus.PENDING:
+            return float(run.created_at)
+        if status in (RunStatus.SLEEPING, RunStatus.WAITING):
+            return run.wake_at  # type: ignore[no-any-return]
+        return None
+
+    async def _next_due(self) -> float | None:
+        due = [d for d in map(self._due_at, await self._runs()) if d is not None]
+        clock_due = self.clock.next_due()
+        if clock_due is not None:
+            due.append(clock_due)
+        return min(due, default=None)
+
+    async def _move_to(self, when: float) -> None:
+        assert self._worker is not None
+        for lease in list(self._worker.leases.values()):
+            try:  # runs executing here keep their leases across the jump
+                await self._inner.renew_lease(lease, now=when, duration=self._lease)
+            except LeaseLost:
+                pass
+        self.clock.move_to(max(when, self.clock.time()))
+        wake = getattr(self._inner, "wake_waiters", None)
+        if wake is not None:
+            wake()
+        self._moves += 1
+
+    async def _advance_to(self, target: float) -> None:
+        while True:
+            await self._settle()
+            due = await self._next_due()
+            if due is None or due > target:
+                break
+            await self._move_to(due)
+        await self._move_to(target)
+        await self._settle()
+
+    async def _skip_while(self, awaited: Callable[[], Awaitable[Any]]) -> Any:
+        """Await ``awaited()``; meanwhile (with ``auto_skip``) jump the clock whenever the
+        runs wait for time alone."""
+        if not self.auto_skip:
+            return await awaited()
+        result: list[Any] = []
+        error: list[Exception] = []
+        async with anyio.create_task_group() as tg:
+
+            async def skipper() -> None:
+                while True:
+                    await self._settle()
+                    due = await self._next_due()
+                    if due is None:
+                        await anyio.sleep(0.005)  # only a signal (or the test) can move things
+                    else:
+                        await self._move_to(due)
+
+            tg.start_soon(skipper)
+            try:
+                result.append(await awaited())
+            except Exception as exc:  # raised after the group, not wrapped in a group
+                error.append(exc)
+            finally:
+                tg.cancel_scope.cancel()
+        if error:
+            raise error[0]
+        return result[0]
+
+
+class _EnvHandle(WorkflowHandle):
+    """A handle whose ``result()`` skips time while it waits."""
+
+    def __init__(self, env: WorkflowEnvironment, id: str) -> None:
+        super().__init__(id, env.store, _clock=env.clock)
+        self._env = env
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """Wait for the run's outcome, skipping virtual time (if ``auto_skip``); ``timeout``
+        is in real seconds."""
+
+        async def wait() -> Any:
+            with anyio.fail_after(timeout):
+                while True:
+                    run = await self._record()
+                    if run.status.finished:
+                        return _outcome(run)
+                    await anyio.sleep(0.001)
+
+        return await self._env._skip_while(wait)
+
+
+def _workflow(fn: Callable[..., Any]) -> WorkflowDefinition:
+    defn = definition_of(fn)
+    if not isinstance(defn, WorkflowDefinition):
+        raise TypeError(f"expected a @workflow function, not {fn!r}")
+    return defn
+
+
+def _activity(fn: Callable[..., Any]) -> ActivityDefinition:
+    defn = definition_of(fn)
+    if not isinstance(defn, ActivityDefinition):
+        raise TypeError(f"expected an @activity function, not {fn!r}")
+    return defn
