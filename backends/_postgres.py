@@ -1,11 +1,14 @@
-"""Running `SQLStore` transactions on Postgres: pooled connections, retries through outages,
-re-reads when a commit's outcome is unknown, and ``LISTEN``/``NOTIFY`` wake-ups.
+"""Running `SQLStore` transactions on Postgres: a pool of libpq connections driven from the
+event loop, retries through outages, re-reads when a commit's outcome is unknown, and
+``LISTEN``/``NOTIFY`` wake-ups.
 
-Driver: psycopg 3, synchronous, each transaction in a worker thread (`anyio.to_thread`). The same
-code then serves asyncio and trio alike (psycopg's async connections are asyncio-only), the C
-implementation (``psycopg[binary]``) parses results. The price is a thread hop per transaction
-(tens of microseconds on a busy machine, against the ~300 a Postgres commit takes); with the
-pool checkout it is most of what a step costs above the raw commit (`benchmarks/RESULTS.md`).
+Driver: psycopg 3's libpq binding (`psycopg.pq`, its C implementation with ``psycopg[binary]``),
+in non-blocking mode: a query is sent, and the task waits for the socket with
+`anyio.wait_readable`, so the same code runs under asyncio and trio and no thread is involved
+(psycopg's async connections are asyncio-only, and running its blocking ones in a worker
+thread cost ~180 µs per statement on the project's machine, more than half of what a Postgres
+commit costs: `benchmarks/RESULTS.md`). Parameters are sent as text (``bytes`` as binary) and
+results come back in binary, decoded by column type: the store's statements use only a few types.
 
 Transient failures (the server restarting, a dropped connection, too many connections, a
 deadlock) are retried with backoff for up to ``reconnect_timeout`` seconds. A failure before the
@@ -13,22 +16,31 @@ commit was sent is simply retried: the server rolled the transaction back. A con
 *during* the commit leaves the outcome unknown; then the caller's ``verify`` re-reads what the
 transaction would have written and decides (applied: return what it returns; not applied: run it
 again), so nothing is lost or written twice. Calls without ``verify`` are idempotent.
+
+Every call is shielded from cancellation: a transaction, once started, finishes (or fails), so a
+connection never goes back to the pool in the middle of a query.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 import threading
-import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+import anyio
+import anyio.to_thread
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import pq
 
 from durable.store import StoreError
 
-__all__ = ["NOT_APPLIED", "PostgresRunner"]
+from ._doorbell import Doorbell
+
+__all__ = ["NOT_APPLIED", "PgCursor", "PostgresRunner"]
 
 log = logging.getLogger("durable.store")
 
@@ -45,73 +57,338 @@ NOT_APPLIED: Final = _NotApplied()
 
 _FIRST_DELAY = 0.05
 _MAX_DELAY = 1.0
+_POOL_TIMEOUT = 60.0
+
+_OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
+_BINARY = pq.Format.BINARY
+_TEXT = pq.Format.TEXT
+_SQLSTATE = pq.DiagnosticField.SQLSTATE
+
+_INT8 = struct.Struct(">q").unpack
+_FLOAT8 = struct.Struct(">d").unpack
+_FLOAT4 = struct.Struct(">f").unpack
+
+
+def _int(value: bytes) -> int:
+    return int.from_bytes(value, "big", signed=True)
+
+
+_DECODERS: dict[int, Callable[[bytes], Any]] = {
+    16: lambda v: v == b"\x01",  # bool
+    17: bytes,  # bytea
+    19: bytes.decode,  # name
+    20: _int,  # int8
+    21: _int,  # int2
+    23: _int,  # int4
+    25: bytes.decode,  # text
+    700: lambda v: _FLOAT4(v)[0],  # float4
+    701: lambda v: _FLOAT8(v)[0],  # float8
+    1042: bytes.decode,  # bpchar
+    1043: bytes.decode,  # varchar
+}
+
+
+def _param(value: Any) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bool):
+        return b"t" if value else b"f"
+    if isinstance(value, int):
+        return str(value).encode()
+    if isinstance(value, float):
+        return repr(value).encode()
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"durable's Postgres store cannot send a {type(value).__name__} parameter")
+
+
+class PgCursor:
+    """The part of a DBAPI cursor the store's transactions use, over one connection; its
+    `execute` is awaited. Results are read whole into memory (the store's queries are small)."""
+
+    __slots__ = ("_conn", "_rows", "rowcount")
+
+    def __init__(self, conn: _Connection) -> None:
+        self._conn = conn
+        self._rows: list[tuple[Any, ...]] = []
+        self.rowcount = -1
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run one statement with ``$n`` placeholders."""
+        result = await self._conn.query(sql, params)
+        self._rows = _rows(result)
+        tuples = result.command_tuples
+        self.rowcount = tuples if tuples is not None else -1
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement per parameter row; ``rowcount`` is their total."""
+        total = 0
+        for params in rows:
+            await self.execute(sql, params)
+            total += max(self.rowcount, 0)
+        self.rowcount = total
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        """The next row of the last statement, or ``None``."""
+        return self._rows.pop(0) if self._rows else None
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        """The remaining rows of the last statement."""
+        rows, self._rows = self._rows, []
+        return rows
+
+
+def _rows(result: pq.abc.PGresult) -> list[tuple[Any, ...]]:
+    ntuples = result.ntuples
+    if not ntuples:
+        return []
+    nfields = result.nfields
+    decoders = []
+    for col in range(nfields):
+        oid = result.ftype(col)
+        try:
+            decoders.append(_DECODERS[oid])
+        except KeyError:
+            name = (result.fname(col) or b"?").decode()
+            raise StoreError(f"durable cannot read column {name!r} of type oid {oid}") from None
+    get = result.get_value
+    rows = []
+    for row in range(ntuples):
+        values = []
+        for col in range(nfields):
+            raw = get(row, col)
+            values.append(None if raw is None else decoders[col](raw))
+        rows.append(tuple(values))
+    return rows
+
+
+class _Connection:
+    """One libpq connection in non-blocking mode; one task uses it at a time."""
+
+    __slots__ = ("_pg",)
+
+    def __init__(self, pgconn: pq.abc.PGconn) -> None:
+        pgconn.nonblocking = 1
+        self._pg = pgconn
+
+    @property
+    def broken(self) -> bool:
+        return self._pg.status != pq.ConnStatus.OK
+
+    @property
+    def idle(self) -> bool:
+        return self._pg.transaction_status == pq.TransactionStatus.IDLE
+
+    def close(self) -> None:
+        self._pg.finish()
+
+    async def query(self, sql: str, params: Sequence[Any] = ()) -> pq.abc.PGresult:
+        """Send one statement, wait for its result; raise psycopg's error for a failure."""
+        pg = self._pg
+        if params:
+            values = [_param(v) for v in params]
+            formats = [_BINARY if isinstance(v, bytes) else _TEXT for v in params]
+            pg.send_query_params(sql.encode(), values, None, formats, _BINARY)
+        else:
+            pg.send_query_params(sql.encode(), None, None, None, _BINARY)
+        await self._flush()
+        result = None
+        while True:
+            while pg.is_busy():
+                await anyio.wait_readable(pg.socket)
+                pg.consume_input()
+            got = pg.get_result()
+            if got is None:
+                break
+            result = got
+        if result is None or pg.status != pq.ConnStatus.OK:
+            message = pg.get_error_message() or "the connection was lost"
+            raise psycopg.OperationalError(message)
+        if result.status not in _OK:
+            raise _error(result)
+        return result
+
+    async def _flush(self) -> None:
+        pg = self._pg
+        while pg.flush():
+            await anyio.wait_writable(pg.socket)
+
+    def notified(self) -> bool:
+        """Read what arrived; whether it held a notification."""
+        pg = self._pg
+        pg.consume_input()
+        heard = False
+        while pg.notifies() is not None:
+            heard = True
+        if pg.status != pq.ConnStatus.OK:
+            raise psycopg.OperationalError(pg.get_error_message() or "the connection was lost")
+        return heard
+
+    @property
+    def socket(self) -> int:
+        return self._pg.socket
+
+
+def _error(result: pq.abc.PGresult) -> psycopg.Error:
+    message = (result.error_message or b"").decode(errors="replace").strip()
+    code = result.error_field(_SQLSTATE)
+    try:
+        cls = pg_errors.lookup(code.decode()) if code else psycopg.DatabaseError
+    except KeyError:
+        cls = psycopg.DatabaseError
+    return cls(message)
 
 
 class _CommitUnknown(Exception):
     """Internal: the connection broke while the commit was in flight."""
 
 
+class _Pool:
+    """Up to ``limit`` open connections, of which ``keep`` stay open when idle; callers wait
+    (at most ``_POOL_TIMEOUT`` s) for one.
+
+    Bookkeeping is guarded by a thread lock and waiters are woken through a `Doorbell`, so the
+    pool holds nothing bound to one event loop (a store may outlive the loop that opened it)."""
+
+    def __init__(self, conninfo: str, keep: int, limit: int) -> None:
+        self._conninfo = conninfo.encode()
+        self._keep = keep
+        self._limit = limit
+        self._idle: deque[_Connection] = deque()
+        self._open = 0
+        self._lock = threading.Lock()
+        self._freed = Doorbell()
+
+    async def connect(self) -> _Connection:
+        """A new connection outside the pool (blocking libpq connect, in a worker thread)."""
+        pgconn = await anyio.to_thread.run_sync(pq.PGconn.connect, self._conninfo)
+        if pgconn.status != pq.ConnStatus.OK:
+            message = (pgconn.get_error_message() or "cannot connect").strip()
+            pgconn.finish()
+            raise psycopg.OperationalError(message)
+        return _Connection(pgconn)
+
+    async def take(self, url: str) -> _Connection:
+        deadline = anyio.current_time() + _POOL_TIMEOUT
+        while True:
+            with self._lock:
+                if self._idle:
+                    return self._idle.pop()
+                opening = self._open < self._limit
+                if opening:
+                    self._open += 1
+            if opening:
+                try:
+                    return await self.connect()
+                except BaseException:
+                    with self._lock:
+                        self._open -= 1
+                    raise
+            left = deadline - anyio.current_time()
+            if left <= 0:
+                raise StoreError(
+                    f"the durable store {url!r} has no free connection: all {self._limit} "
+                    f"stayed busy for {_POOL_TIMEOUT:g} s; raise SQLStore(pool_size=...) or "
+                    "lower the worker's concurrency"
+                )
+            await self._freed.wait(left)
+
+    def give(self, conn: _Connection) -> None:
+        """Return a connection; a broken one, one left inside a transaction, or one beyond
+        ``keep`` idle ones is closed."""
+        with self._lock:
+            kept = not conn.broken and conn.idle and len(self._idle) < self._keep
+            if kept:
+                self._idle.append(conn)
+            else:
+                self._open -= 1
+        if not kept:
+            conn.close()
+        self._freed.ring()
+
+    def drop_idle(self) -> None:
+        """Close the idle connections (after a server restart they are all dead)."""
+        with self._lock:
+            idle, self._idle = list(self._idle), deque()
+            self._open -= len(idle)
+        for conn in idle:
+            conn.close()
+
+
 class PostgresRunner:
-    """Runs ``fn(cursor, *args)`` transactions on a pooled connection, through outages.
+    """Runs ``await fn(cursor, *args)`` transactions on pooled connections, through outages.
 
     Args:
-        engine: the SQLAlchemy engine (its pool holds the connections).
+        conninfo: the libpq connection string (a ``postgresql://`` URL).
         url: the URL for messages (password masked).
+        pool_size: connections kept; up to twice as many are opened under load.
         reconnect_timeout: how long a call keeps retrying transient failures.
         channel: the ``NOTIFY`` channel of this database schema.
     """
 
-    def __init__(self, engine: Engine, url: str, reconnect_timeout: float, channel: str) -> None:
-        self._engine = engine
+    def __init__(
+        self, conninfo: str, url: str, pool_size: int, reconnect_timeout: float, channel: str
+    ) -> None:
+        self._pool = _Pool(conninfo, pool_size, 2 * pool_size)
         self._url = url
         self._reconnect_timeout = reconnect_timeout
         self.channel = channel
-        dbapi = engine.dialect.loaded_dbapi
-        self._error: type[Exception] = dbapi.Error
-        self._transient: tuple[type[Exception], ...] = (
-            dbapi.OperationalError,
-            sa.exc.OperationalError,
-        )
-        self._listen_lock = threading.Lock()
-        self._listener: Any = None
+        self._notify_sql = "SELECT pg_notify($1, '')"
+        self._listener: _Connection | None = None
+        self._listening = False  # a task reads the listening connection
+        self._heard = Doorbell()  # how that task tells the others
+        self._notifications = 0
         self._closed = False
 
     # -- transactions ---------------------------------------------------------------------------
 
-    def run(
+    async def run(
         self,
-        fn: Callable[..., _T],
+        fn: Callable[..., Awaitable[_T]],
         args: tuple[Any, ...],
         *,
-        verify: Callable[[Any], Any] | None = None,
+        verify: Callable[[Any], Awaitable[Any]] | None = None,
         notify: bool = False,
         single: bool = False,
     ) -> _T:
         """Run ``fn(cursor, *args)`` in one transaction (plus a ``NOTIFY`` if ``notify``),
         retrying transient failures; see the module docstring for ``verify``. ``single``:
-        ``fn`` runs one statement (atomic by itself), so it runs in autocommit mode: one round
-        trip instead of three (``BEGIN``, the statement, ``COMMIT``).
+        ``fn`` runs one statement (atomic by itself), so no ``BEGIN``/``COMMIT`` is sent.
 
         Raises:
             StoreError: the database stayed unreachable for ``reconnect_timeout`` seconds.
             Exception: whatever ``fn`` raises (the transaction is rolled back).
         """
-        deadline = time.monotonic() + self._reconnect_timeout
+        with anyio.CancelScope(shield=True):
+            result = await self._run(fn, args, verify, notify, single and not notify)
+        return result
+
+    async def _run(
+        self,
+        fn: Callable[..., Awaitable[_T]],
+        args: tuple[Any, ...],
+        verify: Callable[[Any], Awaitable[Any]] | None,
+        notify: bool,
+        single: bool,
+    ) -> _T:
+        deadline = anyio.current_time() + self._reconnect_timeout
         delay = _FIRST_DELAY
         unknown = False
         while True:
             try:
                 if unknown and verify is not None:
-                    found = self._transaction(verify, (), notify=False)
+                    found = await self._transaction(verify, (), notify=False, single=False)
                     unknown = False
                     if found is not NOT_APPLIED:
                         return found  # type: ignore[no-any-return]
-                return self._transaction(fn, args, notify=notify, single=single and not notify)
+                return await self._transaction(fn, args, notify=notify, single=single)
             except _CommitUnknown as exc:
                 unknown, error = True, exc.__cause__
-            except self._transient as exc:
+            except psycopg.OperationalError as exc:
                 error = exc
-            if self._closed or time.monotonic() + delay > deadline:
+            if self._closed or anyio.current_time() + delay > deadline:
                 raise StoreError(
                     f"the durable store {self._url!r} failed: {_reason(error)}; the database "
                     f"stayed unreachable for {self._reconnect_timeout:g} s (reconnect_timeout)"
@@ -119,122 +396,127 @@ class PostgresRunner:
             log.warning(
                 "durable store %s: %s; retrying in %.2f s", self._url, _reason(error), delay
             )
-            time.sleep(delay)
+            await anyio.sleep(delay)
             delay = min(delay * 2, _MAX_DELAY)
 
-    def _transaction(
-        self, fn: Callable[..., _T], args: tuple[Any, ...], *, notify: bool, single: bool = False
+    async def _transaction(
+        self,
+        fn: Callable[..., Awaitable[_T]],
+        args: tuple[Any, ...],
+        *,
+        notify: bool,
+        single: bool,
     ) -> _T:
+        conn = await self._pool.take(self._url)
         try:
-            conn = self._engine.raw_connection()
-        except sa.exc.TimeoutError as exc:
-            raise StoreError(
-                f"the durable store {self._url!r} has no free connection: every pooled "
-                "connection stayed busy for pool_timeout; raise SQLStore(pool_size=...) or lower "
-                "the worker's concurrency"
-            ) from exc
-        try:
-            if single:
-                return self._autocommit(conn, fn, args)
-            cur = conn.cursor()
+            cur = PgCursor(conn)
+            if single:  # the statement is its own commit: a break now leaves it unknown
+                try:
+                    return await fn(cur, *args)
+                except psycopg.OperationalError as exc:
+                    if conn.broken:
+                        raise _CommitUnknown() from exc
+                    raise
+            await conn.query("BEGIN")
             try:
-                result = fn(cur, *args)
+                result = await fn(cur, *args)
                 if notify:
-                    cur.execute("SELECT pg_notify(%s, '')", (self.channel,))
+                    await conn.query(self._notify_sql, (self.channel,))
             except BaseException:
-                self._end(conn)
+                await self._rollback(conn)
                 raise
             try:
-                conn.commit()
-            except self._error as exc:
-                if self._broken(conn):
-                    self._end(conn)
+                await self._commit(conn)
+            except psycopg.Error as exc:
+                if conn.broken:
                     raise _CommitUnknown() from exc
                 raise
             return result
-        finally:
-            conn.close()
-
-    def _autocommit(self, conn: Any, fn: Callable[..., _T], args: tuple[Any, ...]) -> _T:
-        """Run a one-statement ``fn`` in autocommit mode; a connection that breaks while it
-        runs leaves its outcome unknown, exactly like a broken ``COMMIT``."""
-        raw = conn.dbapi_connection
-        raw.autocommit = True
-        try:
-            return fn(conn.cursor(), *args)
-        except self._error as exc:
-            if self._broken(conn):
-                self._end(conn)
-                raise _CommitUnknown() from exc
+        except psycopg.OperationalError:
+            if conn.broken:
+                self._pool.drop_idle()  # a restart: the idle ones are dead as well
             raise
         finally:
-            if not self._broken(conn):
-                raw.autocommit = False
+            self._pool.give(conn)
 
-    def _end(self, conn: Any) -> None:
-        """Roll back after a failure; a broken connection is dropped, with the idle ones
-        (after a server restart they are all dead)."""
-        if self._broken(conn):
-            conn.invalidate()
-            self._engine.pool.dispose()
-            return
-        try:
-            conn.rollback()
-        except self._error:
-            conn.invalidate()
+    async def _commit(self, conn: _Connection) -> None:
+        """``COMMIT`` (a method of its own so tests can lose its reply)."""
+        await conn.query("COMMIT")
 
     @staticmethod
-    def _broken(conn: Any) -> bool:
-        raw = conn.dbapi_connection
-        return raw is None or bool(raw.closed) or bool(getattr(raw, "broken", False))
+    async def _rollback(conn: _Connection) -> None:
+        if conn.broken:
+            return
+        try:
+            await conn.query("ROLLBACK")
+        except psycopg.Error:
+            conn.close()
 
     # -- notifications --------------------------------------------------------------------------
 
-    def listen(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for a ``NOTIFY`` on the channel (one sent while
-        nobody waited is still delivered by the next call). If the listening connection cannot
-        be opened, it just waits: the caller's claim poll is the fallback.
+    async def listen(self, within: float) -> bool:
+        """Wait up to ``within`` seconds for a ``NOTIFY`` on the channel (one sent while
+        nobody waited is still delivered by the next call). One task reads the listening
+        connection and wakes the others; if it cannot be opened, this just waits: the
+        caller's claim poll is the fallback.
 
         Returns:
             Whether a notification arrived.
         """
-        end = time.monotonic() + timeout
-        with self._listen_lock:
-            try:
-                listener = self._listener or self._open_listener()
-                for _ in listener.notifies(timeout=max(0.0, end - time.monotonic()), stop_after=1):
-                    return True
+        deadline = anyio.current_time() + within
+        while True:
+            left = deadline - anyio.current_time()
+            if left <= 0 or self._closed:
                 return False
-            except self._error as exc:
+            if self._listening:  # another task reads; it rings when it hears or leaves
+                before = self._notifications
+                await self._heard.wait(left)
+                if self._notifications != before:
+                    return True
+                continue
+            self._listening = True
+            try:
+                return await self._read_notifications(left)
+            finally:
+                self._listening = False
+                if self._closed:
+                    self._close_listener()
+                self._heard.ring()
+
+    async def _read_notifications(self, within: float) -> bool:
+        with anyio.move_on_after(within):
+            try:
+                listener = self._listener or await self._open_listener()
+                while not listener.notified():
+                    await anyio.wait_readable(listener.socket)
+                self._notifications += 1
+                return True
+            except psycopg.Error as exc:
                 log.warning("durable store %s: listening failed: %s", self._url, _reason(exc))
                 self._close_listener()
-        time.sleep(max(0.0, end - time.monotonic()))
+            await anyio.sleep(within)
         return False
 
-    def _open_listener(self) -> Any:
-        fairy = self._engine.raw_connection()
-        fairy.detach()  # a connection of its own, never back in the pool
-        listener = fairy.dbapi_connection
-        assert listener is not None
-        listener.rollback()
-        listener.autocommit = True
-        listener.execute(f'LISTEN "{self.channel}"')
+    async def _open_listener(self) -> _Connection:
+        listener = await self._pool.connect()
+        try:
+            await listener.query(f'LISTEN "{self.channel}"')
+        except BaseException:
+            listener.close()
+            raise
         self._listener = listener
         return listener
 
     def _close_listener(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
-            try:
-                listener.close()
-            except self._error:
-                pass
+            listener.close()
 
     def close(self) -> None:
-        """Stop retrying and close the listening connection (waits for a `listen` in
-        progress, at most its timeout)."""
+        """Stop retrying; close the idle connections and the listening one."""
         self._closed = True
-        with self._listen_lock:
+        self._pool.drop_idle()
+        if not self._listening:
             self._close_listener()
 
 

@@ -14,9 +14,12 @@ file) queue on ``busy_timeout`` instead of failing half-way. Reads are single st
 autocommit mode. The file uses WAL; ``durability="process"`` (``synchronous=NORMAL``) survives a
 crash of the process, ``durability="power"`` (``synchronous=FULL``) also a power loss.
 
-Postgres (``postgresql://``, driver psycopg 3): a connection pool; each call runs in a worker
-thread in its own transaction (`._postgres.PostgresRunner`: retries through outages, re-reads
-when a commit's outcome is unknown, ``LISTEN``/``NOTIFY`` wake-ups). The fencing and
+Postgres (``postgresql://``, psycopg 3's libpq binding): a pool of non-blocking connections
+driven from the event loop (asyncio or trio, no thread), each call in its own transaction
+(`._postgres.PostgresRunner`: retries through outages, re-reads when a commit's outcome is
+unknown, ``LISTEN``/``NOTIFY`` wake-ups). Statements are compiled with ``$n`` placeholders;
+transaction bodies are coroutines so that the same code serves SQLite, whose cursor never
+waits. SQLAlchemy's engine only opens the database and creates the schema. The fencing and
 atomic-acquire statements are conditional ``UPDATE``s, which Postgres re-checks on the locked
 row, so they are safe under concurrency; claiming uses ``FOR UPDATE SKIP LOCKED``.
 
@@ -31,13 +34,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
-import anyio.to_thread
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import URL, Engine, make_url
 
 from durable.store import (
@@ -83,6 +86,31 @@ _SCHEMA_LOCK = 0x64757261626C65  # pg_advisory_xact_lock key for creating / upgr
 
 SQLITE_POLL_SECONDS = 0.05
 """How often an idle worker on SQLite looks for runs other processes made runnable."""
+
+
+class _SQLiteCursor:
+    """The sqlite3 cursor with the awaitable `execute` the store's transactions call (they are
+    shared with Postgres, whose statements do wait)."""
+
+    __slots__ = ("_cur", "fetchall", "fetchone", "raw")
+
+    def __init__(self, cur: Any) -> None:
+        self._cur = self.raw = cur
+        self.fetchone = cur.fetchone
+        self.fetchall = cur.fetchall
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._cur.execute(sql, params)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._cur.executemany(sql, rows)
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cur.rowcount)
+
+    def close(self) -> None:
+        self._cur.close()
 
 
 class _RunExists(Exception):
@@ -162,7 +190,9 @@ class SQLStore:
             except BaseException:
                 self._engine.dispose()
                 raise
-        self._s = Statements(self._engine.dialect)
+        self._s = Statements(
+            self._engine.dialect if self._sqlite else PGDialect_psycopg(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
+        )
         self._conn: sa.Connection | None = None
         self._raw: Any = None
         self._cur: Any = None
@@ -170,14 +200,20 @@ class SQLStore:
         if self._sqlite:
             self._conn = conn
             self._raw = conn.connection.dbapi_connection
-            self._cur = self._raw.cursor()
+            self._cur = _SQLiteCursor(self._raw.cursor())
         else:
             # One NOTIFY channel per database schema: stores in other schemas of the same
             # database (another application, another test session) do not wake each other.
             schema = conn.exec_driver_sql("SELECT current_schema()").scalar_one()
             conn.close()
+            self._engine.dispose()  # it only prepared the schema; calls use the runner's pool
+            conninfo = self._engine.url.set(drivername="postgresql")
             self._pg = PostgresRunner(
-                self._engine, self.url, float(reconnect_timeout), f"durable.{schema}"
+                conninfo.render_as_string(hide_password=False),
+                self.url,
+                pool_size,
+                float(reconnect_timeout),
+                f"durable.{schema}",
             )
 
     def __repr__(self) -> str:
@@ -275,64 +311,48 @@ class SQLStore:
     async def _call(
         self,
         write: bool,
-        fn: Callable[..., _T],
+        fn: Callable[..., Awaitable[_T]],
         *args: Any,
-        verify: Callable[[Any], Any] | None = None,
+        verify: Callable[[Any], Awaitable[Any]] | None = None,
         notify: bool = False,
         single: bool = False,
     ) -> _T:
-        """Run ``fn(cursor, *args)`` in one transaction.
+        """Run ``await fn(cursor, *args)`` in one transaction.
 
         ``notify``: the write may make a run runnable; waiting workers are woken (in this
         process, and on Postgres in every process, by a ``NOTIFY`` sent with the commit).
         ``verify``: Postgres only, see `._postgres.PostgresRunner.run`. ``single``: ``fn`` runs
-        one statement (reads always do): Postgres runs it in autocommit mode.
+        one statement (reads always do): Postgres sends no ``BEGIN``/``COMMIT`` around it.
         """
+        self._check_open()
         if self._pg is None:
-            result = self._run_sqlite(write, fn, args)
+            result = await self._run_sqlite(write, fn, args)
         else:
-            self._check_open()
-            run = partial(
-                self._run_postgres,
-                fn,
-                args,
-                verify=verify,
-                notify=notify,
-                single=single or not write,
-            )
-            result = await anyio.to_thread.run_sync(run)
+            try:
+                result = await self._pg.run(
+                    fn, args, verify=verify, notify=notify, single=single or not write
+                )
+            except self._dbapi_error as exc:
+                raise StoreError(f"the durable store {self.url!r} failed: {exc}") from exc
         if notify:
             self._doorbell.ring()
         return result
 
-    def _run_postgres(
-        self,
-        fn: Callable[..., _T],
-        args: tuple[Any, ...],
-        *,
-        verify: Callable[[Any], Any] | None,
-        notify: bool,
-        single: bool,
+    async def _run_sqlite(
+        self, write: bool, fn: Callable[..., Awaitable[_T]], args: tuple[Any, ...]
     ) -> _T:
-        assert self._pg is not None
-        try:
-            return self._pg.run(fn, args, verify=verify, notify=notify, single=single)
-        except (self._dbapi_error, sa.exc.DBAPIError) as exc:
-            reason = str(getattr(exc, "orig", None) or exc).strip()
-            raise StoreError(f"the durable store {self.url!r} failed: {reason}") from exc
-
-    def _run_sqlite(self, write: bool, fn: Callable[..., _T], args: tuple[Any, ...]) -> _T:
         """SQLite: a write starts with ``BEGIN IMMEDIATE``; a read is one autocommit
-        statement."""
+        statement. The calls never wait for anything but SQLite, so they run on the calling
+        thread under the lock, without suspending."""
         try:
             with self._lock:
                 self._check_open()
                 conn, cur = self._raw, self._cur
                 if not write:
-                    return fn(cur, *args)
-                cur.execute("BEGIN IMMEDIATE")
+                    return await fn(cur, *args)
+                cur.raw.execute("BEGIN IMMEDIATE")
                 try:
-                    result = fn(cur, *args)
+                    result = await fn(cur, *args)
                 except BaseException:
                     try:
                         conn.rollback()
@@ -355,22 +375,22 @@ class SQLStore:
             raise StoreError(f"the store {self.url!r} is closed; open a new SQLStore")
 
     @staticmethod
-    def _fetch_one(cur: Any, statement: Compiled, values: Mapping[str, Any]) -> Any:
-        cur.execute(statement.sql, statement.args(values))
+    async def _fetch_one(cur: Any, statement: Compiled, values: Mapping[str, Any]) -> Any:
+        await cur.execute(statement.sql, statement.args(values))
         return cur.fetchone()
 
     @staticmethod
-    def _fetch_all(cur: Any, statement: Compiled, values: Mapping[str, Any]) -> list[Any]:
-        cur.execute(statement.sql, statement.args(values))
+    async def _fetch_all(cur: Any, statement: Compiled, values: Mapping[str, Any]) -> list[Any]:
+        await cur.execute(statement.sql, statement.args(values))
         return list(cur.fetchall())
 
     @staticmethod
-    def _execute(cur: Any, statement: Compiled, values: Mapping[str, Any]) -> int:
-        cur.execute(statement.sql, statement.args(values))
+    async def _execute(cur: Any, statement: Compiled, values: Mapping[str, Any]) -> int:
+        await cur.execute(statement.sql, statement.args(values))
         return int(cur.rowcount)
 
-    def _fence_detail(self, cur: Any, lease: Lease) -> str:
-        row = self._fetch_one(cur, self._s.token, {"rid": lease.run_id})
+    async def _fence_detail(self, cur: Any, lease: Lease) -> str:
+        row = await self._fetch_one(cur, self._s.token, {"rid": lease.run_id})
         if row is None:
             return "the run no longer exists"
         return f"its fencing token is {row[0]}, not {lease.token}"
@@ -402,14 +422,14 @@ class SQLStore:
             return existing, False
         return run, True
 
-    def _insert_run(self, cur: Any, values: Mapping[str, Any]) -> None:
+    async def _insert_run(self, cur: Any, values: Mapping[str, Any]) -> None:
         try:
-            self._execute(cur, self._s.insert_run, values)
+            await self._execute(cur, self._s.insert_run, values)
         except self._integrity_error as exc:
             raise _RunExists() from exc
 
-    def _verify_insert_run(self, values: Mapping[str, Any], cur: Any) -> Any:
-        row = self._fetch_one(cur, self._s.get_run, {"rid": values["id"]})
+    async def _verify_insert_run(self, values: Mapping[str, Any], cur: Any) -> Any:
+        row = await self._fetch_one(cur, self._s.get_run, {"rid": values["id"]})
         if row is not None and run_values(run_from_row(row)) == values:
             return None
         return NOT_APPLIED  # not there (or someone else's: the retry reports it)
@@ -468,17 +488,17 @@ class SQLStore:
         )
         return None if token is None else Lease(run_id, owner, token, expires)
 
-    def _verify_acquire(self, values: Mapping[str, Any], cur: Any) -> Any:
+    async def _verify_acquire(self, values: Mapping[str, Any], cur: Any) -> Any:
         owned = {"owner": values["owner"], "expires": values["expires"]}
-        for run_id, token in self._fetch_all(cur, self._s.leased_by, owned):
+        for run_id, token in await self._fetch_all(cur, self._s.leased_by, owned):
             if run_id == values["rid"]:
                 return int(token)
         return NOT_APPLIED
 
-    def _acquire(self, cur: Any, values: Mapping[str, Any]) -> int | None:
-        if self._execute(cur, self._s.acquire, values) != 1:
+    async def _acquire(self, cur: Any, values: Mapping[str, Any]) -> int | None:
+        if await self._execute(cur, self._s.acquire, values) != 1:
             return None
-        row = self._fetch_one(cur, self._s.token, {"rid": values["rid"]})
+        row = await self._fetch_one(cur, self._s.token, {"rid": values["rid"]})
         return int(row[0])
 
     async def claim(
@@ -513,13 +533,13 @@ class SQLStore:
             verify=partial(self._forget_claim, owned),
         )
 
-    def _forget_claim(self, owned: Mapping[str, Any], cur: Any) -> list[Any]:
+    async def _forget_claim(self, owned: Mapping[str, Any], cur: Any) -> list[Any]:
         """After a claim whose commit outcome is unknown: expire whatever it leased, so any
         worker (this one included) claims those runs again at once."""
-        self._execute(cur, self._s.expire_leases_of, owned)
+        await self._execute(cur, self._s.expire_leases_of, owned)
         return []
 
-    def _claim(
+    async def _claim(
         self,
         cur: Any,
         statement: Compiled,
@@ -529,7 +549,7 @@ class SQLStore:
         duration: float,
     ) -> list[tuple[RunRecord, Lease]]:
         claimed = []
-        for row in self._fetch_all(cur, statement, values):
+        for row in await self._fetch_all(cur, statement, values):
             run = run_from_row(row)
             acquire = {
                 "rid": run.id,
@@ -540,7 +560,7 @@ class SQLStore:
                 "now": now,
                 "takeover": run.lease_token,
             }
-            token = self._acquire(cur, acquire)
+            token = await self._acquire(cur, acquire)
             if token is not None:
                 claimed.append((run, Lease(run.id, owner, token, now + duration)))
         return claimed
@@ -556,11 +576,11 @@ class SQLStore:
         await self._call(True, self._fenced_write, self._s.renew, lease, values)
         return Lease(lease.run_id, lease.owner, lease.token, expires)
 
-    def _fenced_write(
+    async def _fenced_write(
         self, cur: Any, statement: Compiled, lease: Lease, values: Mapping[str, Any]
     ) -> None:
-        if self._execute(cur, statement, values) != 1:
-            raise LeaseLost(lease.run_id, self._fence_detail(cur, lease))
+        if await self._execute(cur, statement, values) != 1:
+            raise LeaseLost(lease.run_id, await self._fence_detail(cur, lease))
 
     async def release_lease(self, lease: Lease) -> None:
         """Clear owner / host / pid / expiry if the lease is still ours; otherwise do nothing."""
@@ -635,7 +655,7 @@ class SQLStore:
             notify=update is not None and update.release,
         )
 
-    def _verify_commit(
+    async def _verify_commit(
         self,
         lease: Lease,
         steps: Sequence[StepRecord],
@@ -648,11 +668,11 @@ class SQLStore:
         of its effects tells)."""
         if steps or outcomes:
             seq = steps[0].seq if steps else outcomes[0].seq
-            row = self._fetch_one(cur, self._s.step_status, {"rid": lease.run_id, "seq": seq})
+            row = await self._fetch_one(cur, self._s.step_status, {"rid": lease.run_id, "seq": seq})
             applied = row is not None and (bool(steps) or row[0] != StepStatus.STARTED.value)
             return None if applied else NOT_APPLIED
         if update is not None:
-            row = self._fetch_one(cur, self._s.get_run, {"rid": lease.run_id})
+            row = await self._fetch_one(cur, self._s.get_run, {"rid": lease.run_id})
             run = None if row is None else run_from_row(row)
             applied = run is not None and (run.status, run.updated_at) == (update.status, now)
             return None if applied else NOT_APPLIED
@@ -664,15 +684,15 @@ class SQLStore:
             f"already recorded (a step is written once); nothing was written ({exc})"
         )
 
-    def _insert_fenced(self, cur: Any, lease: Lease, args: Any) -> None:
+    async def _insert_fenced(self, cur: Any, lease: Lease, args: Any) -> None:
         try:
-            cur.execute(self._s.insert_step_fenced.sql, args)
+            await cur.execute(self._s.insert_step_fenced.sql, args)
         except self._integrity_error as exc:
             raise self._already_recorded(lease, exc) from exc
         if cur.rowcount != 1:
-            raise LeaseLost(lease.run_id, self._fence_detail(cur, lease))
+            raise LeaseLost(lease.run_id, await self._fence_detail(cur, lease))
 
-    def _commit(
+    async def _commit(
         self,
         cur: Any,
         statement: Compiled,
@@ -682,13 +702,13 @@ class SQLStore:
         replacements: list[Any],
     ) -> None:
         if statement is self._s.check_token:
-            row = self._fetch_one(cur, statement, {"rid": lease.run_id})
+            row = await self._fetch_one(cur, statement, {"rid": lease.run_id})
             if row is None or row[0] != lease.token:
-                raise LeaseLost(lease.run_id, self._fence_detail(cur, lease))
+                raise LeaseLost(lease.run_id, await self._fence_detail(cur, lease))
         else:
-            self._fenced_write(cur, statement, lease, values)
+            await self._fenced_write(cur, statement, lease, values)
         for args in replacements:
-            cur.execute(self._s.replace_step.sql, args)
+            await cur.execute(self._s.replace_step.sql, args)
             if cur.rowcount != 1:
                 raise StoreError(
                     f"cannot record the outcome of a step of run {lease.run_id!r} in "
@@ -699,9 +719,9 @@ class SQLStore:
             return
         try:
             if len(rows) == 1:  # the common case; psycopg's executemany opens a pipeline
-                cur.execute(self._s.insert_step.sql, rows[0])
+                await cur.execute(self._s.insert_step.sql, rows[0])
             else:
-                cur.executemany(self._s.insert_step.sql, rows)
+                await cur.executemany(self._s.insert_step.sql, rows)
         except self._integrity_error as exc:
             raise self._already_recorded(lease, exc) from exc
 
@@ -741,7 +761,7 @@ class SQLStore:
         values = {"rid": run_id, "now": now}
         return await self._call(True, self._request, self._s.request_rollback, values, notify=True)
 
-    def _request(
+    async def _request(
         self, cur: Any, statement: Compiled, values: Mapping[str, Any]
     ) -> RunRecord | None:
         """Apply a conditional request update and return the run, in one transaction.
@@ -752,8 +772,8 @@ class SQLStore:
         without having been applied.
         """
         for _ in range(5):
-            changed = self._execute(cur, statement, values)
-            row = self._fetch_one(cur, self._s.get_run, {"rid": values["rid"]})
+            changed = await self._execute(cur, statement, values)
+            row = await self._fetch_one(cur, self._s.get_run, {"rid": values["rid"]})
             run = None if row is None else run_from_row(row)
             if changed == 1 or run is None:
                 return run
@@ -781,22 +801,24 @@ class SQLStore:
         verify = partial(self._verify_signal, values)
         return await self._call(True, self._send_signal, values, verify=verify, notify=True)
 
-    def _verify_signal(self, values: Mapping[str, Any], cur: Any) -> Any:
-        if self._fetch_one(cur, self._s.find_signal, values) is None:
+    async def _verify_signal(self, values: Mapping[str, Any], cur: Any) -> Any:
+        if await self._fetch_one(cur, self._s.find_signal, values) is None:
             return NOT_APPLIED
-        found = self._fetch_one(cur, self._s.get_run, {"rid": values["rid"]})
+        found = await self._fetch_one(cur, self._s.get_run, {"rid": values["rid"]})
         return None if found is None else run_from_row(found)
 
-    def _send_signal(self, cur: Any, values: Mapping[str, Any]) -> RunRecord | None:
+    async def _send_signal(self, cur: Any, values: Mapping[str, Any]) -> RunRecord | None:
         # The run row is locked (Postgres FOR SHARE) so it cannot finish between the check and
         # the insert: a signal is never buffered for a run that no longer waits.
-        row = self._fetch_one(cur, self._s.run_status_locked, {"rid": values["rid"]})
+        row = await self._fetch_one(cur, self._s.run_status_locked, {"rid": values["rid"]})
         if row is None:
             return None
         if not RunStatus(row[0]).finished:
-            self._execute(cur, self._s.insert_signal, values)
-            self._execute(cur, self._s.wake_waiting, {"rid": values["rid"], "now": values["now"]})
-        found = self._fetch_one(cur, self._s.get_run, {"rid": values["rid"]})
+            await self._execute(cur, self._s.insert_signal, values)
+            await self._execute(
+                cur, self._s.wake_waiting, {"rid": values["rid"], "now": values["now"]}
+            )
+        found = await self._fetch_one(cur, self._s.get_run, {"rid": values["rid"]})
         return None if found is None else run_from_row(found)
 
     async def wake(self, run_id: str, *, now: float) -> None:
@@ -820,23 +842,27 @@ class SQLStore:
         verify = partial(self._verify_receive, step)
         return await self._call(True, self._receive_signal, lease, name, step, verify=verify)
 
-    def _verify_receive(self, step: StepRecord, cur: Any) -> Any:
-        row = self._fetch_one(cur, self._s.step_status, {"rid": step.run_id, "seq": step.seq})
+    async def _verify_receive(self, step: StepRecord, cur: Any) -> Any:
+        row = await self._fetch_one(cur, self._s.step_status, {"rid": step.run_id, "seq": step.seq})
         return NOT_APPLIED if row is None else bytes(row[2])
 
-    def _receive_signal(self, cur: Any, lease: Lease, name: str, step: StepRecord) -> bytes | None:
-        row = self._fetch_one(cur, self._s.check_token, {"rid": lease.run_id})
+    async def _receive_signal(
+        self, cur: Any, lease: Lease, name: str, step: StepRecord
+    ) -> bytes | None:
+        row = await self._fetch_one(cur, self._s.check_token, {"rid": lease.run_id})
         if row is None or row[0] != lease.token:
-            raise LeaseLost(lease.run_id, self._fence_detail(cur, lease))
-        found = self._fetch_one(cur, self._s.oldest_signal, {"rid": lease.run_id, "name": name})
+            raise LeaseLost(lease.run_id, await self._fence_detail(cur, lease))
+        found = await self._fetch_one(
+            cur, self._s.oldest_signal, {"rid": lease.run_id, "name": name}
+        )
         if found is None:
             return None
         signal_id, payload = found[0], bytes(found[1])
-        self._execute(cur, self._s.consume_signal, {"sid": signal_id, "seq": step.seq})
+        await self._execute(cur, self._s.consume_signal, {"sid": signal_id, "seq": step.seq})
         values = {**step_values(step), "rid": step.run_id, "result": payload}
-        cur.execute(self._s.replace_step.sql, self._s.replace_step.args(values))
+        await cur.execute(self._s.replace_step.sql, self._s.replace_step.args(values))
         if cur.rowcount != 1:
-            cur.execute(self._s.insert_step.sql, self._s.insert_step.args(values))
+            await cur.execute(self._s.insert_step.sql, self._s.insert_step.args(values))
         return payload
 
     async def wait_for_work(self, *, workflows: Sequence[str], now: float, within: float) -> None:
@@ -857,7 +883,7 @@ class SQLStore:
         if self._pg is None:
             await self._doorbell.wait(min(within, SQLITE_POLL_SECONDS))
         else:
-            await anyio.to_thread.run_sync(self._pg.listen, within, abandon_on_cancel=True)
+            await self._pg.listen(within)
 
     def wake_waiters(self) -> None:
         """Wake this process's tasks in `wait_for_work` (a test moved its clock)."""
@@ -875,17 +901,17 @@ class SQLStore:
         values = {"before": before, "lim": limit}
         return await self._call(True, self._prune, values)
 
-    def _prune(self, cur: Any, values: Mapping[str, Any]) -> int:
-        ids = [{"rid": row[0]} for row in self._fetch_all(cur, self._s.prune_ids, values)]
+    async def _prune(self, cur: Any, values: Mapping[str, Any]) -> int:
+        ids = [{"rid": row[0]} for row in await self._fetch_all(cur, self._s.prune_ids, values)]
         if ids:
             for statement in (self._s.delete_signals, self._s.delete_steps, self._s.delete_run):
-                cur.executemany(statement.sql, [statement.args(v) for v in ids])
+                await cur.executemany(statement.sql, [statement.args(v) for v in ids])
         return len(ids)
 
     async def close(self) -> None:
         """Close the connections. The store is unusable afterwards. Idempotent."""
         if self._pg is not None:
-            await anyio.to_thread.run_sync(self._pg.close)
+            self._pg.close()
         with self._lock:
             if self._closed:
                 return

@@ -9,7 +9,7 @@ produces on demand, is made by closing the connection right after the server com
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -17,6 +17,7 @@ import pytest
 from conftest import require_postgres
 
 from durable.backends import SQLStore
+from durable.backends import _postgres as pg_backend
 from durable.store import (
     LeaseOwner,
     RunRecord,
@@ -29,11 +30,6 @@ from durable.store import (
 )
 
 OWNER = LeaseOwner("owner-a", "host-a", 101)
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # the retries run in worker threads: one event loop suffices here
 
 
 @pytest.fixture
@@ -84,38 +80,23 @@ async def test_calls_survive_the_server_killing_every_connection(
 
 @pytest.fixture
 def lose_reply(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[bool], None]]:
-    """``lose_reply(applied)`` makes the next commit (or one-statement write in autocommit
-    mode) break the connection: after the server committed (``applied=True``, the reply is
-    lost) or before it was sent."""
-    original = psycopg.Connection.commit
+    """``lose_reply(applied)`` makes the next ``COMMIT`` (or one-statement write outside a
+    transaction, which is its own commit) break the connection: after the server committed
+    (``applied=True``, the reply is lost) or before it was sent."""
+    original = pg_backend._Connection.query
     armed: list[bool] = []
 
-    def commit(self: psycopg.Connection[Any]) -> None:
-        if not armed:
-            return original(self)
+    async def query(self: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        commits = sql == "COMMIT" or (self.idle and sql.lstrip().startswith(("INSERT", "UPDATE")))
+        if not armed or not commits:
+            return await original(self, sql, params)
         applied = armed.pop()
         if applied:
-            original(self)
+            await original(self, sql, params)
         self.close()  # the socket is gone: the caller cannot tell what happened
         raise psycopg.OperationalError("server closed the connection unexpectedly")
 
-    original_execute = psycopg.Cursor.execute
-
-    def execute(self: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
-        # A one-statement write runs in autocommit mode: the statement is its commit.
-        autocommit_write = self.connection.autocommit and str(query).lstrip().startswith(
-            ("INSERT", "UPDATE")
-        )
-        if not armed or not autocommit_write:
-            return original_execute(self, query, *args, **kwargs)
-        applied = armed.pop()
-        if applied:
-            original_execute(self, query, *args, **kwargs)
-        self.connection.close()
-        raise psycopg.OperationalError("server closed the connection unexpectedly")
-
-    monkeypatch.setattr(psycopg.Connection, "commit", commit)
-    monkeypatch.setattr(psycopg.Cursor, "execute", execute)
+    monkeypatch.setattr(pg_backend._Connection, "query", query)
     yield armed.append
     assert not armed, "the armed commit was never reached"
 
