@@ -36,7 +36,9 @@ _slots = threading.BoundedSemaphore(4)  # at most four per process
 def _connect() -> Any:
     import psycopg
 
-    return psycopg.connect(os.environ["SIDE_URL"], autocommit=True)
+    # A connect that stalls (it did, during a server shutdown) must give up and be retried:
+    # a half-open connection keeps the server from shutting down for authentication_timeout.
+    return psycopg.connect(os.environ["SIDE_URL"], autocommit=True, connect_timeout=5)
 
 
 def _record(run_id: str, step: int, key: str) -> None:
