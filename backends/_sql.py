@@ -208,6 +208,8 @@ class SQLStore:
             conn.close()
             self._engine.dispose()  # it only prepared the schema; calls use the runner's pool
             conninfo = self._engine.url.set(drivername="postgresql")
+            if "connect_timeout" not in conninfo.query:  # a stalled connect is retried
+                conninfo = conninfo.update_query_dict({"connect_timeout": "10"})
             self._pg = PostgresRunner(
                 conninfo.render_as_string(hide_password=False),
                 self.url,
