@@ -260,6 +260,7 @@ class _Pool:
         self._open = 0
         self._lock = threading.Lock()
         self._freed = Doorbell()
+        self.closed = False  # then connections given back are closed, not kept
 
     async def connect(self) -> _Connection:
         """A new connection outside the pool (blocking libpq connect, in a worker thread)."""
@@ -299,7 +300,9 @@ class _Pool:
         """Return a connection; a broken one, one left inside a transaction, or one beyond
         ``keep`` idle ones is closed."""
         with self._lock:
-            kept = not conn.broken and conn.idle and len(self._idle) < self._keep
+            kept = (
+                not self.closed and not conn.broken and conn.idle and len(self._idle) < self._keep
+            )
             if kept:
                 self._idle.append(conn)
             else:
@@ -514,7 +517,7 @@ class PostgresRunner:
 
     def close(self) -> None:
         """Stop retrying; close the idle connections and the listening one."""
-        self._closed = True
+        self._closed = self._pool.closed = True
         self._pool.drop_idle()
         if not self._listening:
             self._close_listener()
