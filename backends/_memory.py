@@ -24,6 +24,7 @@ from durable.store import (
     StepRecord,
     StepStatus,
     StoreError,
+    due_at,
 )
 
 from ._doorbell import Doorbell
@@ -415,7 +416,7 @@ class MemoryStore:
         names = set(workflows)
         with self._lock:
             self._check_open()
-            due = [_due_at(run) for run in self._runs.values() if run.workflow in names]
+            due = [due_at(run) for run in self._runs.values() if run.workflow in names]
         soonest = min((d for d in due if d is not None), default=None)
         if soonest is not None:
             within = min(within, soonest - now)
@@ -480,19 +481,6 @@ def _runnable(run: RunRecord, now: float) -> bool:
         return True
     parked = status in (RunStatus.SLEEPING, RunStatus.WAITING)
     return parked and run.wake_at is not None and run.wake_at <= now
-
-
-def _due_at(run: RunRecord) -> float | None:
-    """When an unfinished run becomes claimable (maybe in the past), or ``None`` if only a
-    write can make it so."""
-    status = RunStatus(run.status)
-    if status.finished or status in (RunStatus.BLOCKED, RunStatus.PAUSED):
-        return None
-    if run.lease_owner is not None:
-        return run.lease_expires_at
-    if status == RunStatus.PENDING:
-        return run.created_at
-    return run.wake_at if status in (RunStatus.SLEEPING, RunStatus.WAITING) else None
 
 
 def _unfinished(run: RunRecord) -> bool:

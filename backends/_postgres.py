@@ -63,6 +63,7 @@ _OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
 _BINARY = pq.Format.BINARY
 _TEXT = pq.Format.TEXT
 _SQLSTATE = pq.DiagnosticField.SQLSTATE
+_BYTES_LIKE = (bytes, bytearray, memoryview)  # sent in binary
 
 _INT8 = struct.Struct(">q").unpack
 _FLOAT8 = struct.Struct(">d").unpack
@@ -189,7 +190,7 @@ class _Connection:
         pg = self._pg
         if params:
             values = [_param(v) for v in params]
-            formats = [_BINARY if isinstance(v, bytes) else _TEXT for v in params]
+            formats = [_BINARY if isinstance(v, _BYTES_LIKE) else _TEXT for v in params]
             pg.send_query_params(sql.encode(), values, None, formats, _BINARY)
         else:
             pg.send_query_params(sql.encode(), None, None, None, _BINARY)

@@ -49,6 +49,7 @@ __all__ = [
     "StoreError",
     "WorkflowIdConflict",
     "WorkflowNotFound",
+    "due_at",
 ]
 
 
@@ -182,6 +183,21 @@ class RunUpdate:
     release: bool = False
     cancelled_seq: int | None = None
     wake_at: float | None = None
+
+
+def due_at(run: RunRecord) -> float | None:
+    """When `Store.claim` may take ``run`` by time alone (maybe already past): a pending run
+    at once, a parked one at its wake time, a leased one when its lease lapses. ``None`` when
+    only a write can make it claimable (finished, blocked, paused, or waiting for a signal
+    without a timeout). `Store.wait_for_work` sleeps until the soonest of these."""
+    status = RunStatus(run.status)
+    if status.finished or status in (RunStatus.BLOCKED, RunStatus.PAUSED):
+        return None
+    if run.lease_owner is not None:
+        return run.lease_expires_at
+    if status == RunStatus.PENDING:
+        return run.created_at
+    return run.wake_at if status in (RunStatus.SLEEPING, RunStatus.WAITING) else None
 
 
 @runtime_checkable

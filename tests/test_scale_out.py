@@ -46,10 +46,16 @@ def pg(fresh_postgres_url: str) -> str:
 
 
 def _spawn(
-    url: str, logs: Path, count: int = 4, lease: float = 30.0, step_seconds: float = 0.0
-) -> list[subprocess.Popen[bytes]]:
-    """Start `count` worker processes together (logs go to files in ``logs``); return once every
-    one of them has claimed from the store, so runs started afterwards reach all of them."""
+    into: list[subprocess.Popen[bytes]],
+    url: str,
+    logs: Path,
+    count: int = 4,
+    lease: float = 30.0,
+    step_seconds: float = 0.0,
+) -> None:
+    """Start `count` worker processes together (each added to ``into`` as it starts, so the
+    fixture stops it whatever happens; logs go to files in ``logs``); return once every one
+    of them has claimed from the store, so runs started afterwards reach all of them."""
     started: list[tuple[subprocess.Popen[bytes], Path]] = []
     for _ in range(count):
         log = logs / f"worker-{uuid.uuid4().hex[:8]}.log"
@@ -66,6 +72,7 @@ def _spawn(
                 stdout=subprocess.DEVNULL,
                 stderr=out,
             )
+        into.append(proc)
         started.append((proc, log))
     deadline = time.monotonic() + 60
     for proc, log in started:
@@ -73,7 +80,6 @@ def _spawn(
             assert proc.poll() is None, f"the worker exited before it was ready: {log.read_text()}"
             assert time.monotonic() < deadline, "the worker did not get ready within 60 s"
             time.sleep(0.05)
-    return [proc for proc, _ in started]
 
 
 @pytest.fixture
@@ -136,7 +142,7 @@ def _by_activity(
 def test_four_workers_complete_a_thousand_runs_running_each_activity_once(
     pg: str, workers: list[subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
-    workers.extend(_spawn(pg, tmp_path))
+    _spawn(workers, pg, tmp_path)
     anyio.run(_start_runs, pg, RUNS)
     _wait_until(pg, RUNS)
     _stop_all(workers)
@@ -153,7 +159,7 @@ def test_four_workers_complete_a_thousand_runs_running_each_activity_once(
 def test_a_sigkilled_workers_runs_are_finished_by_the_others(
     pg: str, workers: list[subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
-    workers.extend(_spawn(pg, tmp_path, lease=2.0))
+    _spawn(workers, pg, tmp_path, lease=2.0)
     anyio.run(_start_runs, pg, RUNS)
     _wait_until(pg, RUNS // 4)
     victim = workers[0]
@@ -195,7 +201,7 @@ def test_workers_ride_out_a_postgres_restart(
     pg: str, workers: list[subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
     runs = 400
-    workers.extend(_spawn(pg, tmp_path, step_seconds=0.3))  # ~3 s of work in all
+    _spawn(workers, pg, tmp_path, step_seconds=0.3)  # ~3 s of work in all
     anyio.run(_start_runs, pg, runs)
     _wait_until(pg, runs // 4)
     _restart_postgres()

@@ -19,10 +19,10 @@ from durable._engine import RunAbandoned
 from durable._errors import LeaseLost
 from durable._registry import ActivityDefinition, WorkflowDefinition, registered_workflows
 from durable._runner import WorkflowHandle, _ensure_run, _outcome, _with_instance
-from durable._types import Info, RunStatus, Step
+from durable._types import Info, Step
 from durable._worker import Worker
 from durable.backends import MemoryStore
-from durable.store import Store
+from durable.store import Store, due_at
 
 from ._virtual_clock import VirtualClock
 
@@ -314,34 +314,21 @@ class WorkflowEnvironment:
                 continue
             return
 
-    async def _runs(self) -> list[Any]:
-        return await self._inner.list_runs(limit=1_000_000)
-
     async def _claimable_now(self) -> bool:
-        now = self.clock.time()
-        due = [d for d in map(self._due_at, await self._runs()) if d is not None]
-        return any(d <= now for d in due)
+        due = await self._runs_due()
+        return due is not None and due <= self.clock.time()
 
-    def _due_at(self, run: Any) -> float | None:
-        """When a run becomes claimable by time alone (leases of runs executing here are
-        renewed whenever the clock moves, so only abandoned ones expire)."""
-        status = RunStatus(run.status)
-        if status.finished or status in (RunStatus.BLOCKED, RunStatus.PAUSED):
-            return None
-        if run.lease_owner is not None:
-            assert self._worker is not None
-            return None if run.id in self._worker.leases else run.lease_expires_at
-        if status == RunStatus.PENDING:
-            return float(run.created_at)
-        if status in (RunStatus.SLEEPING, RunStatus.WAITING):
-            return run.wake_at  # type: ignore[no-any-return]
-        return None
+    async def _runs_due(self) -> float | None:
+        """When the first run becomes claimable by time alone. Leases of runs executing here
+        are renewed whenever the clock moves, so only abandoned ones count."""
+        assert self._worker is not None
+        executing = self._worker.leases
+        runs = await self._inner.list_runs(limit=1_000_000)
+        due = (due_at(run) for run in runs if run.lease_owner is None or run.id not in executing)
+        return min((d for d in due if d is not None), default=None)
 
     async def _next_due(self) -> float | None:
-        due = [d for d in map(self._due_at, await self._runs()) if d is not None]
-        clock_due = self.clock.next_due()
-        if clock_due is not None:
-            due.append(clock_due)
+        due = [d for d in (await self._runs_due(), self.clock.next_due()) if d is not None]
         return min(due, default=None)
 
     async def _move_to(self, when: float) -> None:
