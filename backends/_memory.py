@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from durable.store import (
+    Interruption,
     Lease,
     LeaseLost,
     LeaseOwner,
@@ -28,7 +29,7 @@ from durable.store import (
 )
 
 from ._doorbell import Doorbell
-from ._schema import check_step_batch
+from ._rules import check_step_batch, prunable
 
 __all__ = ["MemoryStore"]
 
@@ -46,6 +47,7 @@ class MemoryStore:
         self._runs: dict[str, RunRecord] = {}
         self._steps: dict[str, dict[int, StepRecord]] = {}
         self._signals: dict[str, list[tuple[str, bytes]]] = {}
+        self._signal_keys: dict[str, set[str]] = {}  # idempotency keys of signals, by run
         self._closed = False
         self._doorbell = Doorbell()
 
@@ -123,6 +125,7 @@ class MemoryStore:
             expires = now + duration
             run = replace(
                 run,
+                recoveries=run.recoveries + (run.lease_owner is not None),
                 status=RunStatus.RUNNING,
                 error_text=None,
                 wake_at=None,
@@ -214,12 +217,16 @@ class MemoryStore:
         *,
         now: float,
         outcomes: Sequence[StepRecord] = (),
-    ) -> None:
+        check_requests: bool = False,
+    ) -> Interruption | None:
         """Insert ``steps``, replace ``outcomes`` and apply ``update`` in one step, or change
-        nothing.
+        nothing (see `durable.store.Store.commit`, also for ``check_requests``).
 
         With an ``update``, ``updated_at`` becomes ``now``; a ``None`` ``result`` / ``error`` /
         ``cancelled_seq`` keeps the stored value; ``error_text`` is always replaced.
+
+        Returns:
+            ``None``, or the `Interruption` that stopped a ``check_requests`` commit.
 
         Raises:
             LeaseLost: the run's token is no longer ``lease.token``; nothing was written.
@@ -231,6 +238,10 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             run = self._fenced(lease)
+            if check_requests:
+                cancel = run.cancel_requested and run.cancelled_seq is None
+                if cancel or run.pause_requested:
+                    return Interruption(cancel=cancel, pause=run.pause_requested)
             recorded = self._steps.setdefault(lease.run_id, {})
             clash = sorted(s.seq for s in steps if s.seq in recorded)
             if clash:
@@ -249,6 +260,10 @@ class MemoryStore:
             for step in outcomes:
                 recorded[step.seq] = replace(
                     recorded[step.seq],
+                    kind=step.kind,
+                    name=step.name,
+                    location=step.location,
+                    started_at=step.started_at,
                     status=step.status,
                     attempts=step.attempts,
                     finished_at=step.finished_at,
@@ -275,6 +290,7 @@ class MemoryStore:
                 self._runs[lease.run_id] = run
         if update is not None and update.release:
             self._doorbell.ring()
+        return None
 
     def _change(
         self,
@@ -360,9 +376,15 @@ class MemoryStore:
         )
 
     async def send_signal(
-        self, run_id: str, name: str, payload: bytes, *, now: float
+        self,
+        run_id: str,
+        name: str,
+        payload: bytes,
+        *,
+        now: float,
+        idempotency_key: str | None = None,
     ) -> RunRecord | None:
-        """Buffer signal ``name`` for an unfinished run.
+        """Buffer signal ``name`` for an unfinished run (once per ``idempotency_key``).
 
         Returns:
             The run (nothing recorded when it is finished), or ``None`` when missing.
@@ -371,6 +393,11 @@ class MemoryStore:
             self._check_open()
             run = self._runs.get(run_id)
             if run is not None and not RunStatus(run.status).finished:
+                if idempotency_key is not None:
+                    keys = self._signal_keys.setdefault(run_id, set())
+                    if idempotency_key in keys:
+                        return run
+                    keys.add(idempotency_key)
                 self._signals.setdefault(run_id, []).append((name, payload))
                 if run.status == RunStatus.WAITING and run.lease_owner is None:
                     run = replace(run, wake_at=now)
@@ -426,24 +453,40 @@ class MemoryStore:
         """Wake this process's tasks in `wait_for_work` (a test moved its clock)."""
         self._doorbell.ring()
 
+    async def block_unreadable(self, *, now: float, limit: int = 100) -> list[RunRecord]:
+        """Nothing to do: records in memory always hold statuses this version knows."""
+        self._check_open()
+        return []
+
+    async def leased_on(self, host: str, *, workflows: Sequence[str]) -> list[RunRecord]:
+        """Unfinished runs of ``workflows`` leased by an executor on ``host``."""
+        names = set(workflows)
+        with self._lock:
+            self._check_open()
+            return [
+                run
+                for run in self._runs.values()
+                if run.workflow in names
+                and run.lease_host == host
+                and run.lease_owner is not None
+                and not RunStatus(run.status).finished
+            ]
+
     async def prune(self, *, before: float, limit: int) -> int:
-        """Delete up to ``limit`` finished runs last updated before ``before``, with their
-        steps and signals.
+        """Delete up to ``limit`` finished runs last updated before ``before`` and without
+        an unfinished ancestor, with their steps and signals.
 
         Returns:
             How many runs were deleted.
         """
         with self._lock:
             self._check_open()
-            old = [
-                run.id
-                for run in self._runs.values()
-                if RunStatus(run.status).finished and run.updated_at < before
-            ][: max(limit, 0)]
+            old = prunable(self._runs, before)[: max(limit, 0)]
             for run_id in old:
                 del self._runs[run_id]
                 self._steps.pop(run_id, None)
                 self._signals.pop(run_id, None)
+                self._signal_keys.pop(run_id, None)
             return len(old)
 
     async def close(self) -> None:

@@ -327,7 +327,8 @@ class PostgresRunner:
     Args:
         conninfo: the libpq connection string (a ``postgresql://`` URL).
         url: the URL for messages (password masked).
-        pool_size: connections kept; up to twice as many are opened under load.
+        pool_size: connections opened at once; up to twice as many are opened under load,
+            and kept open once opened.
         reconnect_timeout: how long a call keeps retrying transient failures.
         channel: the ``NOTIFY`` channel of this database schema.
     """
@@ -335,7 +336,11 @@ class PostgresRunner:
     def __init__(
         self, conninfo: str, url: str, pool_size: int, reconnect_timeout: float, channel: str
     ) -> None:
-        self._pool = _Pool(conninfo, pool_size, 2 * pool_size)
+        # Connections opened under load are kept (up to the limit): closing the ones beyond
+        # pool_size as soon as they were given back made a busy worker reconnect all the time
+        # (a server process forked per connect, the connect itself on a worker thread), which
+        # delayed lease renewals past short leases.
+        self._pool = _Pool(conninfo, 2 * pool_size, 2 * pool_size)
         self._url = url
         self._reconnect_timeout = reconnect_timeout
         self.channel = channel

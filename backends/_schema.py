@@ -24,13 +24,22 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import BigInteger, Double, Integer, LargeBinary, Table
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import registry
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 from sqlmodel import Field, SQLModel
 
-from durable.store import RunRecord, RunStatus, StepKind, StepRecord, StepStatus, StoreError
+from durable.store import (
+    RunRecord,
+    RunStatus,
+    StepKind,
+    StepRecord,
+    StepStatus,
+    UnreadableRecord,
+)
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -44,7 +53,6 @@ __all__ = [
     "SignalRow",
     "Statements",
     "StepRow",
-    "check_step_batch",
     "migration_ddl",
     "run_from_row",
     "run_values",
@@ -52,16 +60,19 @@ __all__ = [
     "step_from_row",
     "step_values",
     "tables",
+    "unknown_status_text",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The schema version this code writes and understands.
 
 History: 1 — runs, steps; 2 — runs gain ``cancel_requested``, ``cancelled_seq``,
 ``rollback_requested``, ``wake_at`` and ``pause_requested`` (sagas, parking, pause), and the
 ``durable_signals`` table; 3 — the claim and prune indexes, and on Postgres
 ``durable_signals.id`` an identity column (an application role needs no sequence privilege);
-4 — runs gain ``code_version`` (the workflow code they started under).
+4 — runs gain ``code_version`` (the workflow code they started under); 5 — runs gain
+``recoveries`` and an index on ``parent_id`` (prune keeps the children of unfinished runs),
+signals gain ``idempotency_key`` (unique per run).
 `migration_ddl` upgrades an older database in place.
 """
 
@@ -74,10 +85,12 @@ rows, so claiming costs the same with a million finished runs in the table."""
 _FALSE = {"sqlite": "0", "postgresql": "false"}
 
 
-def migration_ddl(version: int, dialect: Dialect) -> list[str]:
-    """The DDL that takes a database of schema ``version`` to ``version + 1``.
+def migration_ddl(version: int, dialect: Dialect, existing: frozenset[str]) -> list[str]:
+    """The DDL that takes a database of schema ``version`` to ``version + 1``, given the
+    names of the ``existing`` tables.
 
-    Tables added by a version are created by ``create_all`` after the DDL runs.
+    Tables added by a version are created by ``create_all`` after the DDL runs (whole, with
+    the columns and indexes later versions gave them), so no DDL touches a missing table.
     """
     if version == 1:
         flag = f"BOOLEAN NOT NULL DEFAULT {_FALSE[dialect.name]}"
@@ -105,11 +118,23 @@ def migration_ddl(version: int, dialect: Dialect) -> list[str]:
         return ddl
     if version == 3:
         return ["ALTER TABLE durable_runs ADD COLUMN code_version VARCHAR"]
+    if version == 4:
+        indexes = [index for index in _table(RunRow).indexes if index.name == PARENT_INDEX]
+        ddl = ["ALTER TABLE durable_runs ADD COLUMN recoveries INTEGER NOT NULL DEFAULT 0"]
+        if SignalRow.__tablename__ in existing:
+            ddl.append("ALTER TABLE durable_signals ADD COLUMN idempotency_key VARCHAR")
+            indexes += [i for i in _table(SignalRow).indexes if i.name == SIGNAL_KEY_INDEX]
+        return ddl + [
+            str(sa.schema.CreateIndex(index, if_not_exists=True).compile(dialect=dialect))
+            for index in indexes
+        ]
     raise ValueError(f"no migration from schema version {version}")
 
 
 CLAIM_INDEX = "durable_runs_claim"
 PRUNE_INDEX = "durable_runs_prune"
+PARENT_INDEX = "durable_runs_parent"
+SIGNAL_KEY_INDEX = "durable_signals_key"
 
 
 class DurableModel(SQLModel, registry=registry()):
@@ -147,6 +172,7 @@ class RunRow(DurableModel, table=True):
     wake_at: float | None = Field(default=None, sa_type=Double, index=True)
     pause_requested: bool = False
     code_version: str | None = None
+    recoveries: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class StepRow(DurableModel, table=True):
@@ -188,6 +214,7 @@ class SignalRow(DurableModel, table=True):
     payload: bytes = Field(sa_type=LargeBinary)
     sent_at: float = Field(sa_type=Double)
     consumed_seq: int | None = None
+    idempotency_key: str | None = None
 
 
 class SchemaRow(DurableModel, table=True):
@@ -213,6 +240,9 @@ def _indexes() -> None:
         sqlite_where=active,
     )
     sa.Index(PRUNE_INDEX, c.updated_at, postgresql_where=finished, sqlite_where=finished)
+    sa.Index(PARENT_INDEX, c.parent_id)
+    sig = _table(SignalRow).c
+    sa.Index(SIGNAL_KEY_INDEX, sig.run_id, sig.idempotency_key, unique=True)
 
 
 def tables() -> tuple[Table, Table, Table]:
@@ -264,9 +294,22 @@ def step_values(step: StepRecord) -> dict[str, Any]:
     }
 
 
+_KNOWN_STATUSES = frozenset(s.value for s in RunStatus)
+
+
+def unknown_status_text(run_id: str, status: object) -> str:
+    """The ``error_text`` of a run whose stored status this version does not know."""
+    return str(UnreadableRecord(run_id, None, "status", status))
+
+
 def run_from_row(row: Sequence[Any]) -> RunRecord:
     """Build a `RunRecord` from a row selected in `RUN_FIELDS` order (SQLite returns its
-    booleans as 0 / 1)."""
+    booleans as 0 / 1). A status this version does not know reads as ``blocked``, with an
+    ``error_text`` that names it: such a run is never claimed or acquired."""
+    if row[2] not in _KNOWN_STATUSES:
+        text = unknown_status_text(row[0], row[2])
+        row = [*row]
+        row[2], row[RUN_FIELDS.index("error_text")] = RunStatus.BLOCKED, text
     run = RunRecord(row[0], row[1], RunStatus(row[2]), *row[3:])
     flags = (run.cancel_requested, run.rollback_requested, run.pause_requested)
     if any(type(flag) is not bool for flag in flags):
@@ -280,29 +323,20 @@ def run_from_row(row: Sequence[Any]) -> RunRecord:
 
 
 def step_from_row(row: Sequence[Any]) -> StepRecord:
-    """Build a `StepRecord` from a row selected in `STEP_FIELDS` order."""
-    return StepRecord(row[0], row[1], StepKind(row[2]), row[3], StepStatus(row[4]), *row[5:])
-
-
-def check_step_batch(run_id: str, steps: Sequence[StepRecord]) -> None:
-    """Refuse a batch that names another run or repeats a step number, before any write.
+    """Build a `StepRecord` from a row selected in `STEP_FIELDS` order.
 
     Raises:
-        StoreError: a step belongs to another run, or two steps share a ``seq``.
+        UnreadableRecord: the row's kind or status is not one this version knows.
     """
-    seen: set[int] = set()
-    for step in steps:
-        if step.run_id != run_id:
-            raise StoreError(
-                f"cannot commit step {step.seq} of run {step.run_id!r} under the lease of run "
-                f"{run_id!r}; nothing was written"
-            )
-        if step.seq in seen:
-            raise StoreError(
-                f"cannot commit steps to run {run_id!r}: step {step.seq} appears twice in one "
-                "batch; nothing was written"
-            )
-        seen.add(step.seq)
+    try:
+        kind = StepKind(row[2])
+    except ValueError:
+        raise UnreadableRecord(row[0], row[1], "kind", row[2]) from None
+    try:
+        status = StepStatus(row[4])
+    except ValueError:
+        raise UnreadableRecord(row[0], row[1], "status", row[4]) from None
+    return StepRecord(row[0], row[1], kind, row[3], status, *row[5:])
 
 
 class Compiled:
@@ -386,10 +420,14 @@ class Statements:
             .order_by(*oldest_first)
             .limit(bp("lim", type_=sa.Integer))
         )
+        # Only runs in a status this version knows are acquired (an unknown one reads as
+        # blocked); taking a lease someone still holds counts a recovery.
+        unfinished = [sa.literal(s.value) for s in RunStatus if not s.finished]
         self.acquire = comp(
             runs.update()
-            .where(by_id, c.status.not_in(finished), free)
+            .where(by_id, c.status.in_(unfinished), free)
             .values(
+                recoveries=c.recoveries + sa.case((c.lease_owner.is_not(None), 1), else_=0),
                 lease_token=c.lease_token + 1,
                 lease_owner=bp("owner"),
                 lease_host=bp("host"),
@@ -435,16 +473,46 @@ class Statements:
             )
         ).where(active)
         self._due_for: dict[tuple[str, ...], Compiled] = {}
+        # A finished run is pruned only when no unfinished run is above it (at any depth):
+        # `keep` walks down from every unfinished run (the rule of `._rules.prunable`).
+        below = runs.alias("below")
+        keep = (
+            sa.select(c.id.label("id"))
+            .where(c.status.not_in([_sql_literal(s.value) for s in RunStatus if s.finished]))
+            .cte("keep", recursive=True)
+        )
+        keep = keep.union(sa.select(below.c.id).join(keep, below.c.parent_id == keep.c.id))
         self.prune_ids = comp(
             sa.select(c.id)
             .where(
                 c.status.in_([_sql_literal(s.value) for s in RunStatus if s.finished]),
                 c.updated_at < bp("before"),
+                c.id.not_in(sa.select(keep.c.id)),
             )
             .order_by(c.updated_at)
             .limit(bp("lim", type_=sa.Integer))
             .with_for_update(skip_locked=True)
         )
+        # Runs whose status this version does not know (see `run_from_row`).
+        self.unknown_status = comp(
+            sa.select(c.id, c.status)
+            .where(c.status.not_in([_sql_literal(s.value) for s in RunStatus]))
+            .limit(bp("lim", type_=sa.Integer))
+            .with_for_update(skip_locked=True)
+        )
+        self.block_run = comp(
+            runs.update()
+            .where(by_id, c.status == bp("old_status"))
+            .values(
+                status=sa.literal(RunStatus.BLOCKED.value),
+                error_text=bp("text"),
+                updated_at=bp("now"),
+            )
+        )
+        self._leased_on = sa.select(*run_columns).where(
+            active, c.lease_owner.is_not(None), c.lease_host == bp("host")
+        )
+        self._leased_on_for: dict[tuple[str, ...], Compiled] = {}
         self.delete_steps = comp(steps.delete().where(steps.c.run_id == bp("rid")))
         self.delete_signals = comp(
             signals_table().delete().where(signals_table().c.run_id == bp("rid"))
@@ -489,6 +557,17 @@ class Statements:
         # SQLite's BEGIN IMMEDIATE already holds the database's write lock) instead of
         # rewriting the run row, so a one-step commit writes one row.
         self.check_token = comp(sa.select(c.lease_token).where(by_id).with_for_update(read=True))
+        # The same, for a commit that starts a step: also the requests that stop it.
+        self.check_control = comp(
+            sa.select(c.lease_token, c.pause_requested, c.cancel_requested, c.cancelled_seq)
+            .where(by_id)
+            .with_for_update(read=True)
+        )
+        may_start = sa.and_(
+            fenced,
+            c.pause_requested == sa.false(),
+            sa.or_(c.cancel_requested == sa.false(), c.cancelled_seq.is_not(None)),
+        )
         self.update = comp(runs.update().where(fenced).values(**changes))
         self.update_release = comp(runs.update().where(fenced).values(**changes, **released))
         self.insert_step = comp(steps.insert())
@@ -503,7 +582,47 @@ class Statements:
                 ),
             )
         )
+        # Starting a step, in one statement: its ``started`` row is inserted only while the
+        # run's token is the lease's and no request stops it (Postgres' hot path). Its commit
+        # does not wait for the WAL flush (synchronous_commit off for this transaction only):
+        # the step's outcome commit, which does wait, flushes it too, and a server crash can
+        # only lose the start of an attempt whose outcome was not committed either (the
+        # attempt count may then be one short). Fencing and requests are checked under the
+        # row lock all the same.
+        starting: sa.ColumnElement[bool] = sa.exists(
+            sa.select(c.id).where(may_start).with_for_update(read=True)
+        )
+        if dialect.name == "postgresql":
+            no_flush = sa.func.set_config("synchronous_commit", "off", sa.true())
+            starting = sa.and_(starting, no_flush == sa.literal("off"))
+        self.insert_step_starting = comp(
+            steps.insert().from_select(
+                step_columns,
+                sa.select(*[bp(col.name, type_=col.type) for col in step_columns]).where(starting),
+            )
+        )
         sc = steps.c
+        # A step's outcome replacing its ``started`` row, fenced, in one statement.
+        self.replace_step_fenced = comp(
+            steps.update()
+            .where(
+                sc.run_id == bp("rid"),
+                sc.seq == bp("seq"),
+                sc.status == sa.literal(StepStatus.STARTED.value),
+                sa.exists(sa.select(c.id).where(fenced).with_for_update(read=True)),
+            )
+            .values(
+                kind=bp("kind"),
+                name=bp("name"),
+                location=bp("location", type_=sa.String),
+                started_at=bp("started_at"),
+                status=bp("status"),
+                attempts=bp("attempts"),
+                finished_at=bp("finished_at"),
+                result=bp("result", type_=sa.LargeBinary),
+                error=bp("error", type_=sa.LargeBinary),
+            )
+        )
         self.replace_step = comp(
             steps.update()
             .where(
@@ -512,6 +631,10 @@ class Statements:
                 sc.status == sa.literal(StepStatus.STARTED.value),
             )
             .values(
+                kind=bp("kind"),
+                name=bp("name"),
+                location=bp("location", type_=sa.String),
+                started_at=bp("started_at"),
                 status=bp("status"),
                 attempts=bp("attempts"),
                 finished_at=bp("finished_at"),
@@ -520,15 +643,18 @@ class Statements:
             )
         )
         sig = signals_table().c
+        insert = sqlite_insert if dialect.name == "sqlite" else postgresql_insert
+        # A second signal with the same idempotency key to one run inserts nothing.
         self.insert_signal = comp(
-            signals_table()
-            .insert()
+            insert(signals_table())
             .values(
                 run_id=bp("rid"),
                 name=bp("name"),
                 payload=bp("payload", type_=sa.LargeBinary),
                 sent_at=bp("now"),
+                idempotency_key=bp("key", type_=sa.String),
             )
+            .on_conflict_do_nothing()
         )
         self.run_status_locked = comp(sa.select(c.status).where(by_id).with_for_update(read=True))
         self.oldest_signal = comp(
@@ -609,6 +735,10 @@ class Statements:
     def claimable(self, workflows: tuple[str, ...]) -> Compiled:
         """The claim query for these workflow names (compiled once per set of names)."""
         return self._for_workflows(self._claimable, self._claimable_for, workflows)
+
+    def leased_on(self, workflows: tuple[str, ...]) -> Compiled:
+        """Unfinished runs of these workflows leased by an executor on ``host``."""
+        return self._for_workflows(self._leased_on, self._leased_on_for, workflows)
 
     def due(self, workflows: tuple[str, ...]) -> Compiled:
         """When the next run of these workflows becomes claimable (a one-row ``min``)."""

@@ -44,6 +44,7 @@ from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import URL, Engine, make_url
 
 from durable.store import (
+    Interruption,
     Lease,
     LeaseLost,
     LeaseOwner,
@@ -52,24 +53,24 @@ from durable.store import (
     RunUpdate,
     SchemaVersionError,
     StepRecord,
-    StepStatus,
     StoreError,
 )
 
 from ._doorbell import Doorbell
 from ._postgres import NOT_APPLIED, PostgresRunner
+from ._rules import check_step_batch
 from ._schema import (
     SCHEMA_VERSION,
     Compiled,
     DurableModel,
     Statements,
-    check_step_batch,
     migration_ddl,
     run_from_row,
     run_values,
     step_from_row,
     step_values,
     tables,
+    unknown_status_text,
 )
 
 __all__ = ["SQLStore"]
@@ -129,8 +130,8 @@ class SQLStore:
         busy_timeout: SQLite only. Seconds a write waits for another process that holds the
             database's write lock before failing with `StoreError`.
         pool_size: Postgres only. Connections kept open; up to twice as many are opened under
-            load, plus one that listens for wake-ups. Size the server's ``max_connections``
-            for ``processes * (2 * pool_size + 1)``.
+            load (and then kept), plus one that listens for wake-ups. Size the server's
+            ``max_connections`` for ``processes * (2 * pool_size + 1)``.
         reconnect_timeout: Postgres only. How long a call keeps retrying while the server is
             unreachable (restarting, a dropped connection, too many clients) before it fails
             with `StoreError`; opening the store waits as long for a restarting server.
@@ -290,7 +291,8 @@ class SQLStore:
         if version == SCHEMA_VERSION:
             return "current"  # another process did it while we waited for the lock
         for step in range(version, SCHEMA_VERSION):
-            for ddl in migration_ddl(step, self._engine.dialect):
+            existing = frozenset(sa.inspect(conn).get_table_names())
+            for ddl in migration_ddl(step, self._engine.dialect, existing):
                 conn.exec_driver_sql(ddl)
         DurableModel.metadata.create_all(conn)  # tables added since (checkfirst)
         conn.execute(sa.update(schema).where(schema.c.id == 1).values(version=SCHEMA_VERSION))
@@ -602,11 +604,16 @@ class SQLStore:
         *,
         now: float,
         outcomes: Sequence[StepRecord] = (),
-    ) -> None:
-        """Insert ``steps``, replace ``outcomes`` and apply ``update`` in one transaction.
+        check_requests: bool = False,
+    ) -> Interruption | None:
+        """Insert ``steps``, replace ``outcomes`` and apply ``update`` in one transaction
+        (see `durable.store.Store.commit`, also for ``check_requests``).
 
         With an ``update``, ``updated_at`` becomes ``now``; a ``None`` ``result`` / ``error`` /
         ``cancelled_seq`` keeps the stored value; ``error_text`` is always replaced.
+
+        Returns:
+            ``None``, or the `Interruption` that stopped a ``check_requests`` commit.
 
         Raises:
             LeaseLost: the run's token is no longer ``lease.token``; nothing was written.
@@ -621,18 +628,22 @@ class SQLStore:
             if self._pg is None
             else partial(self._verify_commit, lease, steps, outcomes, update, now)
         )
-        if self._pg is not None and update is None and not outcomes and len(steps) == 1:
-            # Postgres' hot path: one statement, one round trip fewer. (On SQLite the
-            # statement costs more than the separate token check it replaces.)
+        if self._pg is not None and update is None and len(steps) + len(outcomes) == 1:
+            # Postgres' hot paths, one statement each (one round trip, no BEGIN / COMMIT): a
+            # step starting or recorded at once, or the outcome of a started one. (On SQLite
+            # the statements cost more than the separate token check they replace.)
             fenced = self._s.insert_step_fenced
-            args = fenced.args({**step_values(steps[0]), "rid": lease.run_id, "token": lease.token})
-            await self._call(True, self._insert_fenced, lease, args, verify=verify, single=True)
-            return
+            if outcomes:
+                fenced = self._s.replace_step_fenced
+            elif check_requests:
+                fenced = self._s.insert_step_starting
+            step = (steps or outcomes)[0]
+            args = fenced.args({**step_values(step), "rid": lease.run_id, "token": lease.token})
+            return await self._call(
+                True, self._write_fenced, fenced, lease, args, verify=verify, single=True
+            )
         values: dict[str, Any] = {"rid": lease.run_id, "token": lease.token, "now": now}
-        if update is None:
-            statement = self._s.check_token
-        else:
-            statement = self._s.update_release if update.release else self._s.update
+        if update is not None:
             values["new_status"] = str(update.status)
             values["new_result"] = update.result
             values["new_error"] = update.error
@@ -645,14 +656,15 @@ class SQLStore:
             self._s.replace_step.args({**step_values(step), "rid": step.run_id})
             for step in outcomes
         ]
-        await self._call(
+        return await self._call(
             True,
             self._commit,
-            statement,
+            update,
             lease,
             values,
             rows,
             replacements,
+            check_requests,
             verify=verify,
             notify=update is not None and update.release,
         )
@@ -669,9 +681,13 @@ class SQLStore:
         """Whether a commit whose outcome is unknown was applied (it is all or nothing, so one
         of its effects tells)."""
         if steps or outcomes:
-            seq = steps[0].seq if steps else outcomes[0].seq
-            row = await self._fetch_one(cur, self._s.step_status, {"rid": lease.run_id, "seq": seq})
-            applied = row is not None and (bool(steps) or row[0] != StepStatus.STARTED.value)
+            step = steps[0] if steps else outcomes[0]
+            row = await self._fetch_one(
+                cur, self._s.step_status, {"rid": lease.run_id, "seq": step.seq}
+            )
+            applied = row is not None and (
+                bool(steps) or (row[0], row[1]) == (str(step.status), step.attempts)
+            )
             return None if applied else NOT_APPLIED
         if update is not None:
             row = await self._fetch_one(cur, self._s.get_run, {"rid": lease.run_id})
@@ -686,28 +702,55 @@ class SQLStore:
             f"already recorded (a step is written once); nothing was written ({exc})"
         )
 
-    async def _insert_fenced(self, cur: Any, lease: Lease, args: Any) -> None:
-        try:
-            await cur.execute(self._s.insert_step_fenced.sql, args)
-        except self._integrity_error as exc:
-            raise self._already_recorded(lease, exc) from exc
-        if cur.rowcount != 1:
-            raise LeaseLost(lease.run_id, await self._fence_detail(cur, lease))
+    async def _write_fenced(
+        self, cur: Any, statement: Compiled, lease: Lease, args: Any
+    ) -> Interruption | None:
+        """One fenced statement that writes one step row; if it wrote nothing, say why (read
+        in a statement of its own: if what stopped a starting step is gone by then, a
+        request delivered meanwhile, the step is tried again)."""
+        for _ in range(5):
+            try:
+                await cur.execute(statement.sql, args)
+            except self._integrity_error as exc:
+                raise self._already_recorded(lease, exc) from exc
+            if cur.rowcount == 1:
+                return None
+            row = await self._fetch_one(cur, self._s.check_control, {"rid": lease.run_id})
+            if row is None or row[0] != lease.token:
+                raise LeaseLost(lease.run_id, await self._fence_detail(cur, lease))
+            if statement is not self._s.insert_step_starting:
+                raise StoreError(
+                    f"cannot record the outcome of a step of run {lease.run_id!r} in "
+                    f"{self.url!r}: it has no recorded intent (status 'started') to replace; "
+                    "nothing was written"
+                )
+            stopped = _interruption(row)
+            if stopped is not None:
+                return stopped
+        raise StoreError(
+            f"the durable store {self.url!r} could not start a step of run {lease.run_id!r}: "
+            "its requests kept changing; try again"
+        )
 
     async def _commit(
         self,
         cur: Any,
-        statement: Compiled,
+        update: RunUpdate | None,
         lease: Lease,
         values: Mapping[str, Any],
         rows: list[Any],
         replacements: list[Any],
-    ) -> None:
-        if statement is self._s.check_token:
-            row = await self._fetch_one(cur, statement, {"rid": lease.run_id})
+        check_requests: bool,
+    ) -> Interruption | None:
+        if update is None or check_requests:
+            row = await self._fetch_one(cur, self._s.check_control, {"rid": lease.run_id})
             if row is None or row[0] != lease.token:
                 raise LeaseLost(lease.run_id, await self._fence_detail(cur, lease))
-        else:
+            stopped = _interruption(row) if check_requests else None
+            if stopped is not None:
+                return stopped
+        if update is not None:
+            statement = self._s.update_release if update.release else self._s.update
             await self._fenced_write(cur, statement, lease, values)
         for args in replacements:
             await cur.execute(self._s.replace_step.sql, args)
@@ -718,7 +761,7 @@ class SQLStore:
                     "nothing was written"
                 )
         if not rows:
-            return
+            return None
         try:
             if len(rows) == 1:  # the common case; psycopg's executemany opens a pipeline
                 await cur.execute(self._s.insert_step.sql, rows[0])
@@ -726,6 +769,7 @@ class SQLStore:
                 await cur.executemany(self._s.insert_step.sql, rows)
         except self._integrity_error as exc:
             raise self._already_recorded(lease, exc) from exc
+        return None
 
     async def request_cancel(self, run_id: str, *, now: float) -> RunRecord | None:
         """Set ``cancel_requested`` on an unfinished run.
@@ -792,14 +836,26 @@ class SQLStore:
         )
 
     async def send_signal(
-        self, run_id: str, name: str, payload: bytes, *, now: float
+        self,
+        run_id: str,
+        name: str,
+        payload: bytes,
+        *,
+        now: float,
+        idempotency_key: str | None = None,
     ) -> RunRecord | None:
-        """Buffer signal ``name`` for an unfinished run.
+        """Buffer signal ``name`` for an unfinished run (once per ``idempotency_key``).
 
         Returns:
             The run (nothing recorded when it is finished), or ``None`` when missing.
         """
-        values = {"rid": run_id, "name": name, "payload": payload, "now": now}
+        values = {
+            "rid": run_id,
+            "name": name,
+            "payload": payload,
+            "now": now,
+            "key": idempotency_key,
+        }
         verify = partial(self._verify_signal, values)
         return await self._call(True, self._send_signal, values, verify=verify, notify=True)
 
@@ -815,8 +871,8 @@ class SQLStore:
         row = await self._fetch_one(cur, self._s.run_status_locked, {"rid": values["rid"]})
         if row is None:
             return None
-        if not RunStatus(row[0]).finished:
-            await self._execute(cur, self._s.insert_signal, values)
+        known = row[0] in _UNFINISHED
+        if known and await self._execute(cur, self._s.insert_signal, values) == 1:
             await self._execute(
                 cur, self._s.wake_waiting, {"rid": values["rid"], "now": values["now"]}
             )
@@ -891,9 +947,39 @@ class SQLStore:
         """Wake this process's tasks in `wait_for_work` (a test moved its clock)."""
         self._doorbell.ring()
 
+    async def block_unreadable(self, *, now: float, limit: int = 100) -> list[RunRecord]:
+        """Make runs whose stored status this version does not know ``blocked`` (see
+        `durable.store.Store.block_unreadable`).
+
+        Returns:
+            The runs blocked now.
+        """
+        if limit <= 0:
+            return []
+        return await self._call(True, self._block_unreadable, now, limit)
+
+    async def _block_unreadable(self, cur: Any, now: float, limit: int) -> list[RunRecord]:
+        blocked = []
+        for run_id, status in await self._fetch_all(cur, self._s.unknown_status, {"lim": limit}):
+            text = unknown_status_text(run_id, status)
+            values = {"rid": run_id, "old_status": status, "text": text, "now": now}
+            if await self._execute(cur, self._s.block_run, values) == 1:
+                row = await self._fetch_one(cur, self._s.get_run, {"rid": run_id})
+                blocked.append(run_from_row(row))
+        return blocked
+
+    async def leased_on(self, host: str, *, workflows: Sequence[str]) -> list[RunRecord]:
+        """Unfinished runs of ``workflows`` leased by an executor on ``host``."""
+        if not workflows:
+            return []
+        statement = self._s.leased_on(tuple(sorted(set(workflows))))
+        rows = await self._call(False, self._fetch_all, statement, {"host": host})
+        return [run_from_row(row) for row in rows]
+
     async def prune(self, *, before: float, limit: int) -> int:
-        """Delete up to ``limit`` finished runs last updated before ``before``, with their steps
-        and signals, in one transaction (rows other transactions lock are skipped).
+        """Delete up to ``limit`` finished runs last updated before ``before`` and without an
+        unfinished ancestor, with their steps and signals, in one transaction (rows other
+        transactions lock are skipped).
 
         Returns:
             How many runs were deleted.
@@ -950,6 +1036,18 @@ _BUSY_SERVER = (
     "terminating connection",
     "server closed the connection",
 )
+
+
+_UNFINISHED = frozenset(s.value for s in RunStatus if not s.finished)
+
+
+def _interruption(row: Sequence[Any]) -> Interruption | None:
+    """The requests in a `Statements.check_control` row that stop a starting step."""
+    _, pause, cancel, cancelled_seq = row
+    stop_cancel = bool(cancel) and cancelled_seq is None
+    if stop_cancel or pause:
+        return Interruption(cancel=stop_cancel, pause=bool(pause))
+    return None
 
 
 def _server_busy(exc: BaseException) -> bool:

@@ -9,6 +9,7 @@ from durable._codec import Codec, JSONCodec, PickleCodec
 from durable._decorators import activity, workflow
 from durable._errors import (
     ActivityError,
+    ActivityInterrupted,
     ActivityTimeout,
     Cancelled,
     CompensationFailed,
@@ -19,6 +20,7 @@ from durable._errors import (
     NotInWorkflowError,
     OutcomeUnknown,
     PayloadDecodeError,
+    RecoveryLimitExceeded,
     RunningLoopError,
     SchemaVersionError,
     SerializationError,
@@ -48,6 +50,7 @@ from durable._workflow_api import (
 
 __all__ = [
     "ActivityError",
+    "ActivityInterrupted",
     "ActivityTimeout",
     "Cancelled",
     "Codec",
@@ -62,6 +65,7 @@ __all__ = [
     "OutcomeUnknown",
     "PayloadDecodeError",
     "PickleCodec",
+    "RecoveryLimitExceeded",
     "RetryPolicy",
     "RunStatus",
     "RunningLoopError",

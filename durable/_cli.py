@@ -135,12 +135,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ImportError as exc:
             print(f"durable worker: cannot import {module!r}: {exc}", file=sys.stderr)
             return 2
-    worker = Worker(
-        args.store,
-        concurrency=args.concurrency,
-        lease=args.lease,
-        grace=args.grace,
-        park_after=args.park_after,
-    )
+    try:
+        worker = Worker(
+            args.store,
+            concurrency=args.concurrency,
+            lease=args.lease,
+            grace=args.grace,
+            park_after=args.park_after,
+        )
+    except ValueError as exc:
+        print(f"durable worker: {exc}", file=sys.stderr)
+        return 2
     anyio.run(_serve, worker)
     return 0

@@ -55,6 +55,17 @@ class RunContext(Protocol):
         """Number the call as the next step now; the coroutine runs it as a child run."""
         ...
 
+    def send_signal(
+        self,
+        run_id: str,
+        name: str,
+        payload: Any,
+        idempotency_key: str | None,
+        location: str | None,
+    ) -> Awaitable[None]:
+        """Number the send as the next step now; the awaitable sends it once."""
+        ...
+
     def sleep(self, seconds: float, location: str | None) -> Awaitable[None]:
         """Number the timer step now; the awaitable records its due time and waits."""
         ...

@@ -93,13 +93,21 @@ def _check_name(name: str | None, decorator: str) -> None:
         raise ValueError(f"@{decorator}(name=...) must be a non-empty string, not {name!r}")
 
 
+DEFAULT_MAX_RECOVERIES = 20
+"""How often a run may be taken over from a dead executor before it is ended ``failed``."""
+
+
 @overload
 def workflow(fn: Callable[P, Coroutine[Any, Any, R]], /) -> Callable[P, Coroutine[Any, Any, R]]: ...
 
 
 @overload
 def workflow(
-    *, name: str | None = None, codec: Codec | None = None, version: str | None = None
+    *,
+    name: str | None = None,
+    codec: Codec | None = None,
+    version: str | None = None,
+    max_recoveries: int | None = DEFAULT_MAX_RECOVERIES,
 ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]: ...
 
 
@@ -110,6 +118,7 @@ def workflow(
     name: str | None = None,
     codec: Codec | None = None,
     version: str | None = None,
+    max_recoveries: int | None = DEFAULT_MAX_RECOVERIES,
 ) -> Any:
     """Declare an ``async def`` as a durable workflow.
 
@@ -122,14 +131,27 @@ def workflow(
             `durable.NonDeterminismError` show it); defaults to a hash of the function's
             source. A run started under another version takes the old path at every
             `durable.patched` it reaches.
+        max_recoveries: how many times a run may be taken over from an executor that died
+            (or stalled past its lease) while running it; one more and the run ends
+            ``failed`` with `durable.RecoveryLimitExceeded` instead of crashing the next
+            worker too. ``None``: no limit. Graceful stops and parks do not count.
 
     Outside a run, calling the workflow just runs the function. Inside a run, calling it starts a
     child run (id ``"<parent id>/<step>"``) whose result or error becomes one step of the parent.
 
     Raises:
         TypeError: the function is not ``async def``.
+        ValueError: ``max_recoveries`` is not an int >= 0 or ``None``.
     """
     _check_name(name, "workflow")
+    if max_recoveries is not None and (
+        not isinstance(max_recoveries, int)
+        or isinstance(max_recoveries, bool)
+        or max_recoveries < 0
+    ):
+        raise ValueError(
+            f"@workflow(max_recoveries=...) must be an int >= 0 or None, not {max_recoveries!r}"
+        )
 
     def decorate(f: Callable[..., Any]) -> Any:
         if not inspect.iscoroutinefunction(f):
@@ -138,7 +160,11 @@ def workflow(
                 "declare it 'async def' (blocking work belongs in an @activity)"
             )
         defn = WorkflowDefinition(
-            name or _default_name(f), f, codec or DEFAULT_CODEC, version or source_version(f)
+            name or _default_name(f),
+            f,
+            codec or DEFAULT_CODEC,
+            version or source_version(f),
+            max_recoveries,
         )
         register_workflow(defn)
 
@@ -267,6 +293,7 @@ def activity(
             fn=f,
             is_async=inspect.iscoroutinefunction(f),
             retry=retry or NO_RETRY,
+            crash_limit=retry is not None,
             timeout=float(timeout) if timeout is not None else None,
             compensate=compensate,
             undo=undo,

@@ -43,6 +43,7 @@ from durable import _context
 from durable._clock import Clock
 from durable._codec import dumps, dumps_error, loads
 from durable._errors import (
+    ActivityInterrupted,
     ActivityTimeout,
     Cancelled,
     CompensationFailed,
@@ -58,8 +59,9 @@ from durable._errors import (
 )
 from durable._registry import ActivityDefinition, WorkflowDefinition
 from durable._saga import Scope, Undo, current_scope
+from durable._signals import send_signal
 from durable._types import Info, RunStatus, StepKind, StepStatus
-from durable.store import Lease, RunRecord, RunUpdate, StepRecord, Store
+from durable.store import Interruption, Lease, RunRecord, RunUpdate, StepRecord, Store
 
 __all__ = ["ChildRunner", "Engine", "Interceptor", "ReplayEnd", "RunAbandoned"]
 
@@ -69,6 +71,9 @@ ChildRunner = Callable[
 """Runs a child workflow ``(defn, child_id, args, kwargs, parent_id)`` to its outcome."""
 
 _FATAL = (NonDeterminismError, LeaseLost, PayloadDecodeError, StoreError)
+
+_REPLACEABLE = frozenset({StepKind.ACTIVITY, StepKind.SIGNAL_SEND})
+"""Kinds of step whose ``started`` row another call of these kinds may replace (see `_step`)."""
 
 
 class RunAbandoned(BaseException):
@@ -119,12 +124,17 @@ class Engine:
         park_after: float | None = None,
         interceptor: Interceptor | None = None,
         replay_only: bool = False,
+        lease_seconds: float = 30.0,
     ) -> None:
         self._store = store
         self._interceptor = interceptor
         self._replay_only = replay_only
         self._run = run
         self._lease = lease
+        # Before an attempt starts, the lease must have at least this long to run by this
+        # process's clock (a renewal is due every third of it), else it is renewed first.
+        self._lease_seconds = lease_seconds
+        self._lease_margin = lease_seconds / 3
         self._defn = defn
         self._codec = defn.codec
         self._clock = clock
@@ -132,6 +142,7 @@ class Engine:
         self._recorded = {step.seq: step for step in steps}
         self._seq = 0
         self._pending: list[StepRecord] = []
+        self._overwrite: set[int] = set()  # steps whose started row belongs to another call
         self.fatal: BaseException | None = None
         self.finished = False  # the outcome (completed / failed / blocked) is recorded
         self._closed = False  # the outcome is being recorded: no more steps
@@ -139,6 +150,9 @@ class Engine:
         self._cancel_requested = run.cancel_requested
         self._cancel_at = run.cancelled_seq  # the step at which Cancelled is raised
         self._cancel_unrecorded = False  # _cancel_at is decided but not committed yet
+        self._cancel_delivered = anyio.Event()  # cancelled_seq is recorded
+        if run.cancelled_seq is not None:
+            self._cancel_delivered.set()
         self._waits: set[anyio.CancelScope] = set()  # in-process sleeps, woken by a cancel
         self.children: set[str] = set()  # ids of child runs in flight (a cancel reaches them)
         # Parking: a wait longer than park_after unwinds the run when nothing else is in flight
@@ -325,6 +339,12 @@ class Engine:
         ):
             raise ReplayEnd(seq)
         if recorded is not None and (recorded.kind != kind or recorded.name != name):
+            if recorded.status == StepStatus.STARTED and {recorded.kind, kind} <= _REPLACEABLE:
+                # An attempt that never reported back: the workflow saw nothing of it, so
+                # code changed since may call something else here (that step's row replaces
+                # it, with its own attempt count).
+                self._overwrite.add(seq)
+                return seq, None
             self.fatal = self._nondeterminism(
                 seq,
                 f"{recorded.kind} {recorded.name!r}",
@@ -357,7 +377,8 @@ class Engine:
         update: RunUpdate | None = None,
         *,
         outcomes: Sequence[StepRecord] = (),
-    ) -> None:
+        check_requests: bool = False,
+    ) -> Interruption | None:
         if self._closed and (update is None or not update.release):
             raise NotInWorkflowError(
                 f"run {self._run.id!r} has ended; a task it left behind cannot record steps"
@@ -368,8 +389,13 @@ class Engine:
         batch = [*pending, *steps] if pending else steps
         self._active += 1
         try:
-            await self._store.commit(
-                self._lease, batch, update, now=self._clock.time(), outcomes=outcomes
+            stopped = await self._store.commit(
+                self._lease,
+                batch,
+                update,
+                now=self._clock.time(),
+                outcomes=outcomes,
+                check_requests=check_requests,
             )
         except (LeaseLost, StoreError) as exc:
             # Either someone else owns the run, or the store cannot say what was written: this
@@ -381,9 +407,92 @@ class Engine:
             raise
         finally:
             self._active -= 1
+        if stopped is not None:  # nothing was written
+            self._pending[:0] = pending
+            return stopped
         if update is not None and update.release:
             self.finished = True
             self._closed = True
+        return None
+
+    async def _begin(
+        self,
+        record: StepRecord,
+        *,
+        replaces: bool = False,
+        check_requests: bool = True,
+        update: RunUpdate | None = None,
+    ) -> None:
+        """Record that a step starts, before anything of it happens (with the buffered helper
+        steps). ``replaces``: the step's ``started`` row exists (a retry, or an attempt cut
+        off by a crash) and is rewritten. ``check_requests``: the store refuses it while a
+        pause or an undelivered cancel is pending, so no step starts after `cancel()` /
+        `pause()` returned; this step then takes the cancellation (`Cancelled`) or parks
+        the run ``paused`` (it starts when the run is resumed)."""
+        while True:
+            stopped = await self._commit(
+                () if replaces else [record],
+                update,
+                outcomes=[record] if replaces else (),
+                check_requests=check_requests,
+            )
+            if stopped is None:
+                return
+            await self._interrupted(record.seq, stopped)
+
+    async def _interrupted(self, seq: int, stopped: Interruption) -> None:
+        """Step ``seq`` was refused by a request: deliver the cancellation here, park the run
+        paused, or (when another step is delivering the cancellation) wait for that and
+        return so the caller tries again (a workflow may catch `Cancelled` and go on)."""
+        if stopped.cancel:
+            self.request_cancel()
+            if self._cancel_at is None:
+                self._cancel_at, self._cancel_unrecorded = seq, True
+            if self._cancel_at == seq:
+                await self._deliver_cancel(seq)
+            self._active -= 1  # this step waits: it must not keep the run from parking
+            try:
+                await self._cancel_delivered.wait()
+                # The delivering step's `Cancelled` is on its way to a task group that will
+                # cancel this branch too: let it, before this step starts.
+                await anyio.lowlevel.checkpoint()
+            finally:
+                self._active += 1
+            return
+        self.pause_requested = True
+        self._active -= 1  # _pause_here waits for the other steps in flight
+        try:
+            await self._pause_here()
+        finally:
+            self._active += 1
+
+    async def _fresh_lease(self) -> None:
+        """Make sure the lease outlives the attempt about to start, by this process's clock:
+        one that has less than a third of its duration left (renewals stalled, or this
+        process was frozen) is renewed first, and a failed renewal stops the executor without
+        starting anything: a successor may own the run by now."""
+        if self._clock.time() < self._lease.expires_at - self._lease_margin:
+            return
+        try:
+            lease = await self._store.renew_lease(
+                self._lease, now=self._clock.time(), duration=self._lease_seconds
+            )
+        except LeaseLost as exc:
+            self.fatal = exc
+            raise
+        except Exception as exc:
+            self.fatal = LeaseLost(
+                self._run.id,
+                f"its lease was about to expire and could not be renewed ({exc}); no step "
+                "is started without one",
+            )
+            raise self.fatal from exc
+        self.lease_renewed(lease)
+
+    def lease_renewed(self, lease: Lease) -> None:
+        """The executor renewed the lease: later checks use the new expiry."""
+        if lease.token == self._lease.token and lease.expires_at > self._lease.expires_at:
+            self._lease = lease
 
     def _record(
         self,
@@ -516,22 +625,9 @@ class Engine:
         intent: StepRecord | None,
     ) -> Any:
         try:
-            if self._pending:
-                await self._commit(())
-            started = self._clock.time()
             kind, name = StepKind.ACTIVITY, defn.name
-            if defn.final:
-                if intent is None:  # record the intent first: a crash now leaves it without outcome
-                    await self._commit([self._intent(seq, name, started, location)])
-                elif defn.idempotent:
-                    started = intent.started_at  # run it again, with the same idempotency key
-                else:
-                    unknown = OutcomeUnknown(self._run.id, seq, name)
-                    raise await self._record_failure(
-                        seq, kind, name, intent.started_at, 0, location, unknown, replaces=True
-                    ) from None
-            value, attempts = await self._with_retries(
-                seq, kind, defn, fn, args, kwargs, started, location, replaces=defn.final
+            value, attempts, started = await self._with_retries(
+                seq, kind, defn, fn, args, kwargs, location, intent
             )
             # Undos are ordered by the recorded finished_at, so a replay orders them the same.
             finished = self._clock.time()
@@ -543,7 +639,7 @@ class Engine:
                 attempts,
                 location,
                 value,
-                replaces=defn.final,
+                replaces=True,
                 finished_at=finished,
             )
             if defn.undo is not None:
@@ -560,40 +656,74 @@ class Engine:
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        started: float,
         location: str | None,
-        *,
-        replaces: bool = False,
-    ) -> tuple[Any, int]:
+        intent: StepRecord | None,
+    ) -> tuple[Any, int, float]:
         """Attempt ``fn`` under ``defn``'s retry policy; a final failure is recorded and raised.
 
+        Every attempt is recorded (a ``started`` row counting it) before it starts, so an
+        attempt cut off by a crash is counted: ``intent`` is that row when an earlier
+        executor started the step and never recorded its outcome. The first attempt made here
+        is refused while a pause or cancel is pending (see `_begin`); each attempt first makes
+        sure the lease outlives it (`_fresh_lease`).
+
         Returns:
-            The value and the number of attempts made.
+            The value, the number of attempts made in all, and when the step started.
         """
-        attempt = 0
+        name = defn.name
+        done = 0 if intent is None else max(intent.attempts, 1)
+        started = self._clock.time() if intent is None else intent.started_at
+        if intent is not None:
+            stop: Exception | None = None
+            if defn.final and not defn.idempotent:
+                stop = OutcomeUnknown(self._run.id, seq, name)
+            elif defn.crash_limit and done >= defn.retry.max_attempts:
+                stop = ActivityInterrupted(self._run.id, seq, name, done)
+            if stop is not None:
+                raise await self._record_failure(
+                    seq, kind, name, started, done, location, stop, replaces=True
+                ) from None
+        attempt = done
+        recorded = intent is not None or seq in self._overwrite
         while True:
             attempt += 1
+            await self._begin(
+                self._started(seq, kind, name, started, attempt, location),
+                replaces=recorded,
+                check_requests=not recorded and kind != StepKind.COMPENSATION,
+            )
+            recorded = True
+            await self._fresh_lease()
             try:
-                return await self._attempt(defn, fn, args, kwargs, seq, attempt), attempt
+                return await self._attempt(defn, fn, args, kwargs, seq, attempt), attempt, started
             except Exception as exc:
                 if defn.retry.retries(exc, attempt):
                     await self._clock.sleep(defn.retry.delay(attempt))
                     continue
                 seen = await self._record_failure(
-                    seq, kind, defn.name, started, attempt, location, exc, replaces=replaces
+                    seq, kind, name, started, attempt, location, exc, replaces=True
                 )
                 raise seen from None
 
-    def _intent(self, seq: int, name: str, started: float, location: str | None) -> StepRecord:
+    def _started(
+        self,
+        seq: int,
+        kind: StepKind,
+        name: str,
+        started: float,
+        attempts: int,
+        location: str | None,
+    ) -> StepRecord:
+        """The ``started`` row of a step whose attempt number ``attempts`` begins now."""
         return StepRecord(
             run_id=self._run.id,
             seq=seq,
-            kind=StepKind.ACTIVITY,
+            kind=kind,
             name=name,
             status=StepStatus.STARTED,
-            attempts=0,
+            attempts=attempts,
             started_at=started,
-            finished_at=started,
+            finished_at=self._clock.time(),
             location=location,
         )
 
@@ -665,16 +795,16 @@ class Engine:
                     undoes,
                 )
                 raise self.fatal
-            self._replayed(recorded)
-            return
-        if self._pending:
-            await self._commit(())
-        started = self._clock.time()
+            if recorded.status != StepStatus.STARTED:
+                self._replayed(recorded)
+                return
         kind = StepKind.COMPENSATION
-        value, attempts = await self._with_retries(
-            seq, kind, undo.defn, undo.defn.fn, undo.args, undo.kwargs, started, undoes
+        value, attempts, started = await self._with_retries(
+            seq, kind, undo.defn, undo.defn.fn, undo.args, undo.kwargs, undoes, recorded
         )
-        await self._record_result(seq, kind, undo.defn.name, started, attempts, undoes, value)
+        await self._record_result(
+            seq, kind, undo.defn.name, started, attempts, undoes, value, replaces=True
+        )
 
     def saga(self) -> AbstractAsyncContextManager[None]:
         """A block whose compensable activities are undone if the block raises."""
@@ -700,11 +830,15 @@ class Engine:
         try:
             if defn.timeout is None:
                 return await call
-            with anyio.CancelScope(deadline=anyio.current_time() + defn.timeout) as scope:
-                return await call
-            if scope.cancelled_caught:
+            deadline = anyio.current_time() + defn.timeout
+            value: Any = None
+            with anyio.CancelScope(deadline=deadline) as scope:
+                value = await call
+            # Past its deadline the attempt failed, even if the activity caught the
+            # cancellation and returned a value anyway.
+            if scope.cancel_called or scope.cancelled_caught or anyio.current_time() >= deadline:
                 raise ActivityTimeout(defn.name, defn.timeout, run_id=run_id, seq=seq)
-            raise AssertionError("unreachable")  # pragma: no cover
+            return value
         finally:
             _context.leave_activity(tokens)
 
@@ -735,14 +869,14 @@ class Engine:
         seq, recorded = self._step(StepKind.CHILD, defn.name, location)
         if self._cancel_here(seq, recorded):
             return self._deliver_cancel(seq)
-        if recorded is not None:
+        if recorded is not None and recorded.status != StepStatus.STARTED:
             return self._replay(recorded)
         if self._failure_recorded:
             return self._halt(seq, StepKind.CHILD, defn.name, location)
         if self.pause_requested:
             return self._pause_here()
         self._active += 1  # until the step is recorded (or fails): see _execute_child
-        return self._execute_child(seq, defn, args, kwargs, location, child_id)
+        return self._execute_child(seq, defn, args, kwargs, location, child_id, recorded)
 
     async def _execute_child(
         self,
@@ -752,11 +886,16 @@ class Engine:
         kwargs: dict[str, Any],
         location: str | None,
         child_id: str | None,
+        intent: StepRecord | None,
     ) -> Any:
         try:  # counted in _active from the call (call_workflow) until recorded
-            if self._pending:
-                await self._commit(())
-            started = self._clock.time()
+            if intent is None:  # the child step is recorded as started before the child is
+                started = self._clock.time()
+                await self._begin(
+                    self._started(seq, StepKind.CHILD, defn.name, started, 1, location)
+                )
+            else:
+                started = intent.started_at
             child_id = child_id or f"{self._run.id}/{seq}"
             try:
                 value = await self._await_child(seq, defn, args, kwargs, child_id)
@@ -764,6 +903,10 @@ class Engine:
                 self.fatal = exc  # the child cannot progress, so neither can this run
                 raise
             except WorkflowIdConflict as exc:
+                if exc.reason is not None:  # the id is another run's, not this run's child
+                    raise await self._record_failure(
+                        seq, StepKind.CHILD, defn.name, started, 1, location, exc, replaces=True
+                    ) from None
                 # The child id was created by the code this run started with, for another
                 # workflow: the parent's history diverged before its child step was recorded.
                 self.fatal = self._nondeterminism(
@@ -776,10 +919,10 @@ class Engine:
                 raise self.fatal from exc
             except Exception as exc:
                 raise await self._record_failure(
-                    seq, StepKind.CHILD, defn.name, started, 1, location, exc
+                    seq, StepKind.CHILD, defn.name, started, 1, location, exc, replaces=True
                 ) from None
             return await self._record_result(
-                seq, StepKind.CHILD, defn.name, started, 1, location, value
+                seq, StepKind.CHILD, defn.name, started, 1, location, value, replaces=True
             )
         finally:
             self._active -= 1
@@ -831,11 +974,13 @@ class Engine:
             payload = dumps(self._codec, due, what=f"due time of run {self._run.id!r}, step {seq}")
             new = [self._record(seq, StepKind.TIMER, "sleep", started, 1, location, result=payload)]
         remaining = due - self._clock.time()
-        if remaining <= 0:
-            if new:
-                await self._commit(new)
+        sleeping = None if remaining <= 0 else RunUpdate(RunStatus.SLEEPING)
+        if new:
+            await self._begin_wait(new[0], sleeping)
+        elif sleeping is not None:
+            await self._commit((), sleeping)
+        if sleeping is None:
             return
-        await self._commit(new, RunUpdate(RunStatus.SLEEPING))
         self._wake[seq] = (StepKind.TIMER, due)
         try:
             # A cancel seen while that commit was awaited has set the flag: checked first.
@@ -881,9 +1026,9 @@ class Engine:
             deadline = started + wait_for if wait_for is not None else None
             payload = dumps(self._codec, deadline, what=f"deadline of step {seq}")
             intent = dataclasses.replace(
-                self._intent(seq, name, started, location), kind=StepKind.SIGNAL, result=payload
+                self._started(seq, StepKind.SIGNAL, name, started, 1, location), result=payload
             )
-            await self._commit([intent], RunUpdate(RunStatus.WAITING))
+            await self._begin_wait(intent, RunUpdate(RunStatus.WAITING))
         else:
             started = recorded.started_at
             deadline = self._load(recorded.result, seq, "deadline")
@@ -934,6 +1079,71 @@ class Engine:
             )
             await self._nap(seq, nap_for, long_wait)
             poll = min(poll * 1.5, SIGNAL_POLL_SECONDS)
+
+    async def _begin_wait(self, record: StepRecord, update: RunUpdate | None) -> None:
+        """Record a timer or signal wait as it starts (refused while a request is pending,
+        like every step: see `_begin`); counted in flight meanwhile."""
+        self._active += 1
+        try:
+            await self._begin(record, update=update)
+        finally:
+            self._active -= 1
+
+    # -- RunContext: sending signals -------------------------------------------------------
+
+    def send_signal(
+        self,
+        run_id: str,
+        name: str,
+        payload: Any,
+        idempotency_key: str | None,
+        location: str | None,
+    ) -> Awaitable[None]:
+        """Number the send now; the awaitable sends it once, however often the run replays
+        (its idempotency key is ``"<run id>/<step>"`` unless one is given)."""
+        seq, recorded = self._step(StepKind.SIGNAL_SEND, name, location)
+        if self._cancel_here(seq, recorded):
+            return self._deliver_cancel(seq)
+        if recorded is not None and recorded.status != StepStatus.STARTED:
+            return self._replay(recorded)
+        if self._failure_recorded:
+            return self._halt(seq, StepKind.SIGNAL_SEND, name, location)
+        if self.pause_requested:
+            return self._pause_here()
+        self._active += 1  # until the step is recorded (or fails)
+        key = idempotency_key or f"{self._run.id}/{seq}"
+        return self._send_signal(seq, run_id, name, payload, key, location, recorded)
+
+    async def _send_signal(
+        self,
+        seq: int,
+        run_id: str,
+        name: str,
+        payload: Any,
+        key: str,
+        location: str | None,
+        intent: StepRecord | None,
+    ) -> None:
+        kind = StepKind.SIGNAL_SEND
+        try:
+            started = self._clock.time() if intent is None else intent.started_at
+            if intent is None:
+                record = self._started(seq, kind, name, started, 1, location)
+                await self._begin(record, replaces=seq in self._overwrite)
+            try:
+                await send_signal(
+                    self._store, run_id, name, payload, now=self._clock.time(), key=key
+                )
+            except StoreError as exc:
+                self.fatal = exc  # the store cannot say whether it was sent: stop here
+                raise
+            except Exception as exc:
+                raise await self._record_failure(
+                    seq, kind, name, started, 1, location, exc, replaces=True
+                ) from None
+            await self._record_result(seq, kind, name, started, 1, location, None, replaces=True)
+        finally:
+            self._active -= 1
 
     async def _receive(self, name: str, outcome: StepRecord) -> bytes | None:
         try:
@@ -999,6 +1209,11 @@ class Engine:
 
     # -- cancellation ----------------------------------------------------------------------
 
+    def waits_in_memory(self) -> bool:
+        """Whether a wait of this run is held in memory (a sleep, a signal wait) or a child
+        run is in flight: a cancel or pause request must then be passed on to them."""
+        return bool(self._waits or self.children)
+
     def request_cancel(self) -> None:
         """Called by the executor when the run's ``cancel_requested`` is seen: deliver
         `Cancelled` at the next step boundary, and wake any sleep at once."""
@@ -1023,6 +1238,7 @@ class Engine:
             # First delivery: record where, so that replays raise it at the same step.
             self._cancel_unrecorded = False
             await self._commit((), RunUpdate(RunStatus.RUNNING, cancelled_seq=seq))
+            self._cancel_delivered.set()
         raise Cancelled(self._run.id)
 
     def _helper(self, kind: StepKind, location: str | None, make: Callable[[], Any]) -> Any:

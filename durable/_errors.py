@@ -4,7 +4,8 @@
     ├── NotInWorkflowError        a workflow-only call made outside a run
     ├── NotAWorkflowError         (also TypeError) `run`/`start` given a non-@workflow
     ├── RunningLoopError          (also RuntimeError) `durable.run` called inside an event loop
-    ├── WorkflowIdConflict        an id already recorded under another workflow
+    ├── WorkflowIdConflict        an id already recorded for another workflow, other arguments
+    │                             or another parent
     ├── WorkflowNotFound          no run with that id
     ├── WorkflowFinished          a signal sent to a run that has finished
     ├── SignalTimeout             (also TimeoutError) `wait_signal` timed out
@@ -17,6 +18,8 @@
     ├── Cancelled                 the run was cancelled (raised into the workflow)
     ├── CompensationFailed        undos still failed after their retries
     ├── OutcomeUnknown            a final activity's intent was recorded, but not its outcome
+    ├── ActivityInterrupted       every attempt an activity had was cut off by a crash
+    ├── RecoveryLimitExceeded     a run was taken over from dead executors too often
     └── StoreError                the store cannot be used as asked
         └── SchemaVersionError    the database was written by an unknown (newer) schema
 
@@ -31,6 +34,7 @@ from typing import Any
 
 __all__ = [
     "ActivityError",
+    "ActivityInterrupted",
     "ActivityTimeout",
     "Cancelled",
     "CompensationFailed",
@@ -41,6 +45,7 @@ __all__ = [
     "NotInWorkflowError",
     "OutcomeUnknown",
     "PayloadDecodeError",
+    "RecoveryLimitExceeded",
     "RunningLoopError",
     "SchemaVersionError",
     "SerializationError",
@@ -79,22 +84,32 @@ class RunningLoopError(DurableError, RuntimeError):
 
 
 class WorkflowIdConflict(DurableError):
-    """The run id is already recorded for a different workflow.
+    """The run id is already taken: recorded for a different workflow, with different
+    arguments, or (for a child run) by a run that is not this parent's child.
 
     Attributes:
         run_id: the id that was asked for.
         recorded: the workflow name recorded under that id.
         requested: the workflow name that was asked for now.
+        reason: the explanation when the workflow names match but the arguments or the
+            parent differ (``None`` for a workflow mismatch).
     """
 
-    def __init__(self, run_id: str, recorded: str, requested: str) -> None:
+    def __init__(
+        self, run_id: str, recorded: str, requested: str, reason: str | None = None
+    ) -> None:
         super().__init__(
-            f"run {run_id!r} is already recorded for workflow {recorded!r}, not {requested!r}; "
-            "a run id is an idempotency key for one workflow: choose another id for this call"
+            reason
+            or (
+                f"run {run_id!r} is already recorded for workflow {recorded!r}, not "
+                f"{requested!r}; a run id is an idempotency key for one workflow: choose "
+                "another id for this call"
+            )
         )
         self.run_id = run_id
         self.recorded = recorded
         self.requested = requested
+        self.reason = reason
 
 
 class WorkflowNotFound(DurableError):
@@ -381,6 +396,57 @@ class OutcomeUnknown(DurableError):
         self.seq = seq
         self.activity = activity
         self.idempotency_key = f"{run_id}/{seq}"
+
+
+class ActivityInterrupted(DurableError):
+    """Every attempt an activity's retry policy allows was started, and the last one never
+    reported back: its executor died (or lost the run) in the middle of it. Crashed attempts
+    count toward ``RetryPolicy.max_attempts`` so that an activity which kills its process is
+    not retried forever.
+
+    Attributes:
+        run_id: the run.
+        seq: the activity's step number.
+        activity: the activity name.
+        attempts: the attempts started, crashed ones included.
+    """
+
+    def __init__(self, run_id: str, seq: int, activity: str, attempts: int) -> None:
+        super().__init__(
+            f"activity {activity!r} (run {run_id!r}, step {seq}) was interrupted: its "
+            f"executor died or lost the run during attempt {attempts}, and its RetryPolicy "
+            f"allows {attempts} attempt(s) in all, so it is not started again. If the "
+            "activity itself kills the process (memory, a native crash), fix it; otherwise "
+            "raise RetryPolicy.max_attempts"
+        )
+        self.run_id = run_id
+        self.seq = seq
+        self.activity = activity
+        self.attempts = attempts
+
+
+class RecoveryLimitExceeded(DurableError):
+    """A run was taken over from executors that died while holding it more often than its
+    workflow's ``max_recoveries`` allows; it is ended ``failed`` instead of crashing the
+    next worker too. Its history is kept.
+
+    Attributes:
+        run_id: the run.
+        recoveries: how often it was taken over.
+        limit: the workflow's ``max_recoveries``.
+    """
+
+    def __init__(self, run_id: str, recoveries: int, limit: int) -> None:
+        super().__init__(
+            f"run {run_id!r} was taken over from a dead executor {recoveries} times, more "
+            f"than its workflow's max_recoveries={limit}: something in it keeps killing the "
+            "process that runs it, so it is ended failed (no compensations ran; its history "
+            "is kept). Find the crash in the workflow's code or activities; raise "
+            "@workflow(max_recoveries=...) if the takeovers had other causes"
+        )
+        self.run_id = run_id
+        self.recoveries = recoveries
+        self.limit = limit
 
 
 class StoreError(DurableError):

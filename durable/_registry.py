@@ -22,20 +22,24 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True, eq=False)
 class WorkflowDefinition:
-    """A ``@workflow``: its name, the undecorated function, the codec for its payloads, and its
-    code version (recorded with every run it starts)."""
+    """A ``@workflow``: its name, the undecorated function, the codec for its payloads, its
+    code version (recorded with every run it starts), and how many takeovers from dead
+    executors a run may have before it is ended ``failed`` (``None``: no limit)."""
 
     name: str
     fn: Callable[..., Any]
     codec: Codec = field(default=DEFAULT_CODEC)
     version: str | None = None
+    max_recoveries: int | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class ActivityDefinition:
     """An ``@activity``: name, function, whether it is ``async def``, retry, timeout, and its
     saga settings (the undo step's definition, whether the undo takes ``result=``, the
-    activity's signature to bind arguments for the undo, ``final`` / ``idempotent``)."""
+    activity's signature to bind arguments for the undo, ``final`` / ``idempotent``), and
+    ``crash_limit``: its retry policy was given explicitly, so attempts cut off by a crash count
+    toward ``max_attempts`` (without one, an interrupted activity is simply run again)."""
 
     name: str
     fn: Callable[..., Any]
@@ -48,6 +52,7 @@ class ActivityDefinition:
     signature: inspect.Signature | None = None
     final: bool = False
     idempotent: bool = False
+    crash_limit: bool = False
 
 
 _lock = threading.Lock()

@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -30,23 +30,26 @@ import anyio
 
 from durable import _context
 from durable._clock import Clock, SystemClock
-from durable._codec import DEFAULT_CODEC, dumps, loads
+from durable._codec import dumps, dumps_error, loads
 from durable._decorators import caller_location, definition_of
 from durable._engine import PARKED, Engine, Interceptor, RunAbandoned
 from durable._errors import (
     DurableError,
     LeaseLost,
     NotAWorkflowError,
+    PayloadDecodeError,
+    RecoveryLimitExceeded,
     RunningLoopError,
+    SerializationError,
     StoreError,
-    WorkflowFinished,
     WorkflowIdConflict,
     WorkflowNotFound,
 )
 from durable._history import dump_history
 from durable._registry import WorkflowDefinition, lookup_workflow
+from durable._signals import send_signal
 from durable._types import RunStatus, Step, StepKind, StepStatus
-from durable.store import Lease, LeaseOwner, RunRecord, RunUpdate, Store
+from durable.store import Lease, LeaseOwner, RunRecord, RunUpdate, Store, UnreadableRecord
 
 __all__ = [
     "LEASE_SECONDS",
@@ -62,6 +65,11 @@ R = TypeVar("R")
 
 LEASE_SECONDS = 30.0
 """How long a lease lasts without renewal; an executor renews it every third of that."""
+
+MIN_LEASE_SECONDS = 1.0
+"""The shortest lease a worker accepts: it is renewed every third of its length, and an
+executor renews it before starting a step when less than a third is left, so a shorter lease
+would leave no time for a store round trip (and a worker would lose its own runs)."""
 
 PARK_AFTER_SECONDS = 5.0
 """A wait longer than this parks the run (unwound, its lease released) instead of being waited
@@ -176,8 +184,17 @@ async def _ensure_run(
     kwargs: dict[str, Any],
     parent_id: str | None,
     clock: Clock,
+    check_args: bool = True,
 ) -> RunRecord:
+    """The run ``run_id``, recorded now if it is new.
+
+    Raises:
+        WorkflowIdConflict: the id is recorded for another workflow; or, for a child run
+            (``parent_id`` given), by a run that is not that parent's child; or, with
+            ``check_args``, with other arguments.
+    """
     existing = await store.get_run(run_id)
+    created = False
     if existing is None:
         payload = dumps(defn.codec, (args, kwargs), what=f"arguments of run {run_id!r}")
         now = clock.time()
@@ -191,10 +208,71 @@ async def _ensure_run(
             parent_id=parent_id,
             code_version=defn.version,
         )
-        existing, _ = await store.create_run(record)
+        existing, created = await store.create_run(record)
+    if created:
+        return existing
+    if parent_id is not None and existing.parent_id != parent_id:
+        owner = f"child of run {existing.parent_id!r}" if existing.parent_id else "top-level run"
+        raise WorkflowIdConflict(
+            run_id,
+            existing.workflow,
+            defn.name,
+            reason=(
+                f"run {parent_id!r} cannot use {run_id!r} as the id of its child run: that id "
+                f"is already taken by a {owner} of workflow {existing.workflow!r}; choose "
+                'child ids that no other run uses (the default "<parent id>/<step>" is '
+                "free unless someone else chose it)"
+            ),
+        )
     if existing.workflow != defn.name:
         raise WorkflowIdConflict(run_id, existing.workflow, defn.name)
+    if check_args and not _same_arguments(existing, defn, args, kwargs):
+        raise WorkflowIdConflict(
+            run_id,
+            existing.workflow,
+            defn.name,
+            reason=(
+                f"run {run_id!r} of workflow {defn.name!r} is already recorded with other "
+                "arguments than the ones given now; the id is the run's idempotency key: "
+                "call it with the arguments it was started with (to resume it or get its "
+                "result), or choose another id for a new run"
+            ),
+        )
     return existing
+
+
+def _same_arguments(
+    run: RunRecord, defn: WorkflowDefinition, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> bool:
+    """Whether ``(args, kwargs)`` are the ones ``run`` was recorded with: the same encoding,
+    or equal once the recorded ones are decoded. Arguments that cannot be encoded or
+    decoded, or compared, are not held against the caller."""
+    try:
+        if dumps(defn.codec, (args, kwargs), what="arguments") == run.args:
+            return True
+        recorded: Any = loads(run.args, run_id=run.id, seq=None, what="arguments")
+    except (SerializationError, PayloadDecodeError):
+        return True
+    recorded_args, recorded_kwargs = recorded
+    if len(recorded_args) != len(args) or set(recorded_kwargs) != set(kwargs):
+        return False
+    pairs = [*zip(recorded_args, args, strict=True)]
+    pairs += [(recorded_kwargs[k], kwargs[k]) for k in kwargs]
+    return all(_equal(a, b) for a, b in pairs)
+
+
+def _equal(recorded: Any, given: Any) -> bool:
+    """Equality for argument values; objects of a class without ``__eq__`` (which compare by
+    identity) compare by type and attributes."""
+    try:
+        if recorded == given:
+            return True
+    except Exception:
+        return True  # cannot be compared (an array, say): not a reason to refuse the call
+    cls = type(recorded)
+    if cls is type(given) and getattr(cls, "__eq__", None) is object.__eq__:
+        return _equal(getattr(recorded, "__dict__", None), getattr(given, "__dict__", None))
+    return False
 
 
 def _outcome(run: RunRecord) -> Any:
@@ -219,11 +297,12 @@ async def _execute(
     lease_seconds: float | None = None,
     park_after: float | None = None,
     interceptor: Interceptor | None = None,
+    check_args: bool = True,
 ) -> Any:
     """Execute run ``run_id`` until it finishes. With ``wait_parked=False`` (a child run of a
     worker-executed parent) return `PARKED` as soon as the run is parked: the worker resumes
     it when due, and its completion wakes the parent."""
-    run = await _ensure_run(store, defn, run_id, args, kwargs, parent_id, clock)
+    run = await _ensure_run(store, defn, run_id, args, kwargs, parent_id, clock, check_args)
     delay = 0.02
     while True:
         if run.status.finished:
@@ -247,6 +326,10 @@ async def _execute(
             if outcome is not PARKED or not wait_parked:
                 return outcome
             delay = 0.02  # parked: this call waits for the wake-up, holding nothing of the run
+        elif run.status == RunStatus.BLOCKED and run.lease_owner is None:
+            # Only a run whose stored status this version does not know is blocked and
+            # cannot be acquired (see `durable.store.Store.acquire_lease`).
+            raise StoreError(run.error_text or f"run {run.id!r} cannot be executed")
         else:
             # Held by a live executor (wait for it to finish or expire), or parked until later.
             await anyio.sleep(min(pause, 0.5) if pause else delay)
@@ -311,8 +394,15 @@ async def _drive(
     _active_owners.add(lease.owner.owner)
     engine: Engine | None = None
     abandoned = False
+    ended = False  # the run's end was recorded here, without an engine
     try:
-        steps = await store.load_steps(run.id)
+        try:
+            _check_recoveries(defn, run)
+            steps = await store.load_steps(run.id)
+        except (RecoveryLimitExceeded, UnreadableRecord) as exc:
+            await _end_early(store, lease, defn, run, exc, clock)
+            ended = True
+            raise
         engine = Engine(
             store=store,
             run=run,
@@ -324,6 +414,7 @@ async def _drive(
             park_after=PARK_AFTER_SECONDS if park_after is None else park_after,
             interceptor=interceptor,
             replay_only=replay_only,
+            lease_seconds=lease_seconds or LEASE_SECONDS,
         )
         outcome: list[tuple[bool, Any]] = []
         try:
@@ -360,10 +451,41 @@ async def _drive(
         _active_owners.discard(lease.owner.owner)
         if not abandoned:  # an abandoned run is left as a killed process leaves it
             with anyio.CancelScope(shield=True):
-                await _let_go(store, lease, engine, clock)
-                if engine is not None and engine.finished and run.parent_id is not None:
+                if not ended:
+                    await _let_go(store, lease, engine, clock)
+                finished = ended or (engine is not None and engine.finished)
+                if finished and run.parent_id is not None:
                     with contextlib.suppress(Exception):  # a parked parent waits for this outcome
                         await store.wake(run.parent_id, now=clock.time())
+
+
+def _check_recoveries(defn: WorkflowDefinition, run: RunRecord) -> None:
+    """Raise `RecoveryLimitExceeded` when taking ``run`` (as it was before its lease was
+    taken) over once more goes past its workflow's ``max_recoveries``."""
+    limit = defn.max_recoveries
+    recoveries = run.recoveries + (run.lease_owner is not None)  # as the store just counted
+    if limit is not None and recoveries > limit:
+        raise RecoveryLimitExceeded(run.id, recoveries, limit)
+
+
+async def _end_early(
+    store: Store,
+    lease: Lease,
+    defn: WorkflowDefinition,
+    run: RunRecord,
+    exc: RecoveryLimitExceeded | UnreadableRecord,
+    clock: Clock,
+) -> None:
+    """Record the end of a run that cannot be executed: ``failed`` past its recovery limit
+    (nothing more of it runs: its compensations neither), ``blocked`` when a stored row is
+    unreadable (it resumes once the row is repaired)."""
+    if isinstance(exc, UnreadableRecord):
+        update = RunUpdate(RunStatus.BLOCKED, error_text=str(exc), release=True)
+    else:
+        encoded, _ = dumps_error(defn.codec, exc, what=f"error of run {run.id!r}")
+        text = f"{type(exc).__qualname__}: {exc}"
+        update = RunUpdate(RunStatus.FAILED, error=encoded, error_text=text, release=True)
+    await store.commit(lease, (), update, now=clock.time())
 
 
 async def _let_go(store: Store, lease: Lease, engine: Engine | None, clock: Clock) -> None:
@@ -379,7 +501,8 @@ async def _let_go(store: Store, lease: Lease, engine: Engine | None, clock: Cloc
 
 
 CANCEL_POLL_SECONDS = 0.2
-"""How often an executor looks for a cancel request on the run it executes."""
+"""How often an executor that waits in memory (or for a child) looks for a cancel or pause
+request on its run, to wake that wait."""
 
 
 async def _keep_lease(
@@ -395,7 +518,10 @@ async def _keep_lease(
     cancel_seen = False
     while True:
         await anyio.sleep(CANCEL_POLL_SECONDS)
-        if not cancel_seen:
+        # A step that starts is refused by the store while a request is pending, so requests
+        # need looking for only to wake a wait held in memory (a sleep, a signal wait) or to
+        # pass a cancel on to children in flight.
+        if not cancel_seen and engine.waits_in_memory():
             try:
                 run = await store.get_run(lease.run_id)
             except Exception:
@@ -412,6 +538,7 @@ async def _keep_lease(
             continue
         try:
             lease = await store.renew_lease(lease, now=clock.time(), duration=duration)
+            engine.lease_renewed(lease)
         except LeaseLost as exc:
             engine.fatal = exc
             scope.cancel()
@@ -561,13 +688,31 @@ async def start(
     return WorkflowHandle(id, resolved)
 
 
-async def signal(
-    id: str, name: str, payload: Any = None, *, store: Store | str | None = None
-) -> None:
+def signal(
+    id: str,
+    name: str,
+    payload: Any = None,
+    *,
+    idempotency_key: str | None = None,
+    store: Store | str | None = None,
+) -> Coroutine[Any, Any, None]:
     """Send signal ``name`` with ``payload`` to run ``id``, from any process.
 
     The signal is buffered until the run's next ``durable.wait_signal(name)`` consumes it
     (signals of one name are consumed in the order sent, each by exactly one wait).
+
+    Called from workflow code it is a step (kind ``signal_send``): sent once, however often
+    the sending run replays (``store`` must be left out: it goes through the run's store).
+
+    Args:
+        id: the receiving run.
+        name: the signal name.
+        payload: any value the receiving workflow's codec can encode.
+        idempotency_key: a second send with the same key to the same run is a no-op (it
+            returns normally and buffers nothing), so a sender that retries (an activity, a
+            webhook handler) sends once. Inside a workflow it defaults to
+            ``"<sending run id>/<step>"``.
+        store: a store, a URL, or ``None`` for ``DURABLE_URL`` / ``sqlite:///durable.db``.
 
     Raises:
         WorkflowNotFound: no such run.
@@ -575,23 +720,21 @@ async def signal(
         SerializationError: the payload cannot be encoded.
     """
     _check_id(id, "signal")
-    await _send_signal(resolve_store(store), id, name, payload, time.time())
+    ctx = _context.current_or_none()
+    if ctx is not None:
+        if store is not None:
+            raise ValueError(
+                f"durable.signal({id!r}, ...) inside a workflow is a step of the run and goes "
+                "through the run's store; leave out store="
+            )
+        return _as_coroutine(ctx.send_signal(id, name, payload, idempotency_key, caller_location()))
+    return send_signal(
+        resolve_store(store), id, name, payload, now=time.time(), key=idempotency_key
+    )
 
 
-async def _send_signal(resolved: Store, id: str, name: str, payload: Any, now: float) -> None:
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"durable.signal() needs a non-empty signal name, not {name!r}")
-    existing = await resolved.get_run(id)
-    if existing is None:
-        raise WorkflowNotFound(id)
-    defn = lookup_workflow(existing.workflow)
-    codec = defn.codec if defn is not None else DEFAULT_CODEC
-    encoded = dumps(codec, payload, what=f"payload of signal {name!r} to run {id!r}")
-    run = await resolved.send_signal(id, name, encoded, now=now)
-    if run is None:
-        raise WorkflowNotFound(id)
-    if run.status.finished:
-        raise WorkflowFinished(id, str(run.status), name)
+async def _as_coroutine(awaitable: Awaitable[None]) -> None:
+    await awaitable
 
 
 def get_handle(id: str, store: Store | str | None = None) -> WorkflowHandle:
@@ -673,9 +816,18 @@ class WorkflowHandle:
                 await anyio.sleep(delay)
                 delay = min(delay * 1.5, 0.5)
 
-    async def signal(self, name: str, payload: Any = None) -> None:
-        """Send signal ``name`` with ``payload`` to this run (see `durable.signal`)."""
-        await _send_signal(self._store, self._id, name, payload, self._clock.time())
+    async def signal(
+        self, name: str, payload: Any = None, *, idempotency_key: str | None = None
+    ) -> None:
+        """Send signal ``name`` with ``payload`` to this run (see `durable.signal`: from
+        workflow code it is a step, and ``idempotency_key`` makes a repeated send a no-op)."""
+        ctx = _context.current_or_none()
+        if ctx is not None:
+            location = caller_location()
+            await ctx.send_signal(self._id, name, payload, idempotency_key, location)
+            return
+        now = self._clock.time()
+        await send_signal(self._store, self._id, name, payload, now=now, key=idempotency_key)
 
     async def pause(self) -> None:
         """Stop the run at its next step boundary: the steps in flight finish and are
@@ -748,7 +900,9 @@ class WorkflowHandle:
             )
         if run.status.finished:  # compensation_failed after an earlier rollback
             _outcome(run)
-        await _execute(self._store, defn, self._id, (), {}, run.parent_id, self._clock)
+        await _execute(
+            self._store, defn, self._id, (), {}, run.parent_id, self._clock, check_args=False
+        )
 
     async def export_history(self) -> str:
         """The run and its recorded steps as JSON text, payloads included as stored, to keep

@@ -117,6 +117,7 @@ def undo_definition(
         is_async=inspect.iscoroutinefunction(fn),
         retry=retry or _undo_retry(undo_defn),
         timeout=undo_defn.timeout if undo_defn is not None else None,
+        crash_limit=retry is not None or (undo_defn is not None and undo_defn.crash_limit),
     )
     return defn, result is not None
 

@@ -54,10 +54,12 @@ class StepKind(enum.StrEnum):
     CHILD = "child"
     COMPENSATION = "compensation"
     PATCH = "patch"
+    SIGNAL_SEND = "signal_send"
 
 
 class StepStatus(enum.StrEnum):
-    """How a recorded step ended (``started``: a final activity's intent, outcome unknown)."""
+    """How a recorded step ended. ``started``: an attempt (or a signal wait) began and its
+    outcome is not recorded yet; ``attempts`` then counts the attempts started so far."""
 
     STARTED = "started"
     COMPLETED = "completed"

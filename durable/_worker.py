@@ -23,9 +23,9 @@ from durable._decorators import definition_of
 from durable._engine import Interceptor, RunAbandoned
 from durable._errors import LeaseLost, NonDeterminismError, PayloadDecodeError, StoreError
 from durable._registry import WorkflowDefinition, registered_workflows
-from durable._runner import _HOST, _drive, resolve_store
+from durable._runner import _HOST, MIN_LEASE_SECONDS, _drive, _holder_is_dead, resolve_store
 from durable._types import RunStatus
-from durable.store import Lease, LeaseOwner, RunRecord, Store
+from durable.store import Lease, LeaseOwner, RunRecord, Store, UnreadableRecord
 
 __all__ = ["Worker"]
 
@@ -35,6 +35,13 @@ IDLE_SECONDS = 1.0
 """The longest an idle worker waits before it looks for runnable runs again. Stores wake it
 sooner: when a write makes a run runnable (Postgres: ``LISTEN``/``NOTIFY`` from any process),
 when a timer or lease is due, and SQLite every 50 ms (it has no cross-process notification)."""
+
+UNREADABLE_SCAN_SECONDS = 60.0
+"""How often a worker blocks runs whose stored status it does not know (and at start)."""
+
+ORPHAN_SCAN_SECONDS = 5.0
+"""How often a worker looks for runs still leased by dead processes on its own host (and at
+start, so a worker restarted after a crash takes its predecessor's runs over at once)."""
 
 _MIN_IDLE_SECONDS = 0.005
 """A due run that another worker holds for the moment is not claimed in a busy loop."""
@@ -75,6 +82,12 @@ class Worker:
             if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
                 if not (name == "park_after" and value == 0 and _clock is not None):
                     raise ValueError(f"Worker({name}=...) must be a number of seconds > 0")
+        if lease < MIN_LEASE_SECONDS:
+            raise ValueError(
+                f"Worker(lease={lease!r}) is too short: a lease must last at least "
+                f"{MIN_LEASE_SECONDS:g} s (it is renewed every third of it, and a store round "
+                "trip must fit in that), or the worker loses its own runs"
+            )
         self._park_after = float(park_after)
         self._store_arg = store
         self._workflows: dict[str, WorkflowDefinition] | None = None
@@ -120,6 +133,8 @@ class Worker:
         self._stopping = False
         async with anyio.create_task_group() as tg:
             next_report = 0.0
+            next_orphan_scan = 0.0
+            next_unreadable_scan = 0.0
             first_claim = True
             while not self._stopping:
                 free = self._concurrency - self._active
@@ -143,12 +158,18 @@ class Worker:
                     if first_claim:  # the store answers: operators (and tests) may wait for this
                         first_claim = False
                         log.info("durable worker: claiming runs of %s from %r", names, store)
+                if self._clock.time() >= next_orphan_scan:
+                    next_orphan_scan = self._clock.time() + ORPHAN_SCAN_SECONDS
+                    claimed += await self._take_over_orphans(store, names, free - len(claimed))
                 for run, lease in claimed:
                     self._active += 1
                     tg.start_soon(self._execute, store, workflows[run.workflow], run, lease)
                 if self._clock.time() >= next_report:
                     next_report = self._clock.time() + 5.0
                     await self._report_unknown(store, names)
+                if self._clock.time() >= next_unreadable_scan:
+                    next_unreadable_scan = self._clock.time() + UNREADABLE_SCAN_SECONDS
+                    await self._block_unreadable(store)
                 if not claimed and not self._stopping:
                     started = anyio.current_time()
                     with anyio.CancelScope() as self._idle:
@@ -181,6 +202,8 @@ class Worker:
             )
         except RunAbandoned:
             log.debug("durable worker: run %r abandoned (a test's simulated crash)", run.id)
+        except UnreadableRecord as exc:  # the run is blocked now: it is not claimed again
+            log.warning("durable worker: run %r is blocked: %s", run.id, exc)
         except (LeaseLost, StoreError, NonDeterminismError, PayloadDecodeError) as exc:
             log.warning("durable worker: run %r stopped: %s", run.id, exc)
         except Exception as exc:  # the workflow's own failure: recorded with the run
@@ -193,6 +216,54 @@ class Worker:
                 self._slot_freed.set()
             if self._active == 0 and self._drained is not None:
                 self._drained.set()
+
+    async def _take_over_orphans(
+        self, store: Store, names: tuple[str, ...], free: int
+    ) -> list[tuple[RunRecord, Lease]]:
+        """Runs whose lease an executor process on this host still holds although that
+        process is gone (a worker SIGKILLed and restarted, a crashed ``durable.run``): taken
+        over at once, as ``durable.run`` does, instead of after the lease expires."""
+        if free <= 0:
+            return []
+        try:
+            held = await store.leased_on(_HOST, workflows=names)
+        except Exception:
+            log.exception("durable worker: looking for runs of dead local executors failed")
+            return []
+        taken: list[tuple[RunRecord, Lease]] = []
+        for run in held:
+            if len(taken) >= free or run.lease_owner == self._owner.owner:
+                continue
+            if run.id in self.leases or not _holder_is_dead(run):
+                continue
+            try:
+                lease = await store.acquire_lease(
+                    run.id,
+                    self._owner,
+                    now=self._clock.time(),
+                    duration=self._lease,
+                    takeover_token=run.lease_token,
+                )
+            except Exception:
+                log.exception("durable worker: taking over run %r failed", run.id)
+                continue
+            if lease is not None:
+                log.info(
+                    "durable worker: took over run %r from dead process %s", run.id, run.lease_pid
+                )
+                taken.append((run, lease))
+        return taken
+
+    async def _block_unreadable(self, store: Store) -> None:
+        """Runs with a status this version does not know are never claimed; block them (once,
+        by whichever worker gets there first) and say so, instead of ignoring them."""
+        try:
+            blocked = await store.block_unreadable(now=self._clock.time())
+        except Exception:
+            log.exception("durable worker: looking for runs with unknown statuses failed")
+            return
+        for run in blocked:
+            log.warning("durable worker: run %r is blocked: %s", run.id, run.error_text)
 
     async def _report_unknown(self, store: Store, names: tuple[str, ...]) -> None:
         try:

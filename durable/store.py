@@ -35,6 +35,7 @@ from durable._errors import (
 from durable._types import RunStatus, StepKind, StepStatus
 
 __all__ = [
+    "Interruption",
     "Lease",
     "LeaseLost",
     "LeaseOwner",
@@ -47,6 +48,7 @@ __all__ = [
     "StepStatus",
     "Store",
     "StoreError",
+    "UnreadableRecord",
     "WorkflowIdConflict",
     "WorkflowNotFound",
     "due_at",
@@ -85,6 +87,9 @@ class RunRecord:
             next step boundary (status ``paused``) until `Store.resume`.
         code_version: the version of the workflow's code the run started under (see
             ``@workflow(version=...)``); ``None`` for runs recorded before versions were.
+        recoveries: how often the run was taken over from an executor that still held its
+            lease (it died, or stalled past the lease): `Store.acquire_lease` and
+            `Store.claim` count them. Compared with the workflow's ``max_recoveries``.
     """
 
     id: str
@@ -108,6 +113,7 @@ class RunRecord:
     wake_at: float | None = None
     pause_requested: bool = False
     code_version: str | None = None
+    recoveries: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +125,11 @@ class StepRecord:
         seq: the step number, from 1 in call order; ``(run_id, seq)`` is the key.
         kind: what the step was.
         name: activity / workflow name, or the helper name.
-        status: completed or failed; ``started`` for the recorded intent of a final activity
-            whose outcome is not recorded yet.
-        attempts: attempts made.
+        status: completed or failed; ``started`` while its outcome is not recorded: an
+            activity, compensation, child or signal send whose attempt began (recorded before
+            the attempt starts, so a crash cannot hide it), or a signal wait.
+        attempts: attempts started (an attempt is counted when it starts, so attempts cut
+            off by a crash count too).
         started_at: when the step started.
         finished_at: when it ended.
         result: encoded result (completed steps).
@@ -185,6 +193,45 @@ class RunUpdate:
     wake_at: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Interruption:
+    """Why `Store.commit` with ``check_requests=True`` wrote nothing: the run was asked to
+    stop before the step could start.
+
+    Attributes:
+        cancel: a cancel was requested and not yet delivered (``cancelled_seq`` is unset).
+        pause: a pause was requested.
+    """
+
+    cancel: bool
+    pause: bool
+
+
+class UnreadableRecord(StoreError):
+    """A stored row holds a value this version of durable does not know (a step kind, a step
+    or run status): written by hand, by a newer version, or damaged. Raised by the store
+    when it reads such a step; the executor then blocks the run.
+
+    Attributes:
+        run_id: the run.
+        seq: the step number, or ``None`` for the run row itself.
+        field: the column holding the unknown value.
+        value: the value.
+    """
+
+    def __init__(self, run_id: str, seq: int | None, field: str, value: object) -> None:
+        where = f"step {seq} of run {run_id!r}" if seq is not None else f"run {run_id!r}"
+        super().__init__(
+            f"{where} has {field} {value!r}, which this version of durable does not know; "
+            "the run is blocked: repair the row (or run the version of durable that wrote "
+            "it), then run it again"
+        )
+        self.run_id = run_id
+        self.seq = seq
+        self.field = field
+        self.value = value
+
+
 def due_at(run: RunRecord) -> float | None:
     """When `Store.claim` may take ``run`` by time alone (maybe already past): a pending run
     at once, a parked one at its wake time, a leased one when its lease lapses. ``None`` when
@@ -238,7 +285,9 @@ class Store(Protocol):
         lease, or the lease expired (``lease_expires_at <= now``), or the run's current token
         equals ``takeover_token`` (the caller verified that the holder is dead). On success the
         token is incremented, owner / host / pid / expiry are set, the status becomes
-        ``running``, and ``error_text`` and ``wake_at`` are cleared.
+        ``running``, and ``error_text`` and ``wake_at`` are cleared; taking the lease from an
+        owner that still held it (expired, or ``takeover_token``) counts one more
+        ``recoveries``. A run whose status this version does not know is never acquired.
 
         Returns:
             The new lease, or ``None`` when the run is missing, finished, or leased to someone
@@ -291,15 +340,27 @@ class Store(Protocol):
         *,
         now: float,
         outcomes: Sequence[StepRecord] = (),
-    ) -> None:
+        check_requests: bool = False,
+    ) -> Interruption | None:
         """Insert ``steps``, replace ``outcomes`` and apply ``update`` in one transaction.
 
         Each of ``outcomes`` replaces the recorded step with its ``seq`` whose status is
-        ``started`` (a final activity's intent); any other existing step is never rewritten.
+        ``started`` (an attempt or a wait in progress; the replacement may itself be
+        ``started``, counting one more attempt, or the start of another step in its place
+        when the workflow's code changed); any other existing step is never rewritten.
 
         With an ``update``, ``updated_at`` is set to ``now``; steps alone leave the run record
         untouched (so the common one-step commit writes one row). Nothing is written unless the
         run's token still equals ``lease.token``, checked under the transaction's lock.
+
+        ``check_requests``: the commit starts a step. Under the same lock, if the run has a
+        pause request, or a cancel request not yet delivered (``cancelled_seq`` unset),
+        nothing is written and the `Interruption` is returned: a request that was stored
+        before this commit is never missed, so no step starts after `request_cancel` /
+        `request_pause` returned.
+
+        Returns:
+            ``None`` when written; the `Interruption` when ``check_requests`` stopped it.
 
         Raises:
             LeaseLost: the token changed; nothing was written.
@@ -343,10 +404,18 @@ class Store(Protocol):
         ...
 
     async def send_signal(
-        self, run_id: str, name: str, payload: bytes, *, now: float
+        self,
+        run_id: str,
+        name: str,
+        payload: bytes,
+        *,
+        now: float,
+        idempotency_key: str | None = None,
     ) -> RunRecord | None:
         """Buffer signal ``name`` for an unfinished run (no lease needed), after any signals
         buffered before it; a parked ``waiting`` run becomes runnable (``wake_at = now``).
+        With an ``idempotency_key`` already used for a signal to this run (consumed or not),
+        nothing is buffered: the send is a no-op, so a sender may retry it safely.
 
         Returns:
             The run; when it is finished nothing was recorded (the caller reports it).
@@ -384,9 +453,27 @@ class Store(Protocol):
         """
         ...
 
+    async def block_unreadable(self, *, now: float, limit: int = 100) -> list[RunRecord]:
+        """Make runs whose stored status this version does not know ``blocked`` (their
+        ``error_text`` names the unknown value; nothing else changes), up to ``limit`` of
+        them, so that they are reported instead of silently ignored.
+
+        Returns:
+            The runs blocked now (empty when there are none).
+        """
+        ...
+
+    async def leased_on(self, host: str, *, workflows: Sequence[str]) -> list[RunRecord]:
+        """Unfinished runs of ``workflows`` whose lease is held by an executor on ``host``
+        (expired or not): a worker looks among them for runs whose executor process died, to
+        take them over at once instead of after their lease."""
+        ...
+
     async def prune(self, *, before: float, limit: int) -> int:
         """Delete up to ``limit`` finished runs last updated before ``before``, with their
-        steps and signals, in one short transaction. Unfinished runs are never touched.
+        steps and signals, in one short transaction. Unfinished runs are never touched, and
+        neither is a finished run with an unfinished ancestor (its parent, the parent's
+        parent...): the ancestor may still need its outcome.
 
         Returns:
             How many runs were deleted (fewer than ``limit`` means none are left to delete).

@@ -312,7 +312,8 @@ async def test_changed_code_raises_nondeterminism_and_blocks(store: Store) -> No
     assert err.seq == 2 and calls["greet"] == 0
     handle = durable.get_handle("nd2", store)
     assert await handle.status() == RunStatus.BLOCKED
-    assert len(await handle.history()) == 2  # nothing recorded was lost
+    # nothing recorded was lost: two steps, and the attempt the crash cut off
+    assert [s.status for s in await handle.history()] == ["completed", "completed", "started"]
     # Running it again with the same incompatible code blocks again, without executing anything.
     with pytest.raises(durable.NonDeterminismError):
         await durable.execute(evolving2, id="nd2", store=store)
@@ -378,8 +379,9 @@ async def test_durable_gather_replays_deterministically_after_a_crash(store: Sto
     crash_at["n"] = 3
     with pytest.raises(Boom):
         await durable.execute(gathered, 6, id="dg", store=store)
-    recorded = {s.seq: s.result for s in await durable.get_handle("dg", store).history()}
-    assert 4 not in recorded  # step 4 (jittery(3)) crashed, so it has no record
+    steps = await durable.get_handle("dg", store).history()
+    recorded = {s.seq: s.result for s in steps if s.status == StepStatus.COMPLETED}
+    assert 4 not in recorded  # step 4 (jittery(3)) crashed, so it has no outcome
     assert all(recorded[seq] == seq - 1 for seq in recorded)
     before = calls["jittery"]
     assert await durable.execute(gathered, 6, id="dg", store=store) == [0, 1, 2, 3, 4, 5, 101]
@@ -449,7 +451,13 @@ async def test_now_uuid4_random_are_recorded(store: Store) -> None:
     with pytest.raises(Boom):
         await durable.execute(helpers, id="h", store=store)
     history = await durable.get_handle("h", store).history()
-    assert [s.kind for s in history] == [StepKind.NOW, StepKind.UUID4, StepKind.RANDOM]
+    kinds = [(s.kind, s.status) for s in history]  # the helpers, and the attempt that crashed
+    assert kinds == [
+        (StepKind.NOW, StepStatus.COMPLETED),
+        (StepKind.UUID4, StepStatus.COMPLETED),
+        (StepKind.RANDOM, StepStatus.COMPLETED),
+        (StepKind.ACTIVITY, StepStatus.STARTED),
+    ]
     when, ident, luck, last = await durable.execute(helpers, id="h", store=store)
     assert (when, ident, luck) == (history[0].result, str(history[1].result), history[2].result)
     assert when.tzinfo is not None and 0 <= luck < 1 and last == 4
@@ -458,7 +466,7 @@ async def test_now_uuid4_random_are_recorded(store: Store) -> None:
 seen_info: list[durable.Info] = []
 
 
-@durable.activity(retry=RetryPolicy(max_attempts=2, initial_interval=0.001))
+@durable.activity(retry=RetryPolicy(max_attempts=3, initial_interval=0.001))
 async def records_info() -> str:
     info = durable.info()
     seen_info.append(info)
@@ -482,12 +490,14 @@ async def test_idempotency_key_is_stable_across_attempts_and_crashes(store: Stor
         await durable.execute(uses_info, id="k", store=store)
     key = await durable.execute(uses_info, id="k", store=store)
     assert key == "k/2"
+    # Attempts are counted when they start, so the count goes on after the crash.
     assert [(i.step, i.attempt, i.idempotency_key) for i in seen_info] == [
         (2, 1, "k/2"),
         (2, 2, "k/2"),
-        (2, 1, "k/2"),
-        (2, 2, "k/2"),
+        (2, 3, "k/2"),
     ]
+    (_, step) = await durable.get_handle("k", store).history()
+    assert step.attempts == 3
     assert {i.run_id for i in seen_info} == {"k"}
     assert {i.workflow for i in seen_info} == {f"{__name__}.uses_info"}
 
@@ -573,7 +583,8 @@ async def test_sleep_records_its_due_time_and_resume_does_not_restart_it(store: 
     crash_at["n"] = 2
     with pytest.raises(Boom):
         await durable.execute(naps, id="z", store=store)
-    (timer,) = await durable.get_handle("z", store).history()
+    timer, crashed = await durable.get_handle("z", store).history()
+    assert crashed.status == StepStatus.STARTED  # the attempt that crashed is on record
     assert timer.kind == StepKind.TIMER and isinstance(timer.result, float)
     assert timer.result >= timer.started_at.timestamp() + 0.05 - 1e-6
     assert await durable.execute(naps, id="z", store=store) == "rested"

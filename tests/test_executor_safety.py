@@ -11,10 +11,10 @@ import anyio
 import pytest
 
 import durable
-from durable import RunStatus, StepKind
+from durable import RunStatus, StepKind, StepStatus
 from durable._runner import LEASE_SECONDS
 from durable.backends import MemoryStore
-from durable.store import Lease, LeaseOwner, RunUpdate, StepRecord, Store
+from durable.store import Interruption, Lease, LeaseOwner, RunUpdate, StepRecord, Store
 
 ran: list[str] = []
 
@@ -93,8 +93,8 @@ async def test_a_task_left_behind_cannot_write_to_a_finished_run(store: Store) -
 
 
 class FlakyStore(MemoryStore):
-    """A MemoryStore whose commits can fail (as a locked or unreachable database does) and
-    always yield to the event loop (as a networked store does)."""
+    """A MemoryStore whose commits of step outcomes can fail (as a locked or unreachable
+    database does) and always yield to the event loop (as a networked store does)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -108,12 +108,15 @@ class FlakyStore(MemoryStore):
         *,
         now: float,
         outcomes: Sequence[StepRecord] = (),
-    ) -> None:
+        check_requests: bool = False,
+    ) -> Interruption | None:
         await anyio.sleep(0.001)
-        if self.fail_next and steps:
+        if self.fail_next and any(s.status != StepStatus.STARTED for s in [*steps, *outcomes]):
             self.fail_next -= 1
             raise durable.StoreError("the database is locked (injected)")
-        await super().commit(lease, steps, update, now=now, outcomes=outcomes)
+        return await super().commit(
+            lease, steps, update, now=now, outcomes=outcomes, check_requests=check_requests
+        )
 
 
 @durable.workflow
@@ -240,7 +243,11 @@ async def test_an_executor_whose_lease_is_taken_over_stops_and_writes_nothing(
             await durable.execute(slow_flow, id="ll", store=store)
     await anyio.sleep(0.7)
     history = await durable.get_handle("ll", store).history()
-    assert [s.result for s in history] == ["first"]  # nothing written after the takeover
+    # nothing written after the takeover: the second step stays as it started
+    assert [(s.status, s.result) for s in history] == [
+        (StepStatus.COMPLETED, "first"),
+        (StepStatus.STARTED, None),
+    ]
     run = await store.get_run("ll")
     assert run is not None and run.lease_owner == "thief"
     assert LEASE_SECONDS == 30.0

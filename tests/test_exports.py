@@ -10,6 +10,7 @@ import durable
 
 EXPECTED = {
     "ActivityError",
+    "ActivityInterrupted",
     "ActivityTimeout",
     "Cancelled",
     "Codec",
@@ -24,6 +25,7 @@ EXPECTED = {
     "OutcomeUnknown",
     "PayloadDecodeError",
     "PickleCodec",
+    "RecoveryLimitExceeded",
     "RetryPolicy",
     "RunStatus",
     "RunningLoopError",
@@ -85,6 +87,7 @@ ALLOWED = {
     "_context": {"_errors", "_types", "_registry"},
     "_registry": {"_codec", "_retry"},
     "_saga": {"_registry", "_retry"},
+    "_signals": {"_codec", "_errors", "_registry", "store"},
     "_decorators": {"_context", "_codec", "_registry", "_retry", "_saga"},
     "_workflow_api": {"_context", "_decorators", "_errors", "_types"},
     "_engine": {
@@ -94,6 +97,7 @@ ALLOWED = {
         "_errors",
         "_registry",
         "_saga",
+        "_signals",
         "_types",
         "store",
     },
@@ -119,6 +123,7 @@ ALLOWED = {
         "_engine",
         "_errors",
         "_registry",
+        "_signals",
         "_types",
         "store",
     },

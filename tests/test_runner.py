@@ -40,7 +40,10 @@ async def test_start_records_pending_and_execute_runs_it(store: Store) -> None:
     assert await durable.start(doubler, 4, id="st", store=store) is not None  # idempotent
     with pytest.raises(TimeoutError):
         await handle.result(timeout=0.05)  # result() never executes the run itself
-    assert await durable.execute(doubler, 999, id="st", store=store) == 8  # recorded args win
+    with pytest.raises(durable.WorkflowIdConflict, match=r"'st'.*other arguments"):
+        await durable.execute(doubler, 999, id="st", store=store)  # the id is taken: by 4
+    assert await handle.status() == RunStatus.PENDING
+    assert await durable.execute(doubler, 4, id="st", store=store) == 8
     assert await handle.result(timeout=1) == 8
     assert await handle.status() == RunStatus.COMPLETED
 
@@ -109,7 +112,7 @@ def test_sync_run_uses_the_default_store(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("DURABLE_URL", f"sqlite:///{tmp_path / 'env.db'}")
     assert durable.run(doubler, 21, id="sync") == 42
     assert (tmp_path / "env.db").exists()
-    assert durable.run(doubler, 0, id="sync") == 42  # a second anyio.run in the same process
+    assert durable.run(doubler, 21, id="sync") == 42  # a second anyio.run in the same process
 
 
 def test_unknown_store_scheme_is_a_clear_error() -> None:

@@ -16,7 +16,7 @@ import durable
 from durable import RetryPolicy, RunStatus, StepKind
 from durable.backends import MemoryStore, SQLStore
 from durable.backends._schema import SCHEMA_VERSION
-from durable.store import Lease, RunRecord, RunUpdate, StepRecord, Store
+from durable.store import Interruption, Lease, RunRecord, RunUpdate, StepRecord, Store
 
 log: list[str] = []
 crash_in: set[str] = set()
@@ -58,11 +58,14 @@ class SlowStore(MemoryStore):
         *,
         now: float,
         outcomes: Sequence[StepRecord] = (),
-    ) -> None:
-        delay = self.slow(steps, update)
+        check_requests: bool = False,
+    ) -> Interruption | None:
+        delay = self.slow([*steps, *outcomes], update)
         if delay:
             await anyio.sleep(delay)
-        await super().commit(lease, steps, update, now=now, outcomes=outcomes)
+        return await super().commit(
+            lease, steps, update, now=now, outcomes=outcomes, check_requests=check_requests
+        )
 
 
 async def release_seat(seat: str, delay: float) -> None:
@@ -89,7 +92,9 @@ async def seats() -> None:
 
 async def test_undo_order_is_the_same_after_a_crash_when_commits_lag() -> None:
     # 1A finishes first, but its commit returns after 1B's: the order must not depend on that.
-    store = SlowStore(lambda steps, update: 0.1 if any(s.seq == 1 for s in steps) else 0)
+    store = SlowStore(
+        lambda steps, update: 0.1 if any(s.seq == 1 and s.status != "started" for s in steps) else 0
+    )
     crash_in.add("release 1B")
     with pytest.raises(Crash):
         await durable.execute(seats, id="o", store=store)

@@ -175,8 +175,10 @@ async def test_a_crash_before_an_activity_resumes_after_the_lease_expires() -> N
         assert await env.execute(order, "o-3", id="o-3") == "shipped o-3"
         history = await env.history("o-3")
     assert [entry[0] for entry in log] == ["charge", "reserve", "ship"]  # nothing twice
-    # the run was taken over only when the abandoned lease (30 s) expired
-    assert history[1].started_at - history[0].finished_at >= timedelta(seconds=30)
+    # the run was taken over only when the abandoned lease (30 s) expired; the step keeps
+    # the start of its first (crashed) attempt, and counts both
+    assert history[1].finished_at - history[0].finished_at >= timedelta(seconds=30)
+    assert history[1].started_at == history[0].finished_at and history[1].attempts == 2
 
 
 async def test_a_crash_after_an_activity_runs_it_again_with_the_same_key() -> None:

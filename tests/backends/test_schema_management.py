@@ -18,7 +18,14 @@ import sqlalchemy as sa
 
 import durable
 from durable.backends import SQLStore
-from durable.backends._schema import CLAIM_INDEX, PRUNE_INDEX, SCHEMA_VERSION, Statements
+from durable.backends._schema import (
+    CLAIM_INDEX,
+    PARENT_INDEX,
+    PRUNE_INDEX,
+    SCHEMA_VERSION,
+    SIGNAL_KEY_INDEX,
+    Statements,
+)
 
 
 def _engine(url: str) -> sa.Engine:
@@ -26,9 +33,13 @@ def _engine(url: str) -> sa.Engine:
 
 
 def _downgrade_to_version_2(url: str) -> None:
-    """Make a version-3 database exactly what version 2 wrote."""
+    """Make a database of the current version exactly what version 2 wrote."""
     engine = _engine(url)
     with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP INDEX {PARENT_INDEX}")  # from v5
+        conn.exec_driver_sql(f"DROP INDEX {SIGNAL_KEY_INDEX}")
+        conn.exec_driver_sql("ALTER TABLE durable_runs DROP COLUMN recoveries")
+        conn.exec_driver_sql("ALTER TABLE durable_signals DROP COLUMN idempotency_key")
         conn.exec_driver_sql("ALTER TABLE durable_runs DROP COLUMN code_version")  # from v4
         conn.exec_driver_sql(f"DROP INDEX {CLAIM_INDEX}")
         conn.exec_driver_sql(f"DROP INDEX {PRUNE_INDEX}")
@@ -78,7 +89,7 @@ async def test_a_version_2_database_is_upgraded_in_place_keeping_its_runs(
 
     async with SQLStore(empty_url) as store:
         assert store.schema_change == "upgraded from version 2"
-        assert {CLAIM_INDEX, PRUNE_INDEX} <= _index_names(empty_url)
+        assert {CLAIM_INDEX, PRUNE_INDEX, PARENT_INDEX, SIGNAL_KEY_INDEX} <= _index_names(empty_url)
         await durable.signal("kept", "go", 2, store=store)  # a new signal row gets an id
         assert await _with_worker(store, durable.get_handle("kept", store)) == 3
     async with SQLStore(empty_url) as store:
