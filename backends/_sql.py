@@ -53,6 +53,7 @@ from durable.store import (
     RunUpdate,
     SchemaVersionError,
     StepRecord,
+    StepStatus,
     StoreError,
 )
 
@@ -159,6 +160,7 @@ class SQLStore:
         self._lock = threading.Lock()
         self._closed = False
         self._busy_timeout = busy_timeout
+        self._power_safe = durability == "power"
         self._doorbell = Doorbell()
         if not isinstance(pool_size, int) or pool_size < 1:
             raise StoreError(f"SQLStore(pool_size=...) must be an int >= 1, not {pool_size!r}")
@@ -320,6 +322,7 @@ class SQLStore:
         verify: Callable[[Any], Awaitable[Any]] | None = None,
         notify: bool = False,
         single: bool = False,
+        no_flush: bool = False,
     ) -> _T:
         """Run ``await fn(cursor, *args)`` in one transaction.
 
@@ -327,10 +330,12 @@ class SQLStore:
         process, and on Postgres in every process, by a ``NOTIFY`` sent with the commit).
         ``verify``: Postgres only, see `._postgres.PostgresRunner.run`. ``single``: ``fn`` runs
         one statement (reads always do): Postgres sends no ``BEGIN``/``COMMIT`` around it.
+        ``no_flush``: SQLite with ``durability="power"`` commits without waiting for an fsync
+        (``synchronous=NORMAL`` for this transaction; the next full commit syncs it too).
         """
         self._check_open()
         if self._pg is None:
-            result = await self._run_sqlite(write, fn, args)
+            result = await self._run_sqlite(write, fn, args, no_flush and self._power_safe)
         else:
             try:
                 result = await self._pg.run(
@@ -343,7 +348,11 @@ class SQLStore:
         return result
 
     async def _run_sqlite(
-        self, write: bool, fn: Callable[..., Awaitable[_T]], args: tuple[Any, ...]
+        self,
+        write: bool,
+        fn: Callable[..., Awaitable[_T]],
+        args: tuple[Any, ...],
+        no_flush: bool = False,
     ) -> _T:
         """SQLite: a write starts with ``BEGIN IMMEDIATE``; a read is one autocommit
         statement. The calls never wait for anything but SQLite, so they run on the calling
@@ -354,16 +363,22 @@ class SQLStore:
                 conn, cur = self._raw, self._cur
                 if not write:
                     return await fn(cur, *args)
-                cur.raw.execute("BEGIN IMMEDIATE")
+                if no_flush:
+                    cur.raw.execute("PRAGMA synchronous = NORMAL")
                 try:
-                    result = await fn(cur, *args)
-                except BaseException:
+                    cur.raw.execute("BEGIN IMMEDIATE")
                     try:
-                        conn.rollback()
-                    except self._dbapi_error:
-                        pass  # the original error says more
-                    raise
-                conn.commit()
+                        result = await fn(cur, *args)
+                    except BaseException:
+                        try:
+                            conn.rollback()
+                        except self._dbapi_error:
+                            pass  # the original error says more
+                        raise
+                    conn.commit()
+                finally:
+                    if no_flush:
+                        cur.raw.execute("PRAGMA synchronous = FULL")
                 return result
         except (self._dbapi_error, sa.exc.DBAPIError) as exc:
             reason = str(getattr(exc, "orig", None) or exc).strip()
@@ -628,10 +643,10 @@ class SQLStore:
             if self._pg is None
             else partial(self._verify_commit, lease, steps, outcomes, update, now)
         )
-        if self._pg is not None and update is None and len(steps) + len(outcomes) == 1:
-            # Postgres' hot paths, one statement each (one round trip, no BEGIN / COMMIT): a
-            # step starting or recorded at once, or the outcome of a started one. (On SQLite
-            # the statements cost more than the separate token check they replace.)
+        if update is None and len(steps) + len(outcomes) == 1:
+            # The hot paths, one statement each (Postgres: one round trip, no BEGIN / COMMIT;
+            # SQLite: one statement inside BEGIN IMMEDIATE): a step starting or recorded at
+            # once, or the outcome of a started one.
             fenced = self._s.insert_step_fenced
             if outcomes:
                 fenced = self._s.replace_step_fenced
@@ -640,7 +655,14 @@ class SQLStore:
             step = (steps or outcomes)[0]
             args = fenced.args({**step_values(step), "rid": lease.run_id, "token": lease.token})
             return await self._call(
-                True, self._write_fenced, fenced, lease, args, verify=verify, single=True
+                True,
+                self._write_fenced,
+                fenced,
+                lease,
+                args,
+                verify=verify,
+                single=True,
+                no_flush=step.status == StepStatus.STARTED,
             )
         values: dict[str, Any] = {"rid": lease.run_id, "token": lease.token, "now": now}
         if update is not None:
@@ -656,6 +678,9 @@ class SQLStore:
             self._s.replace_step.args({**step_values(step), "rid": step.run_id})
             for step in outcomes
         ]
+        # A step's start record need not survive a power loss before its outcome is
+        # committed (the outcome's commit syncs it too): it only counts an attempt.
+        starts_only = all(step.status == StepStatus.STARTED for step in [*steps, *outcomes])
         return await self._call(
             True,
             self._commit,
@@ -667,6 +692,7 @@ class SQLStore:
             check_requests,
             verify=verify,
             notify=update is not None and update.release,
+            no_flush=starts_only and update is None and bool(steps or outcomes),
         )
 
     async def _verify_commit(
