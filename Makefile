@@ -8,17 +8,25 @@ PYTHON ?= python3
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.deps: pyproject.toml | $(PY)
+# Editable installs: durable and durable.backends (the backends/ folder) import from the
+# working tree. `install` uses setuptools' strict editable mode (a tree of links under build/,
+# which mypy can follow) and refreshes it every time, so new modules are picked up.
+EDITABLE := -e . --config-settings editable_mode=strict
+
+$(VENV)/.runtime: pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q '.[test]'
+	$(PY) -m pip install -q $(EDITABLE)
 	touch $@
 
-# The package is installed as a wheel (backends/ becomes durable.backends), so reinstall it
-# every time: quick, and the tests always see the working tree.
-install: $(VENV)/.deps
-	$(PY) -m pip install -q --no-deps --force-reinstall .
+$(VENV)/.deps: pyproject.toml $(VENV)/.runtime
+	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=strict
+	touch $@
 
-demo: install
+install: $(VENV)/.deps
+	$(PY) -m pip install -q --no-deps $(EDITABLE)
+
+# Only what the demo needs: the runtime dependencies, no extras.
+demo: $(VENV)/.runtime
 	$(PY) examples/quickstart.py
 
 test: install
@@ -31,6 +39,5 @@ check: install
 
 # The side-by-side suite: durable, DBOS Transact and the raw floor (installs the bench extra).
 bench: install
-	$(PY) -m pip install -q '.[bench]'
-	$(PY) -m pip install -q --no-deps --force-reinstall .
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/suite.py

@@ -28,7 +28,7 @@ import struct
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -39,6 +39,7 @@ from psycopg import pq
 from durable.store import StoreError
 
 from ._doorbell import Doorbell
+from ._verify import NOT_APPLIED
 
 __all__ = ["NOT_APPLIED", "PgCursor", "PostgresRunner"]
 
@@ -46,14 +47,6 @@ log = logging.getLogger("durable.store")
 
 _T = TypeVar("_T")
 
-
-class _NotApplied:
-    def __repr__(self) -> str:
-        return "NOT_APPLIED"
-
-
-NOT_APPLIED: Final = _NotApplied()
-"""What a ``verify`` function returns when the transaction it checks did not commit."""
 
 _FIRST_DELAY = 0.05
 _MAX_DELAY = 1.0

@@ -37,7 +37,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
@@ -58,7 +58,6 @@ from durable.store import (
 )
 
 from ._doorbell import Doorbell
-from ._postgres import NOT_APPLIED, PostgresRunner
 from ._rules import check_step_batch
 from ._schema import (
     SCHEMA_VERSION,
@@ -73,6 +72,10 @@ from ._schema import (
     tables,
     unknown_status_text,
 )
+from ._verify import NOT_APPLIED
+
+if TYPE_CHECKING:  # the driver is imported only when a postgresql:// URL is opened
+    from ._postgres import PostgresRunner
 
 __all__ = ["SQLStore"]
 
@@ -124,7 +127,8 @@ class SQLStore:
 
     Args:
         url: ``sqlite:///path/to/file.db`` (created if missing) or
-            ``postgresql://user:password@host/dbname`` (needs ``pip install 'psycopg[binary]'``).
+            ``postgresql://user:password@host/dbname`` (needs the ``postgres`` extra:
+            ``pip install 'durable-sdk[postgres]'``).
         durability: SQLite only. ``"process"`` (default): a committed step survives a crash of
             the process (WAL, ``synchronous=NORMAL``). ``"power"``: it also survives a power
             loss or OS crash (``synchronous=FULL``; each commit waits for an fsync).
@@ -210,6 +214,8 @@ class SQLStore:
             schema = conn.exec_driver_sql("SELECT current_schema()").scalar_one()
             conn.close()
             self._engine.dispose()  # it only prepared the schema; calls use the runner's pool
+            from ._postgres import PostgresRunner
+
             conninfo = self._engine.url.set(drivername="postgresql")
             if "connect_timeout" not in conninfo.query:  # a stalled connect is retried
                 conninfo = conninfo.update_query_dict({"connect_timeout": "10"})
@@ -1114,8 +1120,8 @@ def _make_engine(
             )
         except ImportError as exc:
             raise StoreError(
-                f"cannot open the store {shown!r}: Postgres needs the psycopg (3) driver; "
-                "install it with: pip install 'psycopg[binary]'"
+                f"cannot open the store {shown!r}: Postgres needs the psycopg (3) driver, "
+                "which is not installed; install it with: pip install 'durable-sdk[postgres]'"
             ) from exc
         return engine, False, shown
     raise StoreError(

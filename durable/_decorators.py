@@ -220,7 +220,10 @@ def activity(
     Args:
         fn: the activity (``async def``, or a plain ``def`` that runs in a worker thread).
         name: the name recorded in history; defaults to ``"module.qualname"``.
-        retry: how failed attempts are retried; without it the activity is attempted once.
+        retry: how failed attempts are retried; without it the activity is attempted once
+            (and run again if a crash cuts that attempt off). With it, attempts cut off by a
+            crash count toward ``max_attempts`` too: the step then fails with
+            `durable.ActivityInterrupted` rather than kill process after process.
         timeout: seconds an attempt may take; a slower attempt is cancelled and fails with
             `durable.ActivityTimeout` (a plain ``def`` activity's thread is abandoned, not
             stopped).

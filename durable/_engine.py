@@ -15,7 +15,13 @@ Helper steps (`now`, `uuid4`, `random`) are buffered and committed in the same t
 the next step or outcome, and always before the next activity starts, so no side effect can
 observe a value that a crash could change.
 
-The engine also owns, in this order below: activities (retries, timeouts, final intents),
+Every step with an effect starts with a write (`_begin`): its ``started`` row, counting the
+attempt, fenced by the lease's token, and refused by the store while a pause or an undelivered
+cancel is pending. So no step starts after `cancel()` / `pause()` returned, an executor whose
+run was taken over starts nothing, and an attempt cut off by a crash is still counted. Before
+each attempt the lease must also outlive it by this process's clock (`_fresh_lease`).
+
+The engine also owns, in this order below: activities (retries, timeouts, started rows),
 sagas (undo stacks, `durable.saga` blocks, unwinding), child runs, timers and signal waits,
 parking (a run whose branches all wait long is unwound and released), and cancellation (the
 step where it is delivered is recorded, so a replay delivers it at the same step). At about

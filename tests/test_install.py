@@ -1,0 +1,68 @@
+"""What a plain `pip install durable-sdk` (no extras) can do: the Postgres driver is imported
+only when a ``postgresql://`` URL is opened, and its absence says which extra to install.
+(`.ci/run` also installs the package without extras into a fresh environment and runs the
+quickstart, ``durable --help`` and the memory and SQLite tests there.)"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter, outside the checkout (whose durable/ folder has no
+    backends/ in it)."""
+    with tempfile.TemporaryDirectory() as elsewhere:
+        return subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+            cwd=elsewhere,
+        )
+
+
+def test_importing_durable_does_not_import_the_postgres_driver() -> None:
+    """durable, its stores, its CLI and durable.testing load without psycopg."""
+    done = _python(
+        """
+        import sys
+        import durable, durable.backends, durable.testing, durable._cli
+        from durable.backends import MemoryStore, SQLStore
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] == "psycopg")
+        print(loaded)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_without_psycopg_sqlite_works_and_postgres_names_the_extra() -> None:
+    """With psycopg missing, SQLite runs; a Postgres URL is a StoreError naming the extra."""
+    done = _python(
+        """
+        import sys, tempfile, os
+        sys.modules["psycopg"] = None  # as if it were not installed
+        import durable
+        from durable.backends import SQLStore
+
+        @durable.workflow(name="install.hello")
+        async def hello(name: str) -> str:
+            return f"hello {name}"
+
+        path = os.path.join(tempfile.mkdtemp(), "plain.db")
+        print(durable.run(hello, "sqlite", id="h", store=f"sqlite:///{path}"))
+        try:
+            SQLStore("postgresql://someone@127.0.0.1:5432/db")
+        except durable.StoreError as exc:
+            print(exc)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.strip().splitlines()
+    assert first == "hello sqlite"
+    assert "pip install 'durable-sdk[postgres]'" in second
+    assert "postgresql://someone@127.0.0.1:5432/db" in second
