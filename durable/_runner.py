@@ -46,6 +46,7 @@ from durable._errors import (
     WorkflowNotFound,
 )
 from durable._history import dump_history
+from durable._names import check_name
 from durable._registry import WorkflowDefinition, lookup_workflow
 from durable._signals import send_signal
 from durable._types import RunStatus, Step, StepKind, StepStatus
@@ -143,7 +144,7 @@ def _check_id(run_id: object, call: str) -> str:
             f"durable.{call}() needs id=<non-empty string>, the run's idempotency key (for "
             f"example an order number), not {run_id!r}"
         )
-    return run_id
+    return check_name(run_id, f"durable.{call}(..., id=...): the id")
 
 
 # -- executing a run ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 
 from durable._codec import DEFAULT_CODEC, dumps
 from durable._errors import WorkflowFinished, WorkflowNotFound
+from durable._names import check_name, check_text
 from durable._registry import lookup_workflow
 from durable.store import Store
 
@@ -30,10 +31,13 @@ async def send_signal(
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"durable.signal() needs a non-empty signal name, not {name!r}")
+    check_name(name, "durable.signal(): the signal name")
     if key is not None and (not isinstance(key, str) or not key):
         raise ValueError(
             f"durable.signal(..., idempotency_key=...) must be a non-empty string, not {key!r}"
         )
+    if key is not None:
+        check_text(key, "durable.signal(..., idempotency_key=...): the key")
     existing = await store.get_run(run_id)
     if existing is None:
         raise WorkflowNotFound(run_id)

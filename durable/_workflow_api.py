@@ -14,6 +14,7 @@ import anyio
 from durable import _context
 from durable._decorators import caller_location
 from durable._errors import NotInWorkflowError
+from durable._names import check_name
 from durable._types import Info
 
 __all__ = [
@@ -78,6 +79,7 @@ def wait_signal(name: str, timeout: float | timedelta | None = None) -> Awaitabl
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"durable.wait_signal() needs a non-empty signal name, not {name!r}")
+    check_name(name, "durable.wait_signal(): the signal name")
     seconds = None if timeout is None else _seconds(timeout, "wait_signal")
     return _context.current("wait_signal").wait_signal(name, seconds, caller_location())
 
