@@ -202,6 +202,12 @@ def dumps_error(codec: Codec, exc: BaseException, *, what: str) -> tuple[bytes, 
         ``(payload, exception to raise in the workflow)``.
     """
     _check_registered(codec)
+    # The recorded copy carries the original traceback as a note: when it is raised again (a
+    # replay, the same id again, `handle.result()` in another process), it shows where the
+    # error really came from, not only the SDK's frames.
+    note = _origin_note(exc)
+    if note is not None:
+        exc.add_note(note)
     try:
         body = codec.encode(exc)
         decoded = codec.decode(body)
@@ -209,7 +215,9 @@ def dumps_error(codec: Codec, exc: BaseException, *, what: str) -> tuple[bytes, 
         pass
     else:
         if type(decoded) is type(exc) and isinstance(decoded, BaseException):
+            _drop_note(exc, note)
             return _envelope(codec, body), exc if isinstance(codec, PickleCodec) else decoded
+    _drop_note(exc, note)
     try:
         message = str(exc)
     except Exception:
@@ -217,6 +225,28 @@ def dumps_error(codec: Codec, exc: BaseException, *, what: str) -> tuple[bytes, 
     tb = "".join(traceback.format_exception(exc))
     stand_in = ActivityError(_type_name(type(exc)), message, tb)
     return dumps(codec, stand_in, what=what), stand_in
+
+
+ORIGIN_NOTE = "Recorded by durable; the traceback where it was first raised:\n"
+
+
+def _origin_note(exc: BaseException) -> str | None:
+    """The note that records ``exc``'s traceback, unless it has none or already has one."""
+    if exc.__traceback__ is None:
+        return None
+    if any(str(n).startswith(ORIGIN_NOTE) for n in getattr(exc, "__notes__", ())):
+        return None
+    return ORIGIN_NOTE + "".join(traceback.format_exception(exc)).rstrip()
+
+
+def _drop_note(exc: BaseException, note: str | None) -> None:
+    """Take the note back off the live exception (its own traceback already shows it)."""
+    notes = getattr(exc, "__notes__", None)
+    if note is None or notes is None or note not in notes:
+        return
+    notes.remove(note)
+    if not notes:
+        del exc.__notes__
 
 
 def _envelope(codec: Codec, body: bytes) -> bytes:

@@ -207,7 +207,7 @@ class Worker:
         except (LeaseLost, StoreError, NonDeterminismError, PayloadDecodeError) as exc:
             log.warning("durable worker: run %r stopped: %s", run.id, exc)
         except Exception as exc:  # the workflow's own failure: recorded with the run
-            log.debug("durable worker: run %r failed: %r", run.id, exc)
+            log.warning("durable worker: run %r failed: %r", run.id, exc, exc_info=exc)
         finally:
             self.leases.pop(run.id, None)
             self._active -= 1

@@ -414,7 +414,11 @@ def test_dumps_error_value_error_round_trips(codec: Any) -> None:
     assert type(replayed) is ValueError
     assert isinstance(replayed, ValueError)
     assert replayed.args == ("bad amount", 42)
-    assert replayed.__notes__ == ["while charging"]
+    # its own note, then the traceback where it was first raised
+    first, origin = replayed.__notes__
+    assert first == "while charging"
+    assert origin.startswith("Recorded by durable") and "_raise" in origin
+    assert exc.__notes__ == ["while charging"]  # the live exception is left as it was
 
 
 @pytest.mark.parametrize("codec", CODECS)
