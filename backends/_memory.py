@@ -218,9 +218,11 @@ class MemoryStore:
         now: float,
         outcomes: Sequence[StepRecord] = (),
         check_requests: bool = False,
+        relaxed: bool = False,
     ) -> Interruption | None:
         """Insert ``steps``, replace ``outcomes`` and apply ``update`` in one step, or change
-        nothing (see `durable.store.Store.commit`, also for ``check_requests``).
+        nothing (see `durable.store.Store.commit`, also for ``check_requests``; ``relaxed``
+        changes nothing in memory).
 
         With an ``update``, ``updated_at`` becomes ``now``; a ``None`` ``result`` / ``error`` /
         ``cancelled_seq`` keeps the stored value; ``error_text`` is always replaced.

@@ -583,23 +583,27 @@ class Statements:
             )
         )
         # Starting a step, in one statement: its ``started`` row is inserted only while the
-        # run's token is the lease's and no request stops it (Postgres' hot path). Its commit
-        # does not wait for the WAL flush (synchronous_commit off for this transaction only):
-        # the step's outcome commit, which does wait, flushes it too, and a server crash can
-        # only lose the start of an attempt whose outcome was not committed either (the
-        # attempt count may then be one short). Fencing and requests are checked under the
-        # row lock all the same.
+        # run's token is the lease's and no request stops it (the hot path). Relaxed, its
+        # commit does not wait for the WAL flush (synchronous_commit off for this transaction
+        # only): the step's outcome commit, which does wait, flushes it too, and a server
+        # crash can only lose the start of an attempt whose outcome was not committed either
+        # (the attempt count may then be one short). Fencing and requests are checked under
+        # the row lock all the same.
         starting: sa.ColumnElement[bool] = sa.exists(
             sa.select(c.id).where(may_start).with_for_update(read=True)
         )
-        if dialect.name == "postgresql":
-            no_flush = sa.func.set_config("synchronous_commit", "off", sa.true())
-            starting = sa.and_(starting, no_flush == sa.literal("off"))
-        self.insert_step_starting = comp(
-            steps.insert().from_select(
-                step_columns,
-                sa.select(*[bp(col.name, type_=col.type) for col in step_columns]).where(starting),
+        no_flush = sa.func.set_config("synchronous_commit", "off", sa.true()) == sa.literal("off")
+        # [0] flushed as any commit; [1] relaxed (Postgres only; see `Store.commit(relaxed=)`)
+        self.insert_step_starting = tuple(
+            comp(
+                steps.insert().from_select(
+                    step_columns,
+                    sa.select(*[bp(col.name, type_=col.type) for col in step_columns]).where(
+                        sa.and_(starting, no_flush) if relaxed else starting
+                    ),
+                )
             )
+            for relaxed in (False, True)
         )
         sc = steps.c
         # A step's outcome replacing its ``started`` row, fenced, in one statement.

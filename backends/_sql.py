@@ -53,7 +53,6 @@ from durable.store import (
     RunUpdate,
     SchemaVersionError,
     StepRecord,
-    StepStatus,
     StoreError,
 )
 
@@ -626,9 +625,10 @@ class SQLStore:
         now: float,
         outcomes: Sequence[StepRecord] = (),
         check_requests: bool = False,
+        relaxed: bool = False,
     ) -> Interruption | None:
         """Insert ``steps``, replace ``outcomes`` and apply ``update`` in one transaction
-        (see `durable.store.Store.commit`, also for ``check_requests``).
+        (see `durable.store.Store.commit`, also for ``check_requests`` and ``relaxed``).
 
         With an ``update``, ``updated_at`` becomes ``now``; a ``None`` ``result`` / ``error`` /
         ``cancelled_seq`` keeps the stored value; ``error_text`` is always replaced.
@@ -649,7 +649,7 @@ class SQLStore:
             if self._pg is None
             else partial(self._verify_commit, lease, steps, outcomes, update, now)
         )
-        if update is None and len(steps) + len(outcomes) == 1:
+        if update is None and len(steps) + len(outcomes) == 1 and not (check_requests and outcomes):
             # The hot paths, one statement each (Postgres: one round trip, no BEGIN / COMMIT;
             # SQLite: one statement inside BEGIN IMMEDIATE): a step starting or recorded at
             # once, or the outcome of a started one.
@@ -657,7 +657,8 @@ class SQLStore:
             if outcomes:
                 fenced = self._s.replace_step_fenced
             elif check_requests:
-                fenced = self._s.insert_step_starting
+                starting = self._s.insert_step_starting
+                fenced = starting[relaxed and self._pg is not None]
             step = (steps or outcomes)[0]
             args = fenced.args({**step_values(step), "rid": lease.run_id, "token": lease.token})
             return await self._call(
@@ -668,7 +669,7 @@ class SQLStore:
                 args,
                 verify=verify,
                 single=True,
-                no_flush=step.status == StepStatus.STARTED,
+                no_flush=relaxed,
             )
         values: dict[str, Any] = {"rid": lease.run_id, "token": lease.token, "now": now}
         if update is not None:
@@ -684,9 +685,6 @@ class SQLStore:
             self._s.replace_step.args({**step_values(step), "rid": step.run_id})
             for step in outcomes
         ]
-        # A step's start record need not survive a power loss before its outcome is
-        # committed (the outcome's commit syncs it too): it only counts an attempt.
-        starts_only = all(step.status == StepStatus.STARTED for step in [*steps, *outcomes])
         return await self._call(
             True,
             self._commit,
@@ -698,7 +696,7 @@ class SQLStore:
             check_requests,
             verify=verify,
             notify=update is not None and update.release,
-            no_flush=starts_only and update is None and bool(steps or outcomes),
+            no_flush=relaxed,
         )
 
     async def _verify_commit(
@@ -750,7 +748,7 @@ class SQLStore:
             row = await self._fetch_one(cur, self._s.check_control, {"rid": lease.run_id})
             if row is None or row[0] != lease.token:
                 raise LeaseLost(lease.run_id, await self._fence_detail(cur, lease))
-            if statement is not self._s.insert_step_starting:
+            if statement not in self._s.insert_step_starting:
                 raise StoreError(
                     f"cannot record the outcome of a step of run {lease.run_id!r} in "
                     f"{self.url!r}: it has no recorded intent (status 'started') to replace; "

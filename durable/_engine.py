@@ -67,7 +67,15 @@ from durable._registry import ActivityDefinition, WorkflowDefinition
 from durable._saga import Scope, Undo, current_scope
 from durable._signals import send_signal
 from durable._types import Info, RunStatus, StepKind, StepStatus
-from durable.store import Interruption, Lease, RunRecord, RunUpdate, StepRecord, Store
+from durable.store import (
+    Interruption,
+    Lease,
+    RunRecord,
+    RunUpdate,
+    StepRecord,
+    Store,
+    UnreadableRecord,
+)
 
 __all__ = ["ChildRunner", "Engine", "Interceptor", "ReplayEnd", "RunAbandoned"]
 
@@ -316,7 +324,7 @@ class Engine:
         )
 
     async def _block(self, fatal: BaseException) -> None:
-        if isinstance(fatal, LeaseLost | StoreError):
+        if isinstance(fatal, LeaseLost | StoreError) and not isinstance(fatal, UnreadableRecord):
             return  # someone else owns the run, or the store failed: write nothing
         self._pending.clear()  # values from a diverged replay must not be recorded
         update = RunUpdate(RunStatus.BLOCKED, error_text=str(fatal), release=True)
@@ -384,6 +392,7 @@ class Engine:
         *,
         outcomes: Sequence[StepRecord] = (),
         check_requests: bool = False,
+        relaxed: bool = False,
     ) -> Interruption | None:
         if self._closed and (update is None or not update.release):
             raise NotInWorkflowError(
@@ -402,6 +411,7 @@ class Engine:
                 now=self._clock.time(),
                 outcomes=outcomes,
                 check_requests=check_requests,
+                relaxed=relaxed and not pending,
             )
         except (LeaseLost, StoreError) as exc:
             # Either someone else owns the run, or the store cannot say what was written: this
@@ -428,19 +438,22 @@ class Engine:
         replaces: bool = False,
         check_requests: bool = True,
         update: RunUpdate | None = None,
+        relaxed: bool = False,
     ) -> None:
         """Record that a step starts, before anything of it happens (with the buffered helper
         steps). ``replaces``: the step's ``started`` row exists (a retry, or an attempt cut
         off by a crash) and is rewritten. ``check_requests``: the store refuses it while a
         pause or an undelivered cancel is pending, so no step starts after `cancel()` /
         `pause()` returned; this step then takes the cancellation (`Cancelled`) or parks
-        the run ``paused`` (it starts when the run is resumed)."""
+        the run ``paused`` (it starts when the run is resumed). ``relaxed``: the record only
+        counts an attempt, so the store need not wait for the disk (see `Store.commit`)."""
         while True:
             stopped = await self._commit(
                 () if replaces else [record],
                 update,
                 outcomes=[record] if replaces else (),
                 check_requests=check_requests,
+                relaxed=relaxed,
             )
             if stopped is None:
                 return
@@ -456,6 +469,10 @@ class Engine:
                 self._cancel_at, self._cancel_unrecorded = seq, True
             if self._cancel_at == seq:
                 await self._deliver_cancel(seq)
+            if self._cancel_unrecorded:
+                # Another step took the delivery when it was called (it raises `Cancelled`
+                # when awaited, whenever that is): record where, so this one may go on.
+                await self._record_cancel(self._cancel_at)
             self._active -= 1  # this step waits: it must not keep the run from parking
             try:
                 await self._cancel_delivered.wait()
@@ -693,13 +710,19 @@ class Engine:
         recorded = intent is not None or seq in self._overwrite
         while True:
             attempt += 1
+            await self._fresh_lease()  # before the attempt is recorded: no phantom attempts
             await self._begin(
                 self._started(seq, kind, name, started, attempt, location),
                 replaces=recorded,
-                check_requests=not recorded and kind != StepKind.COMPENSATION,
+                # the first attempt made here is refused while a request is pending (a step
+                # that was started before, by a process that died, included)
+                check_requests=attempt == done + 1 and kind != StepKind.COMPENSATION,
+                # a final activity's start is its intent: it must reach the disk before the
+                # activity runs; other starts only count an attempt
+                relaxed=not defn.final,
             )
             recorded = True
-            await self._fresh_lease()
+            await self._fresh_lease()  # again: this process may have stalled meanwhile
             try:
                 return await self._attempt(defn, fn, args, kwargs, seq, attempt), attempt, started
             except Exception as exc:
@@ -1240,12 +1263,15 @@ class Engine:
         return False
 
     async def _deliver_cancel(self, seq: int) -> NoReturn:
-        if self._cancel_unrecorded and self._cancel_at == seq:
-            # First delivery: record where, so that replays raise it at the same step.
+        await self._record_cancel(seq)
+        raise Cancelled(self._run.id)
+
+    async def _record_cancel(self, seq: int | None) -> None:
+        """First delivery at step ``seq``: record where, so replays raise it at that step."""
+        if self._cancel_unrecorded and self._cancel_at == seq and seq is not None:
             self._cancel_unrecorded = False
             await self._commit((), RunUpdate(RunStatus.RUNNING, cancelled_seq=seq))
             self._cancel_delivered.set()
-        raise Cancelled(self._run.id)
 
     def _helper(self, kind: StepKind, location: str | None, make: Callable[[], Any]) -> Any:
         seq, recorded = self._step(kind, str(kind), location)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import functools
 import importlib
+import inspect
 import math
 import os
 import socket
@@ -255,11 +256,19 @@ def _same_arguments(
     except (SerializationError, PayloadDecodeError):
         return True
     recorded_args, recorded_kwargs = recorded
-    if len(recorded_args) != len(args) or set(recorded_kwargs) != set(kwargs):
+    # Bound to the workflow's signature, defaults filled in: greet("ann") and greet(name="ann")
+    # are the same call.
+    try:
+        signature = inspect.signature(defn.fn)
+        then = signature.bind(*recorded_args, **recorded_kwargs)
+        now = signature.bind(*args, **kwargs)
+        then.apply_defaults()
+        now.apply_defaults()
+    except (TypeError, ValueError):
+        return _equal((tuple(recorded_args), dict(recorded_kwargs)), (args, kwargs))
+    if set(then.arguments) != set(now.arguments):
         return False
-    pairs = [*zip(recorded_args, args, strict=True)]
-    pairs += [(recorded_kwargs[k], kwargs[k]) for k in kwargs]
-    return all(_equal(a, b) for a, b in pairs)
+    return all(_equal(then.arguments[k], now.arguments[k]) for k in now.arguments)
 
 
 def _equal(recorded: Any, given: Any) -> bool:
@@ -327,10 +336,17 @@ async def _execute(
             if outcome is not PARKED or not wait_parked:
                 return outcome
             delay = 0.02  # parked: this call waits for the wake-up, holding nothing of the run
-        elif run.status == RunStatus.BLOCKED and run.lease_owner is None:
-            # Only a run whose stored status this version does not know is blocked and
-            # cannot be acquired (see `durable.store.Store.acquire_lease`).
-            raise StoreError(run.error_text or f"run {run.id!r} cannot be executed")
+        elif run.status == RunStatus.BLOCKED and run.lease_owner is None and not pause:
+            # Blocked and free, yet not acquired: its stored status is one this version does
+            # not know (see `durable.store.Store.acquire_lease`), unless someone took it
+            # meanwhile (look again).
+            latest = await store.get_run(run_id)
+            if latest is None:
+                raise WorkflowNotFound(run_id)
+            if latest.status == RunStatus.BLOCKED and latest.lease_owner is None:
+                raise StoreError(latest.error_text or f"run {run.id!r} cannot be executed")
+            run = latest
+            continue
         else:
             # Held by a live executor (wait for it to finish or expire), or parked until later.
             await anyio.sleep(min(pause, 0.5) if pause else delay)

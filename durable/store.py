@@ -341,6 +341,7 @@ class Store(Protocol):
         now: float,
         outcomes: Sequence[StepRecord] = (),
         check_requests: bool = False,
+        relaxed: bool = False,
     ) -> Interruption | None:
         """Insert ``steps``, replace ``outcomes`` and apply ``update`` in one transaction.
 
@@ -358,6 +359,13 @@ class Store(Protocol):
         nothing is written and the `Interruption` is returned: a request that was stored
         before this commit is never missed, so no step starts after `request_cancel` /
         `request_pause` returned.
+
+        ``relaxed``: the commit writes only ``started`` rows that count attempts; the store may
+        return before they reach the disk (Postgres without waiting for the WAL flush, SQLite
+        in ``durability="power"`` without an fsync), since the step's outcome commit, which
+        does wait, makes them durable too; a crash of the database (not of the process) can
+        then lose such a row, and the attempt count with it. Never set for a final
+        activity's intent.
 
         Returns:
             ``None`` when written; the `Interruption` when ``check_requests`` stopped it.

@@ -109,13 +109,20 @@ class FlakyStore(MemoryStore):
         now: float,
         outcomes: Sequence[StepRecord] = (),
         check_requests: bool = False,
+        relaxed: bool = False,
     ) -> Interruption | None:
         await anyio.sleep(0.001)
         if self.fail_next and any(s.status != StepStatus.STARTED for s in [*steps, *outcomes]):
             self.fail_next -= 1
             raise durable.StoreError("the database is locked (injected)")
         return await super().commit(
-            lease, steps, update, now=now, outcomes=outcomes, check_requests=check_requests
+            lease,
+            steps,
+            update,
+            now=now,
+            outcomes=outcomes,
+            check_requests=check_requests,
+            relaxed=relaxed,
         )
 
 

@@ -566,3 +566,34 @@ async def test_arguments_equal_after_decoding_are_the_same_arguments(
         await durable.execute(workflow, Point(1, 3), (3, 4), {"a": 1, "b": 2}, id="eq", store=store)
     _says_arguments_differ(info.value, "eq")
     assert calls["describe"] == 1
+
+
+@durable.workflow
+async def parent_of_odd(name: str) -> list[str]:
+    return await three_steps(name)
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgres"])
+async def test_a_parent_whose_child_has_an_unknown_row_is_blocked_too(
+    store: Store, raw: _Raw, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The parent of such a child is blocked as well, instead of being claimed again and again."""
+    await durable.execute(parent_of_odd, "kid", id="par", store=store)
+    await raw("DELETE FROM durable_steps WHERE run_id = 'par' AND seq = 1")
+    await raw("UPDATE durable_runs SET status = 'pending', result = NULL WHERE id = 'par'")
+    await raw("UPDATE durable_steps SET kind = 'bogus' WHERE run_id = 'par/1' AND seq = 2")
+    await raw("UPDATE durable_runs SET status = 'pending', result = NULL WHERE id = 'par/1'")
+    _, _, token_before = await raw.row("par")
+    caplog.set_level(logging.WARNING, logger="durable.worker")
+    worker = durable.Worker(store, [parent_of_odd, three_steps])
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+
+        async def blocked() -> bool:
+            return (await raw.row("par"))[0] == "blocked"
+
+        await _until("the parent becoming blocked", blocked, 5.0, fail=False)
+        worker.stop()
+    status, error_text, token = await raw.row("par")
+    assert status == "blocked" and error_text is not None and "bogus" in error_text
+    assert token - token_before <= 3  # not claimed in a loop

@@ -279,3 +279,17 @@ def test_run_works_across_event_loops_on_one_url(tmp_path: Path) -> None:
     assert anyio.run(lambda: durable.execute(doubler, 2, id="l2", store=url), backend="trio") == 4
     assert asyncio.run(durable.get_handle("l1", url).result()) == 2
     assert os.path.exists(tmp_path / "loops.db")
+
+
+@durable.workflow
+async def greets(name: str, greeting: str = "hello") -> str:
+    return f"{greeting} {name}"
+
+
+async def test_the_same_arguments_bound_differently_are_the_same_call(store: Store) -> None:
+    """Positional or by name, a default given or left out: the same call, no conflict."""
+    assert await durable.execute(greets, "ann", id="gb", store=store) == "hello ann"
+    assert await durable.execute(greets, name="ann", id="gb", store=store) == "hello ann"
+    assert await durable.execute(greets, "ann", "hello", id="gb", store=store) == "hello ann"
+    with pytest.raises(durable.WorkflowIdConflict, match="other arguments"):
+        await durable.execute(greets, "ann", greeting="hi", id="gb", store=store)

@@ -59,12 +59,19 @@ class SlowStore(MemoryStore):
         now: float,
         outcomes: Sequence[StepRecord] = (),
         check_requests: bool = False,
+        relaxed: bool = False,
     ) -> Interruption | None:
         delay = self.slow([*steps, *outcomes], update)
         if delay:
             await anyio.sleep(delay)
         return await super().commit(
-            lease, steps, update, now=now, outcomes=outcomes, check_requests=check_requests
+            lease,
+            steps,
+            update,
+            now=now,
+            outcomes=outcomes,
+            check_requests=check_requests,
+            relaxed=relaxed,
         )
 
 

@@ -542,7 +542,7 @@ async def test_a_missing_postgres_driver_gives_the_install_hint(
     for name in [m for m in sys.modules if m == "psycopg" or m.startswith("psycopg.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "psycopg", None)  # makes `import psycopg` fail
-    with pytest.raises(StoreError, match=r"pip install 'psycopg\[binary\]'") as error:
+    with pytest.raises(StoreError, match=r"pip install 'durable-sdk\[postgres\]'") as error:
         SQLStore("postgresql://app:s3cret@db.example/app")
     assert "db.example" in str(error.value)
     assert "s3cret" not in str(error.value)
