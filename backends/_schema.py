@@ -606,6 +606,18 @@ class Statements:
             for relaxed in (False, True)
         )
         sc = steps.c
+        # What replaces a ``started`` row: its outcome, or another attempt's start.
+        replaced = {
+            "kind": bp("kind"),
+            "name": bp("name"),
+            "location": bp("location", type_=sa.String),
+            "started_at": bp("started_at"),
+            "status": bp("status"),
+            "attempts": bp("attempts"),
+            "finished_at": bp("finished_at"),
+            "result": bp("result", type_=sa.LargeBinary),
+            "error": bp("error", type_=sa.LargeBinary),
+        }
         # A step's outcome replacing its ``started`` row, fenced, in one statement.
         self.replace_step_fenced = comp(
             steps.update()
@@ -615,17 +627,7 @@ class Statements:
                 sc.status == sa.literal(StepStatus.STARTED.value),
                 sa.exists(sa.select(c.id).where(fenced).with_for_update(read=True)),
             )
-            .values(
-                kind=bp("kind"),
-                name=bp("name"),
-                location=bp("location", type_=sa.String),
-                started_at=bp("started_at"),
-                status=bp("status"),
-                attempts=bp("attempts"),
-                finished_at=bp("finished_at"),
-                result=bp("result", type_=sa.LargeBinary),
-                error=bp("error", type_=sa.LargeBinary),
-            )
+            .values(**replaced)
         )
         self.replace_step = comp(
             steps.update()
@@ -634,17 +636,7 @@ class Statements:
                 sc.seq == bp("seq"),
                 sc.status == sa.literal(StepStatus.STARTED.value),
             )
-            .values(
-                kind=bp("kind"),
-                name=bp("name"),
-                location=bp("location", type_=sa.String),
-                started_at=bp("started_at"),
-                status=bp("status"),
-                attempts=bp("attempts"),
-                finished_at=bp("finished_at"),
-                result=bp("result", type_=sa.LargeBinary),
-                error=bp("error", type_=sa.LargeBinary),
-            )
+            .values(**replaced)
         )
         sig = signals_table().c
         insert = sqlite_insert if dialect.name == "sqlite" else postgresql_insert

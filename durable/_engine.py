@@ -744,17 +744,8 @@ class Engine:
         location: str | None,
     ) -> StepRecord:
         """The ``started`` row of a step whose attempt number ``attempts`` begins now."""
-        return StepRecord(
-            run_id=self._run.id,
-            seq=seq,
-            kind=kind,
-            name=name,
-            status=StepStatus.STARTED,
-            attempts=attempts,
-            started_at=started,
-            finished_at=self._clock.time(),
-            location=location,
-        )
+        record = self._record(seq, kind, name, started, attempts, location)
+        return dataclasses.replace(record, status=StepStatus.STARTED)
 
     async def _halt(self, seq: int, kind: StepKind, name: str, location: str | None) -> NoReturn:
         """A step that was still running when the run failed, met again while the run is
