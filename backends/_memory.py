@@ -253,15 +253,15 @@ class MemoryStore:
                 )
             for step in outcomes:
                 intent = recorded.get(step.seq)
-                if intent is None or intent.status != StepStatus.STARTED:
+                if intent is not None and intent.status != StepStatus.STARTED:
                     raise StoreError(
                         f"cannot record the outcome of step {step.seq} of run "
-                        f"{lease.run_id!r}: it has no recorded intent (status 'started') to "
-                        "replace; nothing was written"
+                        f"{lease.run_id!r}: it is already recorded as {intent.status!r} (a "
+                        "step is written once); nothing was written"
                     )
             for step in outcomes:
                 recorded[step.seq] = replace(
-                    recorded[step.seq],
+                    recorded.get(step.seq, step),
                     kind=step.kind,
                     name=step.name,
                     location=step.location,

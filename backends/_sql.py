@@ -667,6 +667,7 @@ class SQLStore:
                 fenced,
                 lease,
                 args,
+                step,
                 verify=verify,
                 single=True,
                 no_flush=relaxed,
@@ -682,7 +683,7 @@ class SQLStore:
         insert = self._s.insert_step
         rows = [insert.args(step_values(step)) for step in steps]
         replacements = [
-            self._s.replace_step.args({**step_values(step), "rid": step.run_id})
+            (self._s.replace_step.args({**step_values(step), "rid": step.run_id}), step)
             for step in outcomes
         ]
         return await self._call(
@@ -733,7 +734,7 @@ class SQLStore:
         )
 
     async def _write_fenced(
-        self, cur: Any, statement: Compiled, lease: Lease, args: Any
+        self, cur: Any, statement: Compiled, lease: Lease, args: Any, step: StepRecord
     ) -> Interruption | None:
         """One fenced statement that writes one step row; if it wrote nothing, say why (read
         in a statement of its own: if what stopped a starting step is gone by then, a
@@ -748,12 +749,9 @@ class SQLStore:
             row = await self._fetch_one(cur, self._s.check_control, {"rid": lease.run_id})
             if row is None or row[0] != lease.token:
                 raise LeaseLost(lease.run_id, await self._fence_detail(cur, lease))
-            if statement not in self._s.insert_step_starting:
-                raise StoreError(
-                    f"cannot record the outcome of a step of run {lease.run_id!r} in "
-                    f"{self.url!r}: it has no recorded intent (status 'started') to replace; "
-                    "nothing was written"
-                )
+            if statement is self._s.replace_step_fenced:
+                await self._insert_lost_start(cur, lease, step)
+                return None
             stopped = _interruption(row)
             if stopped is not None:
                 return stopped
@@ -762,6 +760,28 @@ class SQLStore:
             "its requests kept changing; try again"
         )
 
+    async def _insert_lost_start(self, cur: Any, lease: Lease, step: StepRecord) -> None:
+        """A step whose ``started`` row is missing gets its row now (fenced). A relaxed start
+        can be lost when the database crashes before the outcome's commit flushes it; the
+        outcome is then written again after reconnecting, and must not be refused."""
+        found = await self._fetch_one(
+            cur, self._s.step_status, {"rid": lease.run_id, "seq": step.seq}
+        )
+        if found is not None:
+            raise StoreError(
+                f"cannot record the outcome of step {step.seq} of run {lease.run_id!r} in "
+                f"{self.url!r}: it is already recorded as {found[0]!r} (a step is written "
+                "once); nothing was written"
+            )
+        fenced = self._s.insert_step_fenced
+        args = fenced.args({**step_values(step), "rid": lease.run_id, "token": lease.token})
+        try:
+            await cur.execute(fenced.sql, args)
+        except self._integrity_error as exc:
+            raise self._already_recorded(lease, exc) from exc
+        if cur.rowcount != 1:
+            raise LeaseLost(lease.run_id, await self._fence_detail(cur, lease))
+
     async def _commit(
         self,
         cur: Any,
@@ -769,7 +789,7 @@ class SQLStore:
         lease: Lease,
         values: Mapping[str, Any],
         rows: list[Any],
-        replacements: list[Any],
+        replacements: list[tuple[Any, StepRecord]],
         check_requests: bool,
     ) -> Interruption | None:
         if update is None or check_requests:
@@ -782,14 +802,10 @@ class SQLStore:
         if update is not None:
             statement = self._s.update_release if update.release else self._s.update
             await self._fenced_write(cur, statement, lease, values)
-        for args in replacements:
+        for args, step in replacements:
             await cur.execute(self._s.replace_step.sql, args)
             if cur.rowcount != 1:
-                raise StoreError(
-                    f"cannot record the outcome of a step of run {lease.run_id!r} in "
-                    f"{self.url!r}: it has no recorded intent (status 'started') to replace; "
-                    "nothing was written"
-                )
+                await self._insert_lost_start(cur, lease, step)
         if not rows:
             return None
         try:

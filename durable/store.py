@@ -348,7 +348,8 @@ class Store(Protocol):
         Each of ``outcomes`` replaces the recorded step with its ``seq`` whose status is
         ``started`` (an attempt or a wait in progress; the replacement may itself be
         ``started``, counting one more attempt, or the start of another step in its place
-        when the workflow's code changed); any other existing step is never rewritten.
+        when the workflow's code changed); one with no row at all is inserted (a relaxed
+        start lost in a crash of the database); any other existing step is never rewritten.
 
         With an ``update``, ``updated_at`` is set to ``now``; steps alone leave the run record
         untouched (so the common one-step commit writes one row). Nothing is written unless the
@@ -372,8 +373,8 @@ class Store(Protocol):
 
         Raises:
             LeaseLost: the token changed; nothing was written.
-            StoreError: a step is already recorded, or an outcome has no ``started`` step to
-                replace; nothing was written.
+            StoreError: a step is already recorded, or an outcome's step is recorded with
+                another status than ``started``; nothing was written.
         """
         ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -651,3 +652,30 @@ def test_two_processes_never_hold_one_lease_at_once(tmp_path: Path) -> None:
     assert run is not None
     assert run.lease_token == len(tokens)
     assert sorted(s.seq for s in steps) == sorted(tokens)
+
+
+async def test_outcomes_replace_started_rows_and_stand_in_for_lost_ones(store: Store) -> None:
+    """A started row is replaced (another attempt's start, then the outcome); an outcome whose
+    started row is gone (a relaxed start lost with a database crash) is inserted; a finished
+    step is never rewritten; a commit that starts a step is refused while a pause waits."""
+    lease = await leased(store)
+    started = dataclasses.replace(make_step("run-1", 1), status=StepStatus.STARTED, result=None)
+    assert await store.commit(lease, [started], now=101.0, check_requests=True) is None
+    again = dataclasses.replace(started, attempts=2)
+    await store.commit(lease, outcomes=[again], now=102.0, relaxed=True)
+    assert [(s.status, s.attempts) for s in await store.load_steps("run-1")] == [("started", 2)]
+    await store.commit(lease, outcomes=[make_step("run-1", 1)], now=103.0)
+    await store.commit(lease, outcomes=[make_step("run-1", 2)], now=104.0)  # no started row
+    steps = await store.load_steps("run-1")
+    assert [(s.seq, s.status, s.result) for s in steps] == [
+        (1, "completed", b"ok"),
+        (2, "completed", b"ok"),
+    ]
+    with pytest.raises(StoreError, match="already recorded"):
+        await store.commit(lease, outcomes=[make_step("run-1", 2, result=b"x")], now=105.0)
+    await store.request_pause("run-1", now=106.0)
+    stopped = await store.commit(
+        lease, [dataclasses.replace(started, seq=3)], now=107.0, check_requests=True
+    )
+    assert stopped is not None and stopped.pause and not stopped.cancel
+    assert [s.seq for s in await store.load_steps("run-1")] == [1, 2]
