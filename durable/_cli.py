@@ -24,8 +24,9 @@ import anyio.abc
 
 from durable import _retention as retention
 from durable._errors import StoreError
+from durable._registry import registered_workflows
 from durable._retention import parse_age
-from durable._runner import DEFAULT_URL
+from durable._runner import DEFAULT_URL, resolve_store
 from durable._worker import Worker
 from durable.backends import SQLStore
 from durable.backends._schema import SCHEMA_VERSION
@@ -35,6 +36,9 @@ __all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="durable", description="durable execution tools")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error, not one line"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     worker = commands.add_parser(
         "worker", help="execute the runnable runs of the workflows in the given modules"
@@ -84,8 +88,10 @@ def _db(args: argparse.Namespace) -> int:
     try:
         store = SQLStore(url)
     except StoreError as exc:
+        if args.debug:
+            raise
         print(f"durable db: {exc}", file=sys.stderr)
-        return 1
+        return 2
 
     async def prune_and_close() -> int:
         async with store:
@@ -135,15 +141,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ImportError as exc:
             print(f"durable worker: cannot import {module!r}: {exc}", file=sys.stderr)
             return 2
+    # Everything that can be wrong before the worker starts is said in one line (exit 2):
+    # its arguments, a module without workflows, a store that cannot be opened.
     try:
+        if not registered_workflows():
+            modules = ", ".join(args.modules)
+            raise ValueError(
+                f"the modules {modules} define no @durable.workflow: import the ones that do "
+                "(e.g. myapp.workflows)"
+            )
         worker = Worker(
-            args.store,
+            resolve_store(args.store),
             concurrency=args.concurrency,
             lease=args.lease,
             grace=args.grace,
             park_after=args.park_after,
         )
-    except ValueError as exc:
+    except (ValueError, StoreError) as exc:
+        if args.debug:
+            raise
         print(f"durable worker: {exc}", file=sys.stderr)
         return 2
     anyio.run(_serve, worker)

@@ -112,7 +112,7 @@ ALLOWED = {
         "_types",
         "store",
     },
-    "_cli": {"_errors", "_retention", "_runner", "_worker", "backends"},
+    "_cli": {"_errors", "_registry", "_retention", "_runner", "_worker", "backends"},
     "_retention": {"_clock", "_runner", "store"},
     "_history": {"_types", "store"},
     "_runner": {
