@@ -32,7 +32,15 @@ from durable._errors import (
 )
 from durable._retention import prune
 from durable._retry import RetryPolicy
-from durable._runner import WorkflowHandle, execute, get_handle, run, signal, start
+from durable._runner import (
+    WorkflowHandle,
+    close_stores,
+    execute,
+    get_handle,
+    run,
+    signal,
+    start,
+)
 from durable._types import Info, RunStatus, Step, StepKind, StepStatus
 from durable._worker import Worker
 from durable._workflow_api import (
@@ -82,6 +90,7 @@ __all__ = [
     "WorkflowIdConflict",
     "WorkflowNotFound",
     "activity",
+    "close_stores",
     "deprecate_patch",
     "execute",
     "gather",

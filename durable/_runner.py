@@ -56,6 +56,7 @@ from durable.store import Lease, LeaseOwner, RunRecord, RunUpdate, Store, Unread
 __all__ = [
     "LEASE_SECONDS",
     "WorkflowHandle",
+    "close_stores",
     "execute",
     "get_handle",
     "run",
@@ -109,6 +110,19 @@ def resolve_store(store: Store | str | None) -> Store:
     if isinstance(store, Store):
         return store
     raise TypeError(f"store= must be a durable store or a URL string, not {store!r}")
+
+
+async def close_stores() -> None:
+    """Close every store durable opened for a URL in this process (``store="sqlite:///..."``,
+    ``DURABLE_URL``, the default ``durable.db``): their files and connections are released.
+    A URL used again afterwards is opened again. Store objects you made yourself are yours to
+    close. Call it when a process that served many URLs is done with them, or at shutdown.
+    """
+    with _stores_lock:
+        opened = list(_stores.values())
+        _stores.clear()
+    for store in opened:
+        await store.close()
 
 
 def _open_store(url: str) -> Store:

@@ -42,6 +42,7 @@ EXPECTED = {
     "WorkflowNotFound",
     "Worker",
     "activity",
+    "close_stores",
     "deprecate_patch",
     "execute",
     "gather",

@@ -293,3 +293,21 @@ async def test_the_same_arguments_bound_differently_are_the_same_call(store: Sto
     assert await durable.execute(greets, "ann", "hello", id="gb", store=store) == "hello ann"
     with pytest.raises(durable.WorkflowIdConflict, match="other arguments"):
         await durable.execute(greets, "ann", greeting="hi", id="gb", store=store)
+
+
+def _open_files() -> int:
+    return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
+
+
+def test_close_stores_releases_the_stores_opened_for_urls(tmp_path: Path) -> None:
+    """Stores durable opened for URLs are closed by close_stores (their files released); a
+    URL used again is opened again."""
+    before = _open_files()
+    urls = [f"sqlite:///{tmp_path / f'many-{i}.db'}" for i in range(20)]
+    for i, url in enumerate(urls):
+        assert durable.run(doubler, i, id="c", store=url) == 2 * i
+    assert _open_files() > before
+    anyio.run(durable.close_stores)
+    assert _open_files() <= before
+    assert durable.run(doubler, 3, id="c", store=urls[3]) == 6  # opened again, data kept
+    anyio.run(durable.close_stores)
