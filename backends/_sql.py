@@ -265,15 +265,15 @@ class SQLStore:
                 or it records an invalid version.
             SchemaVersionError: a newer version of durable wrote the database.
         """
-        runs, _, schema = tables()
-        inspector = sa.inspect(conn)
-        version: int | None = None
-        if inspector.has_table(schema.name):
-            version = conn.execute(
-                sa.select(schema.c.version).where(schema.c.id == 1)
-            ).scalar_one_or_none()
+        runs, _, _ = tables()
+        version = self._recorded_version(conn)
         if version is None:
-            if inspector.has_table(runs.name):
+            if sa.inspect(conn).has_table(runs.name):
+                # Another process may have created both tables (in one transaction) between
+                # the two looks: look for the version once more before refusing the database.
+                version = self._recorded_version(conn)
+        if version is None:
+            if sa.inspect(conn).has_table(runs.name):
                 raise StoreError(
                     f"the database {self.url!r} has a {runs.name} table but no durable schema "
                     "version: it is not a durable database (or a damaged one); point the URL at "
@@ -288,6 +288,16 @@ class SQLStore:
                 "it is damaged: point the URL at another database"
             )
         return int(version)
+
+    @staticmethod
+    def _recorded_version(conn: sa.Connection) -> int | None:
+        """The version in ``durable_schema``, or ``None`` when the table or its row is missing."""
+        _, _, schema = tables()
+        if not sa.inspect(conn).has_table(schema.name):
+            return None
+        found = conn.execute(sa.select(schema.c.version).where(schema.c.id == 1))
+        version: int | None = found.scalar_one_or_none()
+        return version
 
     def _create_or_upgrade(self, conn: sa.Connection, version: int | None) -> str:
         _, _, schema = tables()
