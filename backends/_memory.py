@@ -9,7 +9,7 @@ with worker threads. Records are frozen dataclasses, so handing them out is safe
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, Self
@@ -19,6 +19,7 @@ from durable.store import (
     Lease,
     LeaseLost,
     LeaseOwner,
+    PayloadTrust,
     RunRecord,
     RunStatus,
     RunUpdate,
@@ -37,12 +38,26 @@ __all__ = ["MemoryStore"]
 class MemoryStore:
     """An in-memory `durable.store.Store`: fast, isolated, and gone when the process exits.
 
+    Args:
+        secret_keys: sign every payload written with the first key, and refuse payloads that
+            no key verifies (see README "Security"); default: ``DURABLE_SECRET_KEY``.
+        allowed_codecs: the codec names whose payloads may be written and read, e.g.
+            ``["json"]``; default: ``DURABLE_ALLOWED_CODECS``, else every codec.
+
     Example:
         >>> store = MemoryStore()
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        secret_keys: str | bytes | Iterable[str | bytes] | None = None,
+        allowed_codecs: Iterable[str] | None = None,
+    ) -> None:
         """Create an empty store."""
+        self.payload_trust = PayloadTrust.configure(
+            secret_keys, allowed_codecs, owner="MemoryStore"
+        )
         self._lock = threading.Lock()
         self._runs: dict[str, RunRecord] = {}
         self._steps: dict[str, dict[int, StepRecord]] = {}

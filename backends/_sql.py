@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
@@ -48,6 +48,7 @@ from durable.store import (
     Lease,
     LeaseLost,
     LeaseOwner,
+    PayloadTrust,
     RunRecord,
     RunStatus,
     RunUpdate,
@@ -139,6 +140,10 @@ class SQLStore:
         reconnect_timeout: Postgres only. How long a call keeps retrying while the server is
             unreachable (restarting, a dropped connection, too many clients) before it fails
             with `StoreError`; opening the store waits as long for a restarting server.
+        secret_keys: sign every payload written with the first key, and refuse payloads that
+            no key verifies (see README "Security"); default: ``DURABLE_SECRET_KEY``.
+        allowed_codecs: the codec names whose payloads may be written and read, e.g.
+            ``["json"]``; default: ``DURABLE_ALLOWED_CODECS``, else every codec.
 
     Raises:
         StoreError: the URL is not supported, the database cannot be opened, or it is not a
@@ -158,8 +163,11 @@ class SQLStore:
         busy_timeout: float = 30.0,
         pool_size: int = 5,
         reconnect_timeout: float = 60.0,
+        secret_keys: str | bytes | Iterable[str | bytes] | None = None,
+        allowed_codecs: Iterable[str] | None = None,
     ) -> None:
         """Open (and create, if needed) the store at ``url``. See the class docstring."""
+        self.payload_trust = PayloadTrust.configure(secret_keys, allowed_codecs, owner="SQLStore")
         self._lock = threading.Lock()
         self._closed = False
         self._busy_timeout = busy_timeout

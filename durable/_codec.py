@@ -1,24 +1,31 @@
 """Payload codecs: how activity results, workflow arguments/results and errors become bytes.
 
-Envelope (every payload the store holds)::
+Envelopes (every payload the store holds)::
 
-    b"\\xd1" | tag (1 byte) | crc32(tag + body) (4 bytes, big-endian) | body
+    unsigned: b"\\xd1" | tag (1 byte) | crc32(tag + body) (4 bytes, big-endian) | body
+    signed:   b"\\xd2" | tag (1 byte) | key id (4 bytes) | HMAC-SHA256(b"\\xd2" + tag + body) | body
 
-``0xd1`` is the magic/version byte; the tag names the codec that wrote the body (``b"p"``
-cloudpickle, ``b"j"`` JSON), so a reader decodes any payload whatever codec it writes with.
-The CRC makes truncation and bit flips detectable instead of decoding to a wrong value.
+The first byte is the magic/version byte; the tag names the codec that wrote the body (``b"p"``
+cloudpickle, ``b"j"`` JSON). The CRC makes truncation and bit flips detectable instead of
+decoding to a wrong value; the signature (written when the store has a secret key, see
+`durable._trust`) makes a forged or altered payload detectable before anything decodes it.
 
 Rules:
 
-* `dumps` never lets an encoder error escape: it raises `SerializationError`.
-* `loads` never returns a value for a payload it cannot trust: bad magic, unknown tag, checksum
-  mismatch or any decoder error (including a class that no longer exists) raise
-  `PayloadDecodeError` naming the run and step.
+* `Payloads.dumps` never lets an encoder error escape: it raises `SerializationError`.
+* `Payloads.loads` never returns a value for a payload it cannot trust: bad magic, unknown tag,
+  checksum mismatch, a missing or wrong signature when the store signs, a codec the store or
+  the workflow does not accept, or any decoder error (including a class that no longer exists)
+  raise `PayloadDecodeError` naming the run and step, before the body is decoded.
+* A workflow reads only payloads of its own codec; one on the pickle codec also reads the
+  others (nothing is riskier to decode than a pickle). So a workflow declared with `JSONCodec`
+  never unpickles anything.
 * The JSON codec instantiates only classes named ``"module:qualname"`` that are dataclasses,
   Enums, pydantic models or exceptions, so a payload cannot call arbitrary callables.
-  cloudpickle, like any pickle, can run code from a crafted payload: use it on trusted stores.
-* `dumps_error` records an exception so that the first run and every replay see the same error,
-  or an `ActivityError` stand-in when the exception does not survive a round trip.
+  cloudpickle, like any pickle, can run code from a crafted payload: sign payloads, or use
+  JSON, unless everyone who can write to the store is trusted.
+* `Payloads.dumps_error` records an exception so that the first run and every replay see the
+  same error, or an `ActivityError` stand-in when the exception does not survive a round trip.
 """
 
 from __future__ import annotations
@@ -40,13 +47,22 @@ from zoneinfo import ZoneInfo
 
 import cloudpickle
 
-from durable._errors import ActivityError, DurableError, PayloadDecodeError, SerializationError
+from durable._errors import (
+    ActivityError,
+    CodecNotAllowed,
+    DurableError,
+    PayloadDecodeError,
+    SerializationError,
+)
+from durable._trust import PayloadTrust
 
 __all__ = [
     "DEFAULT_CODEC",
     "MAGIC",
+    "SIGNED",
     "Codec",
     "JSONCodec",
+    "Payloads",
     "PickleCodec",
     "dumps",
     "dumps_error",
@@ -55,7 +71,9 @@ __all__ = [
 ]
 
 MAGIC = b"\xd1"
+SIGNED = b"\xd2"
 _HEADER = 6  # magic + tag + crc32
+_SIGNED_HEADER = 38  # magic + tag + key id + HMAC-SHA256
 _TAG = "__durable__"
 
 
@@ -140,91 +158,184 @@ register_codec(DEFAULT_CODEC)
 register_codec(JSONCodec())
 
 
-def dumps(codec: Codec, value: object, *, what: str) -> bytes:
-    """Encode ``value`` into an envelope with ``codec``.
+_UNSIGNED = PayloadTrust()
+
+
+class Payloads:
+    """One run's payloads, as its store requires them.
+
+    Written with the workflow's codec, and signed when the store has a key. Read only when
+    they are signed by a key the store holds (if it has any), of a codec the store allows, and
+    of the workflow's own codec (a pickle workflow also reads the others); anything else is a
+    `PayloadDecodeError` raised before the body is decoded.
 
     Args:
-        codec: a registered codec.
-        value: the value to record.
-        what: what is encoded, for the error message ("result of activity 'shop.charge'").
-
-    Raises:
-        SerializationError: the codec cannot encode ``value``.
+        codec: the workflow's codec, or ``None`` for a reader that does not know the workflow
+            (it reads any codec the store allows, and cannot write).
+        trust: the store's `PayloadTrust`.
     """
-    try:
-        body = codec.encode(value)
-    except Exception as e:
-        raise SerializationError(what, _type_name(type(value)), _reason(e)) from e
-    return _envelope(codec, body)
+
+    __slots__ = ("codec", "trust")
+
+    def __init__(self, codec: Codec | None, trust: PayloadTrust = _UNSIGNED) -> None:
+        """See the class docstring."""
+        self.codec = codec
+        self.trust = trust
+
+    def dumps(self, value: object, *, what: str) -> bytes:
+        """Encode ``value``.
+
+        Args:
+            value: the value to record.
+            what: what is encoded, for the error message ("result of activity 'shop.charge'").
+
+        Raises:
+            SerializationError: the codec cannot encode ``value``.
+            CodecNotAllowed: the store does not allow the workflow's codec.
+        """
+        codec = self._writer(what)
+        try:
+            body = codec.encode(value)
+        except Exception as e:
+            raise SerializationError(what, _type_name(type(value)), _reason(e)) from e
+        return self._envelope(codec, body)
+
+    def dumps_error(self, exc: BaseException, *, what: str) -> tuple[bytes, BaseException]:
+        """Encode an exception for recording, and return the exception the workflow must see.
+
+        The exception is round-tripped. If that fails or changes its type, an `ActivityError`
+        (type name, message, traceback text) is recorded and returned instead. Otherwise the
+        original is returned for `PickleCodec` (it keeps its traceback) and the decoded copy
+        for other codecs, which may drop attributes: the first run sees what every replay sees.
+
+        Returns:
+            ``(payload, exception to raise in the workflow)``.
+        """
+        codec = self._writer(what)
+        # The recorded copy carries the original traceback as a note: when it is raised again
+        # (a replay, the same id again, `handle.result()` in another process), it shows where
+        # the error really came from, not only the SDK's frames.
+        note = _origin_note(exc)
+        if note is not None:
+            exc.add_note(note)
+        try:
+            body = codec.encode(exc)
+            decoded = codec.decode(body)
+        except Exception:
+            pass
+        else:
+            if type(decoded) is type(exc) and isinstance(decoded, BaseException):
+                _drop_note(exc, note)
+                seen = exc if isinstance(codec, PickleCodec) else decoded
+                return self._envelope(codec, body), seen
+        _drop_note(exc, note)
+        try:
+            message = str(exc)
+        except Exception:
+            message = "<str() failed>"
+        tb = "".join(traceback.format_exception(exc))
+        stand_in = ActivityError(_type_name(type(exc)), message, tb)
+        return self.dumps(stand_in, what=what), stand_in
+
+    def loads(self, data: bytes, *, run_id: str, seq: int | None, what: str) -> object:
+        """Decode a payload written by `dumps`, if it may be trusted (see the class docstring).
+
+        Args:
+            data: the payload.
+            run_id: the run owning it, for the error message.
+            seq: its step number, or ``None`` for the run's own arguments / result.
+            what: which payload ("result", "error", "arguments").
+
+        Raises:
+            PayloadDecodeError: the payload is corrupt, unsigned or wrongly signed where the
+                store signs, of a codec that is not accepted, or does not decode.
+        """
+        data = bytes(data)
+
+        def refuse(reason: str) -> PayloadDecodeError:
+            return PayloadDecodeError(run_id, seq, what, reason)
+
+        if len(data) < _HEADER:
+            raise refuse(f"payload truncated to {len(data)} bytes")
+        magic = data[:1]
+        if magic == MAGIC:
+            header = _HEADER
+        elif magic == SIGNED:
+            header = _SIGNED_HEADER
+        else:
+            raise refuse(
+                f"not a durable payload (magic byte {magic!r}, not {MAGIC!r} or {SIGNED!r})"
+            )
+        if len(data) < header:
+            raise refuse(f"payload truncated to {len(data)} bytes")
+        tag, body = data[1:2], data[header:]
+        codec = _CODECS.get(tag)
+        if codec is None:
+            raise refuse(f"unknown codec tag {tag!r}; register_codec() the codec that wrote it")
+        trust = self.trust
+        if magic == SIGNED:
+            if not trust.signs:
+                raise refuse(
+                    "the payload is signed but this store has no secret key to verify it; "
+                    "give the store its key (secret_keys= or DURABLE_SECRET_KEY)"
+                )
+            problem = trust.verify(data[2:6], data[6:header], magic + tag + body)
+            if problem is not None:
+                raise refuse(f"the payload is refused: {problem}")
+        elif trust.signs:
+            raise refuse(
+                "the payload is not signed, and this store accepts only signed payloads: it "
+                "was not written by durable with this store's key"
+            )
+        elif zlib.crc32(body, zlib.crc32(tag)) != int.from_bytes(data[2:_HEADER], "big"):
+            raise refuse("checksum mismatch: the payload is corrupt")
+        if not trust.allows(codec.name):
+            raise refuse(
+                f"it is a {codec.name} payload, and this store allows only "
+                f"{_names(trust.allowed_codecs)} payloads (allowed_codecs)"
+            )
+        own = self.codec
+        if own is not None and own.tag != tag and not isinstance(own, PickleCodec):
+            raise refuse(
+                f"it is a {codec.name} payload, and the workflow's codec is {own.name}: a "
+                f"workflow reads only payloads of its own codec"
+            )
+        try:
+            return codec.decode(body)
+        except Exception as e:
+            raise refuse(f"{codec.name} codec: {_reason(e)}") from e
+
+    def _writer(self, what: str) -> Codec:
+        codec = self.codec
+        if codec is None:
+            raise TypeError("Payloads(None, ...) reads payloads; it cannot write them")
+        _check_registered(codec)
+        if not self.trust.allows(codec.name):
+            raise CodecNotAllowed(what, codec.name, _names(self.trust.allowed_codecs))
+        return codec
+
+    def _envelope(self, codec: Codec, body: bytes) -> bytes:
+        if self.trust.signs:
+            kid, mac = self.trust.sign(SIGNED + codec.tag + body)
+            return b"".join((SIGNED, codec.tag, kid, mac, body))
+        crc = zlib.crc32(body, zlib.crc32(codec.tag))
+        return b"".join((MAGIC, codec.tag, crc.to_bytes(4, "big"), body))
+
+
+def dumps(codec: Codec, value: object, *, what: str) -> bytes:
+    """`Payloads.dumps` for a store that neither signs nor restricts codecs."""
+    return Payloads(codec).dumps(value, what=what)
 
 
 def loads(data: bytes, *, run_id: str, seq: int | None, what: str) -> object:
-    """Decode an envelope written by `dumps` with whichever registered codec wrote it.
-
-    Args:
-        data: the payload.
-        run_id: the run owning it, for the error message.
-        seq: its step number, or ``None`` for the run's own arguments / result.
-        what: which payload ("result", "error", "arguments").
-
-    Raises:
-        PayloadDecodeError: the payload is corrupt, from an unknown codec, or does not decode.
-    """
-    data = bytes(data)
-    if len(data) < _HEADER:
-        raise PayloadDecodeError(run_id, seq, what, f"payload truncated to {len(data)} bytes")
-    if data[:1] != MAGIC:
-        raise PayloadDecodeError(
-            run_id, seq, what, f"not a durable payload (magic byte {data[:1]!r}, not {MAGIC!r})"
-        )
-    tag, body = data[1:2], data[_HEADER:]
-    codec = _CODECS.get(tag)
-    if codec is None:
-        reason = f"unknown codec tag {tag!r}; register_codec() the codec that wrote it"
-        raise PayloadDecodeError(run_id, seq, what, reason)
-    if zlib.crc32(body, zlib.crc32(tag)) != int.from_bytes(data[2:_HEADER], "big"):
-        raise PayloadDecodeError(run_id, seq, what, "checksum mismatch: the payload is corrupt")
-    try:
-        return codec.decode(body)
-    except Exception as e:
-        raise PayloadDecodeError(run_id, seq, what, f"{codec.name} codec: {_reason(e)}") from e
+    """`Payloads.loads` for a store that neither signs nor restricts codecs, accepting the
+    payload of any registered codec."""
+    return Payloads(None).loads(data, run_id=run_id, seq=seq, what=what)
 
 
 def dumps_error(codec: Codec, exc: BaseException, *, what: str) -> tuple[bytes, BaseException]:
-    """Encode an exception for recording, and return the exception the workflow must see.
-
-    The exception is round-tripped. If that fails or changes its type, an `ActivityError`
-    (type name, message, traceback text) is recorded and returned instead. Otherwise the
-    original is returned for `PickleCodec` (it keeps its traceback) and the decoded copy for
-    other codecs, which may drop attributes: the first run sees what every replay sees.
-
-    Returns:
-        ``(payload, exception to raise in the workflow)``.
-    """
-    _check_registered(codec)
-    # The recorded copy carries the original traceback as a note: when it is raised again (a
-    # replay, the same id again, `handle.result()` in another process), it shows where the
-    # error really came from, not only the SDK's frames.
-    note = _origin_note(exc)
-    if note is not None:
-        exc.add_note(note)
-    try:
-        body = codec.encode(exc)
-        decoded = codec.decode(body)
-    except Exception:
-        pass
-    else:
-        if type(decoded) is type(exc) and isinstance(decoded, BaseException):
-            _drop_note(exc, note)
-            return _envelope(codec, body), exc if isinstance(codec, PickleCodec) else decoded
-    _drop_note(exc, note)
-    try:
-        message = str(exc)
-    except Exception:
-        message = "<str() failed>"
-    tb = "".join(traceback.format_exception(exc))
-    stand_in = ActivityError(_type_name(type(exc)), message, tb)
-    return dumps(codec, stand_in, what=what), stand_in
+    """`Payloads.dumps_error` for a store that neither signs nor restricts codecs."""
+    return Payloads(codec).dumps_error(exc, what=what)
 
 
 ORIGIN_NOTE = "Recorded by durable; the traceback where it was first raised:\n"
@@ -249,10 +360,8 @@ def _drop_note(exc: BaseException, note: str | None) -> None:
         del exc.__notes__
 
 
-def _envelope(codec: Codec, body: bytes) -> bytes:
-    _check_registered(codec)
-    crc = zlib.crc32(body, zlib.crc32(codec.tag))
-    return b"".join((MAGIC, codec.tag, crc.to_bytes(4, "big"), body))
+def _names(names: frozenset[str] | None) -> str:
+    return ", ".join(sorted(names or ()))
 
 
 def _check_registered(codec: Codec) -> None:

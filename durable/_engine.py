@@ -47,7 +47,7 @@ import anyio.to_thread
 
 from durable import _context
 from durable._clock import Clock
-from durable._codec import dumps, dumps_error, loads
+from durable._codec import Payloads
 from durable._errors import (
     ActivityInterrupted,
     ActivityTimeout,
@@ -66,6 +66,7 @@ from durable._errors import (
 from durable._registry import ActivityDefinition, WorkflowDefinition
 from durable._saga import Scope, Undo, current_scope
 from durable._signals import send_signal
+from durable._trust import trust_of
 from durable._types import Info, RunStatus, StepKind, StepStatus
 from durable.store import (
     Interruption,
@@ -150,7 +151,7 @@ class Engine:
         self._lease_seconds = lease_seconds
         self._lease_margin = lease_seconds / 3
         self._defn = defn
-        self._codec = defn.codec
+        self._payloads = Payloads(defn.codec, trust_of(store))
         self._clock = clock
         self._child_runner = child_runner
         self._recorded = {step.seq: step for step in steps}
@@ -217,8 +218,7 @@ class Engine:
         payload = b""
         if failure is None and self.fatal is None and not self._run.rollback_requested:
             try:  # a result that cannot be encoded fails the run (and compensates it)
-                payload = dumps(
-                    self._codec,
+                payload = self._payloads.dumps(
                     result,
                     what=f"result of workflow {self._defn.name!r} (run {self._run.id!r})",
                 )
@@ -271,7 +271,7 @@ class Engine:
 
     async def _record_error(self, status: RunStatus, error: Exception) -> None:
         """Record the run's final error and status, and release it."""
-        encoded, _ = dumps_error(self._codec, error, what=f"error of run {self._run.id!r}")
+        encoded, _ = self._payloads.dumps_error(error, what=f"error of run {self._run.id!r}")
         text = f"{type(error).__qualname__}: {error}"
         await self._commit((), RunUpdate(status, error=encoded, error_text=text, release=True))
 
@@ -371,7 +371,7 @@ class Engine:
 
     def _load(self, data: bytes | None, seq: int | None, what: str) -> Any:
         try:
-            return loads(data or b"", run_id=self._run.id, seq=seq, what=what)
+            return self._payloads.loads(data or b"", run_id=self._run.id, seq=seq, what=what)
         except PayloadDecodeError as exc:
             self.fatal = exc
             raise
@@ -557,7 +557,7 @@ class Engine:
         replaces: bool = False,
     ) -> BaseException:
         what = f"error of {kind} {name!r} (run {self._run.id!r}, step {seq})"
-        error, seen = dumps_error(self._codec, exc, what=what)
+        error, seen = self._payloads.dumps_error(exc, what=what)
         record = self._record(seq, kind, name, started, attempts, location, error=error)
         await self._commit_step(record, replaces)
         return seen
@@ -576,8 +576,7 @@ class Engine:
         finished_at: float | None = None,
     ) -> Any:
         try:
-            payload = dumps(
-                self._codec,
+            payload = self._payloads.dumps(
                 value,
                 what=f"result of {kind} {name!r} (run {self._run.id!r}, step {seq})",
             )
@@ -991,7 +990,9 @@ class Engine:
         else:
             started = self._clock.time()
             due = started + seconds
-            payload = dumps(self._codec, due, what=f"due time of run {self._run.id!r}, step {seq}")
+            payload = self._payloads.dumps(
+                due, what=f"due time of run {self._run.id!r}, step {seq}"
+            )
             new = [self._record(seq, StepKind.TIMER, "sleep", started, 1, location, result=payload)]
         remaining = due - self._clock.time()
         sleeping = None if remaining <= 0 else RunUpdate(RunStatus.SLEEPING)
@@ -1044,7 +1045,7 @@ class Engine:
             # The wait (and its deadline) is recorded when it starts: a resumed run keeps it.
             started = self._clock.time()
             deadline = started + wait_for if wait_for is not None else None
-            payload = dumps(self._codec, deadline, what=f"deadline of step {seq}")
+            payload = self._payloads.dumps(deadline, what=f"deadline of step {seq}")
             intent = dataclasses.replace(
                 self._started(seq, StepKind.SIGNAL, name, started, 1, location), result=payload
             )
@@ -1270,7 +1271,7 @@ class Engine:
             return self._replayed(recorded)
         value = make()
         what = f"value of {kind}() (run {self._run.id!r}, step {seq})"
-        self._buffer(seq, kind, str(kind), dumps(self._codec, value, what=what), location)
+        self._buffer(seq, kind, str(kind), self._payloads.dumps(value, what=what), location)
         return value
 
     def _buffer(
@@ -1314,7 +1315,7 @@ class Engine:
         if self._run.code_version != self._defn.version:
             return False  # started under other code: it keeps the old path
         self._seq += 1
-        marker = dumps(self._codec, True, what=f"marker of change {change_id!r}")
+        marker = self._payloads.dumps(True, what=f"marker of change {change_id!r}")
         self._buffer(self._seq, StepKind.PATCH, change_id, marker, location)
         return True
 

@@ -37,6 +37,7 @@ __all__ = [
     "ActivityInterrupted",
     "ActivityTimeout",
     "Cancelled",
+    "CodecNotAllowed",
     "CompensationFailed",
     "DurableError",
     "LeaseLost",
@@ -296,6 +297,29 @@ class SerializationError(DurableError):
         self.what = what
         self.type_name = type_name
         self.reason = reason
+
+
+class CodecNotAllowed(SerializationError):
+    """The store does not allow the workflow's codec (``allowed_codecs=`` or
+    ``DURABLE_ALLOWED_CODECS``): nothing of the run was written.
+
+    Attributes:
+        codec: the workflow's codec name.
+        allowed: the codec names the store allows.
+    """
+
+    def __init__(self, what: str, codec: str, allowed: str) -> None:
+        DurableError.__init__(
+            self,
+            f"cannot encode the {what}: the workflow's codec is {codec}, and the store allows "
+            f"only {allowed} payloads (allowed_codecs); declare the workflow with a codec the "
+            f"store allows, e.g. @workflow(codec=JSONCodec())",
+        )
+        self.what = what
+        self.type_name = ""
+        self.reason = f"codec {codec} is not allowed"
+        self.codec = codec
+        self.allowed = allowed
 
 
 class PayloadDecodeError(DurableError):

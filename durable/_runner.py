@@ -31,7 +31,7 @@ import anyio
 
 from durable import _context
 from durable._clock import Clock, SystemClock
-from durable._codec import dumps, dumps_error, loads
+from durable._codec import Payloads
 from durable._decorators import caller_location, definition_of
 from durable._engine import PARKED, Engine, Interceptor, RunAbandoned
 from durable._errors import (
@@ -50,6 +50,7 @@ from durable._history import dump_history
 from durable._names import check_name
 from durable._registry import WorkflowDefinition, lookup_workflow
 from durable._signals import send_signal
+from durable._trust import trust_of
 from durable._types import RunStatus, Step, StepKind, StepStatus
 from durable.store import Lease, LeaseOwner, RunRecord, RunUpdate, Store, UnreadableRecord
 
@@ -212,7 +213,8 @@ async def _ensure_run(
     existing = await store.get_run(run_id)
     created = False
     if existing is None:
-        payload = dumps(defn.codec, (args, kwargs), what=f"arguments of run {run_id!r}")
+        payloads = Payloads(defn.codec, trust_of(store))
+        payload = payloads.dumps((args, kwargs), what=f"arguments of run {run_id!r}")
         now = clock.time()
         record = RunRecord(
             id=run_id,
@@ -242,7 +244,9 @@ async def _ensure_run(
         )
     if existing.workflow != defn.name:
         raise WorkflowIdConflict(run_id, existing.workflow, defn.name)
-    if check_args and not _same_arguments(existing, defn, args, kwargs):
+    if check_args and not _same_arguments(
+        existing, Payloads(defn.codec, trust_of(store)), defn, args, kwargs
+    ):
         raise WorkflowIdConflict(
             run_id,
             existing.workflow,
@@ -258,15 +262,19 @@ async def _ensure_run(
 
 
 def _same_arguments(
-    run: RunRecord, defn: WorkflowDefinition, args: tuple[Any, ...], kwargs: dict[str, Any]
+    run: RunRecord,
+    payloads: Payloads,
+    defn: WorkflowDefinition,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> bool:
     """Whether ``(args, kwargs)`` are the ones ``run`` was recorded with: the same encoding,
     or equal once the recorded ones are decoded. Arguments that cannot be encoded or
     decoded, or compared, are not held against the caller."""
     try:
-        if dumps(defn.codec, (args, kwargs), what="arguments") == run.args:
+        if payloads.dumps((args, kwargs), what="arguments") == run.args:
             return True
-        recorded: Any = loads(run.args, run_id=run.id, seq=None, what="arguments")
+        recorded: Any = payloads.loads(run.args, run_id=run.id, seq=None, what="arguments")
     except (SerializationError, PayloadDecodeError):
         return True
     recorded_args, recorded_kwargs = recorded
@@ -299,11 +307,19 @@ def _equal(recorded: Any, given: Any) -> bool:
     return False
 
 
-def _outcome(run: RunRecord) -> Any:
+def _payloads_of(store: Store, workflow: str) -> Payloads:
+    """How to read the payloads of a run of ``workflow`` (by name) in ``store``: with the
+    workflow's codec when this process knows it, else with any codec the store allows."""
+    defn = lookup_workflow(workflow)
+    return Payloads(defn.codec if defn is not None else None, trust_of(store))
+
+
+def _outcome(store: Store, run: RunRecord) -> Any:
     """The recorded result of a finished run, or raise its recorded error."""
+    payloads = _payloads_of(store, run.workflow)
     if run.status in (RunStatus.COMPLETED, RunStatus.COMPENSATED):
-        return loads(run.result or b"", run_id=run.id, seq=None, what="result")
-    error = loads(run.error or b"", run_id=run.id, seq=None, what="error")
+        return payloads.loads(run.result or b"", run_id=run.id, seq=None, what="result")
+    error = payloads.loads(run.error or b"", run_id=run.id, seq=None, what="error")
     if isinstance(error, BaseException):
         raise error
     raise StoreError(f"run {run.id!r} is {run.status} but its recorded error is {error!r}")
@@ -330,7 +346,7 @@ async def _execute(
     delay = 0.02
     while True:
         if run.status.finished:
-            return _outcome(run)
+            return _outcome(store, run)
         pause = _parked_for(run, clock.time())
         if pause and not wait_parked:
             return PARKED
@@ -513,7 +529,8 @@ async def _end_early(
     if isinstance(exc, UnreadableRecord):
         update = RunUpdate(RunStatus.BLOCKED, error_text=str(exc), release=True)
     else:
-        encoded, _ = dumps_error(defn.codec, exc, what=f"error of run {run.id!r}")
+        payloads = Payloads(defn.codec, trust_of(store))
+        encoded, _ = payloads.dumps_error(exc, what=f"error of run {run.id!r}")
         text = f"{type(exc).__qualname__}: {exc}"
         update = RunUpdate(RunStatus.FAILED, error=encoded, error_text=text, release=True)
     await store.commit(lease, (), update, now=clock.time())
@@ -843,7 +860,7 @@ class WorkflowHandle:
             while True:
                 run = await self._record()
                 if run.status.finished:
-                    return _outcome(run)
+                    return _outcome(self._store, run)
                 await anyio.sleep(delay)
                 delay = min(delay * 1.5, 0.5)
 
@@ -930,7 +947,7 @@ class WorkflowHandle:
                 f"run {self._id!r} is {run.status}; only a completed run can be rolled back: {hint}"
             )
         if run.status.finished:  # compensation_failed after an earlier rollback
-            _outcome(run)
+            _outcome(self._store, run)
         await _execute(
             self._store, defn, self._id, (), {}, run.parent_id, self._clock, check_args=False
         )
@@ -952,7 +969,8 @@ class WorkflowHandle:
             WorkflowNotFound: no such run.
             PayloadDecodeError: a step's payload cannot be decoded (names run and step).
         """
-        await self._record()
+        run = await self._record()
+        payloads = _payloads_of(self._store, run.workflow)
         steps = []
         for rec in await self._store.load_steps(self._id):
             failed = rec.status == StepStatus.FAILED
@@ -960,7 +978,7 @@ class WorkflowHandle:
             value = None
             if rec.status != StepStatus.STARTED:  # an intent has no outcome yet
                 what = "error" if failed else "result"
-                value = loads(payload or b"", run_id=self._id, seq=rec.seq, what=what)
+                value = payloads.loads(payload or b"", run_id=self._id, seq=rec.seq, what=what)
             steps.append(
                 Step(
                     seq=rec.seq,

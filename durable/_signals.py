@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from durable._codec import DEFAULT_CODEC, dumps
+from durable._codec import DEFAULT_CODEC, Payloads
 from durable._errors import WorkflowFinished, WorkflowNotFound
 from durable._names import check_name, check_text
 from durable._registry import lookup_workflow
+from durable._trust import trust_of
 from durable.store import Store
 
 __all__ = ["send_signal"]
@@ -43,7 +44,8 @@ async def send_signal(
         raise WorkflowNotFound(run_id)
     defn = lookup_workflow(existing.workflow)
     codec = defn.codec if defn is not None else DEFAULT_CODEC
-    encoded = dumps(codec, payload, what=f"payload of signal {name!r} to run {run_id!r}")
+    payloads = Payloads(codec, trust_of(store))
+    encoded = payloads.dumps(payload, what=f"payload of signal {name!r} to run {run_id!r}")
     run = await store.send_signal(run_id, name, encoded, now=now, idempotency_key=key)
     if run is None:
         raise WorkflowNotFound(run_id)

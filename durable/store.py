@@ -32,6 +32,7 @@ from durable._errors import (
     WorkflowIdConflict,
     WorkflowNotFound,
 )
+from durable._trust import PayloadTrust
 from durable._types import RunStatus, StepKind, StepStatus
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "Lease",
     "LeaseLost",
     "LeaseOwner",
+    "PayloadTrust",
     "RunRecord",
     "RunStatus",
     "RunUpdate",

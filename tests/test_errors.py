@@ -33,6 +33,7 @@ ERRORS: list[BaseException] = [
     durable.ActivityTimeout("pkg.act", 1.5),
     durable.SerializationError("result of activity 'a'", "Lock", "cannot pickle"),
     durable.PayloadDecodeError("id-5", 2, "result", "bad magic"),
+    durable.CodecNotAllowed("arguments of run 'id-11'", "pickle", "json"),
     durable.StoreError("bad url"),
     durable.Cancelled("id-6"),
     durable.WorkflowFinished("id-9", "completed", "approve"),

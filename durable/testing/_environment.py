@@ -400,7 +400,7 @@ class _EnvHandle(WorkflowHandle):
                 while True:
                     run = await self._record()
                     if run.status.finished:
-                        return _outcome(run)
+                        return _outcome(self._store, run)
                     await anyio.sleep(0.001)
 
         return await self._env._skip_while(wait)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from durable._decorators import definition_of
@@ -19,7 +19,12 @@ from ._virtual_clock import VirtualClock
 __all__ = ["replay"]
 
 
-async def replay(workflow: Callable[..., Any], history: str | Mapping[str, Any]) -> None:
+async def replay(
+    workflow: Callable[..., Any],
+    history: str | Mapping[str, Any],
+    *,
+    secret_keys: str | bytes | Iterable[str | bytes] | None = None,
+) -> None:
     """Re-run ``workflow`` against a recorded history without executing any activity.
 
     Every step the history has is replayed from its recorded outcome; the replay stops at the
@@ -30,6 +35,8 @@ async def replay(workflow: Callable[..., Any], history: str | Mapping[str, Any])
     Args:
         workflow: the ``@workflow`` function as the code has it today.
         history: the JSON text `WorkflowHandle.export_history` returned, or its parsed form.
+        secret_keys: the keys that verify the history's payloads when the store that recorded
+            it signs them (default: ``DURABLE_SECRET_KEY``; README "Security").
 
     Raises:
         NonDeterminismError: today's code makes other calls (or another order) than the
@@ -48,7 +55,7 @@ async def replay(workflow: Callable[..., Any], history: str | Mapping[str, Any])
         )
     last = max((s.finished_at for s in steps), default=run.created_at)
     clock = VirtualClock(max(last, time.time()))
-    async with MemoryStore() as store:
+    async with MemoryStore(secret_keys=secret_keys) as store:
         await store.create_run(run)
         owner = LeaseOwner("replay", "replay", 0)
         lease = await store.acquire_lease(run.id, owner, now=clock.time(), duration=3600)
