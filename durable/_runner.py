@@ -14,13 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib
 import inspect
 import math
 import os
 import socket
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -50,16 +48,19 @@ from durable._history import dump_history
 from durable._names import check_name
 from durable._registry import WorkflowDefinition, lookup_workflow
 from durable._signals import send_signal
+from durable._stores import DEFAULT_URL, close_stores, resolve_store, using
 from durable._trust import trust_of
 from durable._types import RunStatus, Step, StepKind, StepStatus
 from durable.store import Lease, LeaseOwner, RunRecord, RunUpdate, Store, UnreadableRecord
 
 __all__ = [
+    "DEFAULT_URL",
     "LEASE_SECONDS",
     "WorkflowHandle",
     "close_stores",
     "execute",
     "get_handle",
+    "resolve_store",
     "run",
     "signal",
     "start",
@@ -82,55 +83,11 @@ out in memory; `run` / `execute` then wait for the wake-up without holding the r
 PARK_POLL_SECONDS = 0.5
 """How often a caller waiting for a parked run looks for a signal that woke it."""
 
-DEFAULT_URL = "sqlite:///durable.db"
-
 _HOST = socket.gethostname()
 _active_owners: set[str] = set()
-_stores: dict[str, Store] = {}
-_stores_lock = threading.Lock()
 
 
 # -- stores ------------------------------------------------------------------------------------
-
-
-def resolve_store(store: Store | str | None) -> Store:
-    """A store object as given, or the (process-wide, cached) store for a URL.
-
-    ``None`` means the ``DURABLE_URL`` environment variable, else ``sqlite:///durable.db``.
-    ``memory://<name>`` gives a process-wide in-memory store.
-    """
-    if store is None:
-        store = os.environ.get("DURABLE_URL") or DEFAULT_URL
-    if isinstance(store, str):
-        with _stores_lock:
-            opened = _stores.get(store)
-            if opened is None:
-                opened = _open_store(store)
-                _stores[store] = opened
-            return opened
-    if isinstance(store, Store):
-        return store
-    raise TypeError(f"store= must be a durable store or a URL string, not {store!r}")
-
-
-async def close_stores() -> None:
-    """Close every store durable opened for a URL in this process (``store="sqlite:///..."``,
-    ``DURABLE_URL``, the default ``durable.db``): their files and connections are released.
-    A URL used again afterwards is opened again. Store objects you made yourself are yours to
-    close. Call it when a process that served many URLs is done with them, or at shutdown.
-    """
-    with _stores_lock:
-        opened = list(_stores.values())
-        _stores.clear()
-    for store in opened:
-        await store.close()
-
-
-def _open_store(url: str) -> Store:
-    backends = importlib.import_module("durable.backends")
-    if url.startswith("memory:"):
-        return backends.MemoryStore()  # type: ignore[no-any-return]
-    return backends.SQLStore(url)  # type: ignore[no-any-return]
 
 
 # -- argument checks ---------------------------------------------------------------------------
@@ -661,7 +618,8 @@ async def _execute_top(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
-    return await _execute(resolve_store(store), defn, run_id, args, kwargs, None, SystemClock())
+    with using(store) as resolved:
+        return await _execute(resolved, defn, run_id, args, kwargs, None, SystemClock())
 
 
 def _refuse_running_loop(run_id: str) -> None:
@@ -706,10 +664,9 @@ def run(
     _check_id(id, "run")
     args = _with_instance(workflow, args)
     _refuse_running_loop(id)
-    call = functools.partial(
-        _execute, resolve_store(store), defn, id, args, kwargs, None, SystemClock()
-    )
-    result: R = anyio.run(call)
+    with using(store) as resolved:
+        call = functools.partial(_execute, resolved, defn, id, args, kwargs, None, SystemClock())
+        result: R = anyio.run(call)
     return result
 
 
@@ -809,14 +766,13 @@ class WorkflowHandle:
     ) -> None:
         self._id = id
         self._store_arg = store
-        self._resolved: Store | None = store if isinstance(store, Store) else None
         self._clock: Clock = _clock or SystemClock()
 
     @property
     def _store(self) -> Store:
-        if self._resolved is None:
-            self._resolved = resolve_store(self._store_arg)
-        return self._resolved
+        # A URL is resolved at each use: the store opened for it may have been closed since
+        # (durable.close_stores(), or more URLs in use than DURABLE_MAX_OPEN_STORES).
+        return resolve_store(self._store_arg)
 
     @property
     def id(self) -> str:
