@@ -368,3 +368,16 @@ def test_allowed_codecs_from_the_environment(monkeypatch: pytest.MonkeyPatch) ->
 def test_an_unsigned_store_still_writes_the_checksummed_envelope() -> None:
     assert dumps(PickleCodec(), 1, what="x")[:1] == MAGIC
     assert os.environ.get("DURABLE_SECRET_KEY") is None
+
+
+async def test_a_signed_history_replays_with_its_key_only() -> None:
+    from durable.testing import replay
+
+    async with MemoryStore(secret_keys=KEY_A) as store:
+        handle = await durable.start(approval, 1, id="h", store=store)
+        await handle.signal("approve", 1)
+        await durable.execute(approval, 1, id="h", store=store)
+        history = await handle.export_history()
+    await replay(approval, history, secret_keys=KEY_A)
+    with pytest.raises(durable.PayloadDecodeError, match="no secret key"):
+        await replay(approval, history, secret_keys=[])
