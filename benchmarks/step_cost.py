@@ -8,6 +8,8 @@ comparable with each other:
 * ``memory``: a 1,000-activity workflow on `MemoryStore` (the engine's own cost);
 * ``sqlite``: the same on `SQLStore` with the default durability (WAL, synchronous=NORMAL:
   survives a process crash), and ``sqlite-full`` (synchronous=FULL: survives power loss);
+* ``memory-signed`` / ``sqlite-signed``: the same with a secret key (every payload signed with
+  HMAC-SHA256 when written and verified when read; README "Security");
 * ``replay``: resuming a run whose 1,000 steps are recorded (each returns its recorded result);
 * ``floor``: raw ``sqlite3`` INSERT + COMMIT of a row of the same shape, in each mode.
 
@@ -32,6 +34,8 @@ import anyio
 import durable
 from durable.backends import MemoryStore, SQLStore
 from durable.store import Store
+
+KEY = "benchmark-secret-key-0123456789"
 
 
 class Crash(BaseException):
@@ -125,13 +129,19 @@ async def measure(n: int, repeat: int, workdir: Path) -> dict[str, dict[str, flo
 
     for r in range(repeat):
 
-        def sqlite(mode: str, r: int = r) -> Callable[[], Store]:
-            url = f"sqlite:///{workdir / f'{mode}-{r}.db'}"
-            return lambda: SQLStore(url, durability=mode)  # type: ignore[arg-type]
+        def sqlite(mode: str, r: int = r, key: str | None = None) -> Callable[[], Store]:
+            url = f"sqlite:///{workdir / f'{mode}-{r}-{key is not None}.db'}"
+            keys = [] if key is None else [key]
+            return lambda: SQLStore(url, durability=mode, secret_keys=keys)  # type: ignore[arg-type]
+
+        def signed_memory() -> Store:
+            return MemoryStore(secret_keys=KEY)
 
         add("memory", await per_step(MemoryStore, n, f"m{r}"))
         add("sqlite", await per_step(sqlite("process"), n, f"s{r}"))
         add("sqlite-full", await per_step(sqlite("power"), n, f"f{r}"))
+        add("memory-signed", await per_step(signed_memory, n, f"ms{r}"))
+        add("sqlite-signed", await per_step(sqlite("process", key=KEY), n, f"ss{r}"))
         add("replay-memory", await per_replayed_step(MemoryStore, n, f"rm{r}"))
         add("replay-sqlite", await per_replayed_step(sqlite("process"), n, f"rs{r}"))
         add("floor-sqlite", sqlite_floor(workdir / f"floor-normal-{r}.db", "NORMAL", n))
@@ -141,7 +151,11 @@ async def measure(n: int, repeat: int, workdir: Path) -> dict[str, dict[str, flo
 
 def render(results: dict[str, dict[str, float]], n: int, repeat: int) -> str:
     """The results as a text table with ratios against the raw floor."""
-    floors = {"sqlite": "floor-sqlite", "sqlite-full": "floor-sqlite-full"}
+    floors = {
+        "sqlite": "floor-sqlite",
+        "sqlite-signed": "floor-sqlite",
+        "sqlite-full": "floor-sqlite-full",
+    }
     lines = [
         f"durable step cost: {n} steps per run, median of {repeat} (min..max), µs per step",
         f"{'scenario':<20}{'µs/step':>10}{'min..max':>20}{'vs floor':>12}",
