@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["MIN_KEY_BYTES", "PayloadTrust", "trust_of"]
 
@@ -37,6 +37,14 @@ class PayloadTrust:
 
     keys: tuple[bytes, ...] = ()
     allowed_codecs: frozenset[str] | None = None
+    key_ids: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key_ids", tuple(key_id(k) for k in self.keys))
+
+    def __repr__(self) -> str:
+        ids = ", ".join(k.hex() for k in self.key_ids)
+        return f"PayloadTrust(key ids [{ids}], allowed_codecs={self.allowed_codecs!r})"
 
     @classmethod
     def configure(
@@ -81,13 +89,12 @@ class PayloadTrust:
 
     def sign(self, signed: bytes) -> tuple[bytes, bytes]:
         """``(key id, HMAC-SHA256)`` of ``signed`` with the first key."""
-        key = self.keys[0]
-        return key_id(key), hmac.new(key, signed, hashlib.sha256).digest()
+        return self.key_ids[0], hmac.new(self.keys[0], signed, hashlib.sha256).digest()
 
     def verify(self, kid: bytes, mac: bytes, signed: bytes) -> str | None:
         """``None`` when ``mac`` is the signature of ``signed`` by the key ``kid``; else why not."""
-        for key in self.keys:
-            if hmac.compare_digest(key_id(key), kid):
+        for key, known in zip(self.keys, self.key_ids, strict=True):
+            if hmac.compare_digest(known, kid):
                 expected = hmac.new(key, signed, hashlib.sha256).digest()
                 if hmac.compare_digest(expected, mac):
                     return None
