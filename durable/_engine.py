@@ -63,6 +63,7 @@ from durable._errors import (
     StoreError,
     WorkflowIdConflict,
 )
+from durable._in_flight import InFlight, Ticket
 from durable._registry import ActivityDefinition, WorkflowDefinition
 from durable._saga import Scope, Undo, current_scope
 from durable._signals import send_signal
@@ -173,7 +174,7 @@ class Engine:
         # Parking: a wait longer than park_after unwinds the run when nothing else is in flight
         # (no activity, child or commit), so it holds no memory or task while it waits.
         self._park_after = park_after
-        self._active = 0  # activities and children called and not finished, commits under way
+        self._flight = InFlight()  # steps called and not recorded yet, commits under way
         self._wake: dict[int, tuple[StepKind, float | None]] = {}  # waits, by step: wake time
         self.parked: RunUpdate | None = None
         self.pause_requested = run.pause_requested  # stop at the next step boundary
@@ -402,7 +403,7 @@ class Engine:
         # them a second time, and helpers buffered meanwhile belong to the next commit.
         pending, self._pending = self._pending, []
         batch = [*pending, *steps] if pending else steps
-        self._active += 1
+        self._flight.enter()
         try:
             stopped = await self._store.commit(
                 self._lease,
@@ -422,7 +423,7 @@ class Engine:
             self._pending[:0] = pending
             raise
         finally:
-            self._active -= 1
+            self._flight.leave()
         if stopped is not None:  # nothing was written
             self._pending[:0] = pending
             return stopped
@@ -473,21 +474,21 @@ class Engine:
                 # Another step took the delivery when it was called (it raises `Cancelled`
                 # when awaited, whenever that is): record where, so this one may go on.
                 await self._record_cancel(self._cancel_at)
-            self._active -= 1  # this step waits: it must not keep the run from parking
+            self._flight.leave()  # this step waits: it must not keep the run from parking
             try:
                 await self._cancel_delivered.wait()
                 # The delivering step's `Cancelled` is on its way to a task group that will
                 # cancel this branch too: let it, before this step starts.
                 await anyio.lowlevel.checkpoint()
             finally:
-                self._active += 1
+                self._flight.enter()
             return
         self.pause_requested = True
-        self._active -= 1  # _pause_here waits for the other steps in flight
+        self._flight.leave()  # _pause_here waits for the other steps in flight
         try:
             await self._pause_here()
         finally:
-            self._active += 1
+            self._flight.enter()
 
     async def _fresh_lease(self) -> None:
         """Make sure the lease outlives the attempt about to start, by this process's clock:
@@ -620,8 +621,12 @@ class Engine:
             return self._halt(seq, StepKind.ACTIVITY, defn.name, location)
         if self.pause_requested:
             return self._pause_here()
-        self._active += 1  # until the step is recorded (or fails): see _execute_activity
-        return self._execute_activity(seq, defn, fn, args, kwargs, location, instance, recorded)
+        ticket = self._flight.ticket()  # until the step is recorded (or fails, or is dropped)
+        body = self._execute_activity(
+            ticket, seq, defn, fn, args, kwargs, location, instance, recorded
+        )
+        ticket.watch(body)
+        return body
 
     async def _replay_compensable(
         self,
@@ -637,6 +642,7 @@ class Engine:
 
     async def _execute_activity(
         self,
+        ticket: Ticket,
         seq: int,
         defn: ActivityDefinition,
         fn: Callable[..., Any],
@@ -668,7 +674,7 @@ class Engine:
                 self._push_undo(defn, seq, finished, args, kwargs, instance, value)
             return value
         finally:
-            self._active -= 1
+            ticket.close()
 
     async def _with_retries(
         self,
@@ -894,11 +900,14 @@ class Engine:
             return self._halt(seq, StepKind.CHILD, defn.name, location)
         if self.pause_requested:
             return self._pause_here()
-        self._active += 1  # until the step is recorded (or fails): see _execute_child
-        return self._execute_child(seq, defn, args, kwargs, location, child_id, recorded)
+        ticket = self._flight.ticket()  # until the step is recorded (or fails, or is dropped)
+        body = self._execute_child(ticket, seq, defn, args, kwargs, location, child_id, recorded)
+        ticket.watch(body)
+        return body
 
     async def _execute_child(
         self,
+        ticket: Ticket,
         seq: int,
         defn: WorkflowDefinition,
         args: tuple[Any, ...],
@@ -907,7 +916,7 @@ class Engine:
         child_id: str | None,
         intent: StepRecord | None,
     ) -> Any:
-        try:  # counted in _active from the call (call_workflow) until recorded
+        try:  # counted in flight from the call (call_workflow) until recorded
             if intent is None:  # the child step is recorded as started before the child is
                 started = self._clock.time()
                 await self._begin(
@@ -944,7 +953,7 @@ class Engine:
                 seq, StepKind.CHILD, defn.name, started, 1, location, value, replaces=True
             )
         finally:
-            self._active -= 1
+            ticket.close()
 
     async def _await_child(
         self,
@@ -963,11 +972,11 @@ class Engine:
                 if value is not PARKED:
                     return value
                 self._wake[seq] = (StepKind.CHILD, None)
-                self._active -= 1
+                self._flight.leave()
                 try:
                     await self._nap(seq, SIGNAL_POLL_SECONDS, long_wait=True)
                 finally:
-                    self._active += 1
+                    self._flight.enter()
                     self._wake.pop(seq, None)
         finally:
             self.children.discard(child_id)
@@ -1104,11 +1113,11 @@ class Engine:
     async def _begin_wait(self, record: StepRecord, update: RunUpdate | None) -> None:
         """Record a timer or signal wait as it starts (refused while a request is pending,
         like every step: see `_begin`); counted in flight meanwhile."""
-        self._active += 1
+        self._flight.enter()
         try:
             await self._begin(record, update=update)
         finally:
-            self._active -= 1
+            self._flight.leave()
 
     # -- RunContext: sending signals -------------------------------------------------------
 
@@ -1131,12 +1140,15 @@ class Engine:
             return self._halt(seq, StepKind.SIGNAL_SEND, name, location)
         if self.pause_requested:
             return self._pause_here()
-        self._active += 1  # until the step is recorded (or fails)
+        ticket = self._flight.ticket()  # until the step is recorded (or fails, or is dropped)
         key = idempotency_key or f"{self._run.id}/{seq}"
-        return self._send_signal(seq, run_id, name, payload, key, location, recorded)
+        body = self._send_signal(ticket, seq, run_id, name, payload, key, location, recorded)
+        ticket.watch(body)
+        return body
 
     async def _send_signal(
         self,
+        ticket: Ticket,
         seq: int,
         run_id: str,
         name: str,
@@ -1164,7 +1176,7 @@ class Engine:
                 ) from None
             await self._record_result(seq, kind, name, started, 1, location, None, replaces=True)
         finally:
-            self._active -= 1
+            ticket.close()
 
     async def _receive(self, name: str, outcome: StepRecord) -> bytes | None:
         try:
@@ -1199,10 +1211,7 @@ class Engine:
     async def _pause_here(self) -> NoReturn:
         """The run was asked to pause: once the steps in flight are recorded, unwind it with
         status ``paused``; this step runs when the run is resumed."""
-        for _ in range(100_000):
-            if not self._active:
-                break
-            await anyio.sleep(0.01)
+        await self._flight.wait_idle()
         if self.parked is None:
             self.parked = RunUpdate(RunStatus.PAUSED, release=True)
             for wait in list(self._waits):
@@ -1214,7 +1223,7 @@ class Engine:
             await anyio.lowlevel.checkpoint()
         if (
             self.parked is not None
-            or self._active
+            or self._flight.busy
             or self.fatal is not None
             or self._failure_recorded
             or (self._cancel_requested and self._cancel_at is None)
