@@ -86,7 +86,6 @@ ALLOWED = {
     "_retry": set(),
     "_names": set(),
     "_trust": set(),
-    "_in_flight": set(),
     "_stores": {"store"},
     "_codec": {"_errors", "_trust"},
     "store": {"_errors", "_trust", "_types"},
@@ -101,7 +100,6 @@ ALLOWED = {
         "_clock",
         "_codec",
         "_errors",
-        "_in_flight",
         "_registry",
         "_saga",
         "_signals",
@@ -157,10 +155,29 @@ def _durable_imports(path: Path) -> set[str]:
     return found
 
 
+def _module_files(module: str) -> list[Path]:
+    """The module's file, or every file of a package (``_engine/``)."""
+    single = PACKAGE / f"{module}.py"
+    return [single] if single.exists() else sorted((PACKAGE / module).glob("*.py"))
+
+
 def test_imports_point_down_the_layers() -> None:
     for module, allowed in ALLOWED.items():
-        imported = _durable_imports(PACKAGE / f"{module}.py")
-        assert imported <= allowed, f"durable.{module} imports {imported - allowed}"
+        files = _module_files(module)
+        assert files, f"durable.{module} not found"
+        for path in files:
+            imported = _durable_imports(path)
+            assert imported <= allowed, (
+                f"durable.{module} ({path.name}) imports {imported - allowed}"
+            )
+
+
+def test_every_module_has_a_layer() -> None:
+    modules = {p.stem for p in PACKAGE.glob("*.py")} | {
+        p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()
+    }
+    # backends: test_backends_import_only_the_store_contract; testing: the public toolkit
+    assert modules - {"__init__", "__main__", "backends", "testing"} <= set(ALLOWED)
 
 
 def test_backends_import_only_the_store_contract() -> None:

@@ -63,7 +63,6 @@ from durable._errors import (
     StoreError,
     WorkflowIdConflict,
 )
-from durable._in_flight import InFlight, Ticket
 from durable._registry import ActivityDefinition, WorkflowDefinition
 from durable._saga import Scope, Undo, current_scope
 from durable._signals import send_signal
@@ -79,6 +78,9 @@ from durable.store import (
     UnreadableRecord,
 )
 
+from ._in_flight import InFlight, Ticket
+from ._replay import ReplayCursor, ReplayEnd
+
 __all__ = ["ChildRunner", "Engine", "Interceptor", "ReplayEnd", "RunAbandoned"]
 
 ChildRunner = Callable[
@@ -88,17 +90,10 @@ ChildRunner = Callable[
 
 _FATAL = (NonDeterminismError, LeaseLost, PayloadDecodeError, StoreError)
 
-_REPLACEABLE = frozenset({StepKind.ACTIVITY, StepKind.SIGNAL_SEND})
-"""Kinds of step whose ``started`` row another call of these kinds may replace (see `_step`)."""
-
 
 class RunAbandoned(BaseException):
     """Raised (by a test's fault injection) to make the executor abandon the run as a killed
     process would: nothing more is written, its lease is left to expire."""
-
-
-class ReplayEnd(BaseException):
-    """A replay-only engine reached a step its history does not have: the replay is over."""
 
 
 Interceptor = Callable[
@@ -144,7 +139,6 @@ class Engine:
     ) -> None:
         self._store = store
         self._interceptor = interceptor
-        self._replay_only = replay_only
         self._run = run
         self._lease = lease
         # Before an attempt starts, the lease must have at least this long to run by this
@@ -155,10 +149,14 @@ class Engine:
         self._payloads = Payloads(defn.codec, trust_of(store))
         self._clock = clock
         self._child_runner = child_runner
-        self._recorded = {step.seq: step for step in steps}
-        self._seq = 0
+        self._cursor = ReplayCursor(
+            run.id,
+            steps,
+            started_version=run.code_version,
+            current_version=defn.version,
+            replay_only=replay_only,
+        )
         self._pending: list[StepRecord] = []
-        self._overwrite: set[int] = set()  # steps whose started row belongs to another call
         self.fatal: BaseException | None = None
         self.finished = False  # the outcome (completed / failed / blocked) is recorded
         self._closed = False  # the outcome is being recorded: no more steps
@@ -228,14 +226,16 @@ class Engine:
         try:
             if self.fatal is None:
                 if failure is not None:
-                    if self._unreached(compensations_expected=True) is not None:
-                        self._diverged(f"raise {type(failure).__qualname__}: {failure}")
+                    if self._cursor.unreached(compensations_expected=True) is not None:
+                        self.fatal = self._cursor.diverged(
+                            f"raise {type(failure).__qualname__}: {failure}"
+                        )
                     else:
                         await self._finish_failed(failure)  # records the outcome, raises
                 elif self._run.rollback_requested:
                     return await self._finish_rollback(result)
-                elif self._unreached(compensations_expected=False) is not None:
-                    self._diverged("return from the workflow")
+                elif self._cursor.unreached(compensations_expected=False) is not None:
+                    self.fatal = self._cursor.diverged("return from the workflow")
         except Exception:
             if self.fatal is None:
                 raise
@@ -287,43 +287,6 @@ class Engine:
         await self._commit((), RunUpdate(RunStatus.COMPENSATED, release=True))
         return result
 
-    def _unreached(self, *, compensations_expected: bool = False) -> StepRecord | None:
-        """The first recorded step beyond the last one called, if the history goes further
-        (compensation steps are expected there when the run is about to compensate)."""
-        beyond = [seq for seq in self._recorded if seq > self._seq]
-        if not beyond:
-            return None
-        first = self._recorded[min(beyond)]
-        if compensations_expected and first.kind == StepKind.COMPENSATION:
-            return None
-        return first
-
-    def _diverged(self, called: str) -> None:
-        step = self._unreached(compensations_expected=False)
-        assert step is not None
-        self.fatal = self._nondeterminism(
-            step.seq, f"{step.kind} {step.name!r}", step.location, called, None
-        )
-
-    def _nondeterminism(
-        self,
-        seq: int,
-        recorded: str,
-        recorded_at: str | None,
-        called: str,
-        called_at: str | None,
-    ) -> NonDeterminismError:
-        return NonDeterminismError(
-            self._run.id,
-            seq,
-            recorded,
-            recorded_at,
-            called,
-            called_at,
-            started_version=self._run.code_version,
-            current_version=self._defn.version,
-        )
-
     async def _block(self, fatal: BaseException) -> None:
         if isinstance(fatal, LeaseLost | StoreError) and not isinstance(fatal, UnreadableRecord):
             return  # someone else owns the run, or the store failed: write nothing
@@ -344,31 +307,11 @@ class Engine:
                 "the run had ended; await every task a workflow starts before it returns (use "
                 "durable.gather or a task group, which wait for all their tasks)"
             )
-        self._seq += 1
-        seq = self._seq
-        recorded = self._recorded.get(seq)
-        if (
-            self._replay_only
-            and (recorded is None or recorded.status == StepStatus.STARTED)
-            and kind in (StepKind.ACTIVITY, StepKind.CHILD, StepKind.COMPENSATION)
-        ):
-            raise ReplayEnd(seq)
-        if recorded is not None and (recorded.kind != kind or recorded.name != name):
-            if recorded.status == StepStatus.STARTED and {recorded.kind, kind} <= _REPLACEABLE:
-                # An attempt that never reported back: the workflow saw nothing of it, so
-                # code changed since may call something else here (that step's row replaces
-                # it, with its own attempt count).
-                self._overwrite.add(seq)
-                return seq, None
-            self.fatal = self._nondeterminism(
-                seq,
-                f"{recorded.kind} {recorded.name!r}",
-                recorded.location,
-                f"{kind} {name!r}",
-                location,
-            )
-            raise self.fatal
-        return seq, recorded
+        try:
+            return self._cursor.next(kind, name, location)
+        except NonDeterminismError as exc:
+            self.fatal = exc
+            raise
 
     def _load(self, data: bytes | None, seq: int | None, what: str) -> Any:
         try:
@@ -712,7 +655,7 @@ class Engine:
                     seq, kind, name, started, done, location, stop, replaces=True
                 ) from None
         attempt = done
-        recorded = intent is not None or seq in self._overwrite
+        recorded = intent is not None or seq in self._cursor.overwrite
         while True:
             attempt += 1
             await self._fresh_lease()  # before the attempt is recorded: no phantom attempts
@@ -758,7 +701,7 @@ class Engine:
         by the replayed failure. If that never comes, the code has diverged."""
         with anyio.move_on_after(HALT_SECONDS):
             await anyio.sleep_forever()
-        self.fatal = self._nondeterminism(
+        self.fatal = self._cursor.nondeterminism(
             seq,
             "no completed step (the run failed before it finished)",
             None,
@@ -812,7 +755,7 @@ class Engine:
         seq, recorded = self._step(StepKind.COMPENSATION, undo.defn.name, undoes)
         if recorded is not None:
             if recorded.location != undoes:  # same undo function, another activity's undo
-                self.fatal = self._nondeterminism(
+                self.fatal = self._cursor.nondeterminism(
                     seq,
                     f"compensation {recorded.name!r}",
                     recorded.location,
@@ -937,7 +880,7 @@ class Engine:
                     ) from None
                 # The child id was created by the code this run started with, for another
                 # workflow: the parent's history diverged before its child step was recorded.
-                self.fatal = self._nondeterminism(
+                self.fatal = self._cursor.nondeterminism(
                     seq,
                     f"child {exc.recorded!r} (run {child_id!r})",
                     None,
@@ -1162,7 +1105,7 @@ class Engine:
             started = self._clock.time() if intent is None else intent.started_at
             if intent is None:
                 record = self._started(seq, kind, name, started, 1, location)
-                await self._begin(record, replaces=seq in self._overwrite)
+                await self._begin(record, replaces=seq in self._cursor.overwrite)
             try:
                 await send_signal(
                     self._store, run_id, name, payload, now=self._clock.time(), key=key
@@ -1313,20 +1256,11 @@ class Engine:
         run started under other code. ``deprecated``: only consume a marker, never record."""
         if self.fatal is not None:
             raise self.fatal
-        recorded = self._recorded.get(self._seq + 1)
-        if recorded is not None:
-            if recorded.kind == StepKind.PATCH and recorded.name == change_id:
-                self._seq += 1
-                return True
-            return False
-        if deprecated:
-            return True
-        if self._run.code_version != self._defn.version:
-            return False  # started under other code: it keeps the old path
-        self._seq += 1
-        marker = self._payloads.dumps(True, what=f"marker of change {change_id!r}")
-        self._buffer(self._seq, StepKind.PATCH, change_id, marker, location)
-        return True
+        taken, marker_seq = self._cursor.patched(change_id, deprecated=deprecated)
+        if marker_seq is not None:
+            marker = self._payloads.dumps(True, what=f"marker of change {change_id!r}")
+            self._buffer(marker_seq, StepKind.PATCH, change_id, marker, location)
+        return taken
 
     def now(self, location: str | None) -> datetime:
         """The current time (UTC), recorded."""
@@ -1344,7 +1278,7 @@ class Engine:
 
     def info(self) -> Info:
         """Run id, workflow name and the number of the last step called."""
-        return Info(self._run.id, self._defn.name, self._seq, 0, None)
+        return Info(self._run.id, self._defn.name, self._cursor.seq, 0, None)
 
 
 def _compensation_failed(
