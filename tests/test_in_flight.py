@@ -4,6 +4,7 @@ the run from parking: the engine counts steps in flight, and such a step leaves 
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import durable
@@ -28,7 +29,7 @@ async def fails_at_once() -> None:
 
 @durable.activity
 async def other() -> str:
-    await anyio.sleep(0)
+    await anyio.lowlevel.checkpoint()
     return "other"
 
 
