@@ -78,6 +78,7 @@ from durable.store import (
     UnreadableRecord,
 )
 
+from ._cancel import Cancellation
 from ._in_flight import InFlight, Ticket
 from ._replay import ReplayCursor, ReplayEnd
 
@@ -161,12 +162,7 @@ class Engine:
         self.finished = False  # the outcome (completed / failed / blocked) is recorded
         self._closed = False  # the outcome is being recorded: no more steps
         self._root = Scope()  # undos of the whole run (outside any durable.saga block)
-        self._cancel_requested = run.cancel_requested
-        self._cancel_at = run.cancelled_seq  # the step at which Cancelled is raised
-        self._cancel_unrecorded = False  # _cancel_at is decided but not committed yet
-        self._cancel_delivered = anyio.Event()  # cancelled_seq is recorded
-        if run.cancelled_seq is not None:
-            self._cancel_delivered.set()
+        self._cancel = Cancellation(requested=run.cancel_requested, delivered_at=run.cancelled_seq)
         self._waits: set[anyio.CancelScope] = set()  # in-process sleeps, woken by a cancel
         self.children: set[str] = set()  # ids of child runs in flight (a cancel reaches them)
         # Parking: a wait longer than park_after unwinds the run when nothing else is in flight
@@ -409,17 +405,16 @@ class Engine:
         return so the caller tries again (a workflow may catch `Cancelled` and go on)."""
         if stopped.cancel:
             self.request_cancel()
-            if self._cancel_at is None:
-                self._cancel_at, self._cancel_unrecorded = seq, True
-            if self._cancel_at == seq:
+            self._cancel.claim_refused(seq)
+            if self._cancel.at == seq:
                 await self._deliver_cancel(seq)
-            if self._cancel_unrecorded:
+            if self._cancel.unrecorded:
                 # Another step took the delivery when it was called (it raises `Cancelled`
                 # when awaited, whenever that is): record where, so this one may go on.
-                await self._record_cancel(self._cancel_at)
+                await self._record_cancel(self._cancel.at)
             self._flight.leave()  # this step waits: it must not keep the run from parking
             try:
-                await self._cancel_delivered.wait()
+                await self._cancel.delivered.wait()
                 # The delivering step's `Cancelled` is on its way to a task group that will
                 # cancel this branch too: let it, before this step starts.
                 await anyio.lowlevel.checkpoint()
@@ -554,7 +549,7 @@ class Engine:
     ) -> Awaitable[Any]:
         """Number the call now; return an awaitable that replays or executes it."""
         seq, recorded = self._step(StepKind.ACTIVITY, defn.name, location)
-        if self._cancel_here(seq, recorded):
+        if self._cancel.claim_at_call(seq, recorded):
             return self._deliver_cancel(seq)
         if recorded is not None and recorded.status != StepStatus.STARTED:
             if defn.undo is None:
@@ -835,7 +830,7 @@ class Engine:
         """Number the call now; return an awaitable that replays it or runs the child run
         (under ``child_id``, by default ``"<run id>/<step>"``)."""
         seq, recorded = self._step(StepKind.CHILD, defn.name, location)
-        if self._cancel_here(seq, recorded):
+        if self._cancel.claim_at_call(seq, recorded):
             return self._deliver_cancel(seq)
         if recorded is not None and recorded.status != StepStatus.STARTED:
             return self._replay(recorded)
@@ -929,7 +924,7 @@ class Engine:
     def sleep(self, seconds: float, location: str | None) -> Awaitable[None]:
         """Number the timer step now; the awaitable records its due time and waits for it."""
         seq, recorded = self._step(StepKind.TIMER, "sleep", location)
-        if self._cancel_at == seq:
+        if self._cancel.at == seq:
             return self._deliver_cancel(seq)
         return self._sleep(seq, seconds, recorded, location)
 
@@ -958,9 +953,7 @@ class Engine:
         try:
             # A cancel seen while that commit was awaited has set the flag: checked first.
             while True:
-                if self._cancel_requested and self._cancel_at in (None, seq):
-                    if self._cancel_at is None:
-                        self._cancel_at, self._cancel_unrecorded = seq, True
+                if self._cancel.claim_at_wait(seq):
                     break  # this sleep takes the cancellation
                 remaining = due - self._clock.time()
                 if remaining <= 0:
@@ -970,7 +963,7 @@ class Engine:
                 # woken early by a cancel that another step took: sleep on until due
         finally:
             self._wake.pop(seq, None)
-        if self._cancel_at == seq:
+        if self._cancel.at == seq:
             await self._deliver_cancel(seq)
         await self._commit((), RunUpdate(RunStatus.RUNNING))
 
@@ -979,7 +972,7 @@ class Engine:
     def wait_signal(self, name: str, timeout: float | None, location: str | None) -> Awaitable[Any]:
         """Number the wait now; the awaitable returns the next signal's payload."""
         seq, recorded = self._step(StepKind.SIGNAL, name, location)
-        if self._cancel_at == seq:
+        if self._cancel.at == seq:
             return self._deliver_cancel(seq)
         return self._wait_signal(seq, name, timeout, recorded, location)
 
@@ -1027,9 +1020,7 @@ class Engine:
         waiting_since: float,
     ) -> Any:
         while True:
-            if self._cancel_requested and self._cancel_at in (None, seq):
-                if self._cancel_at is None:
-                    self._cancel_at, self._cancel_unrecorded = seq, True
+            if self._cancel.claim_at_wait(seq):
                 await self._deliver_cancel(seq)
             outcome = self._record(seq, StepKind.SIGNAL, name, started, 1, location)
             received = await self._receive(name, outcome)
@@ -1075,7 +1066,7 @@ class Engine:
         """Number the send now; the awaitable sends it once, however often the run replays
         (its idempotency key is ``"<run id>/<step>"`` unless one is given)."""
         seq, recorded = self._step(StepKind.SIGNAL_SEND, name, location)
-        if self._cancel_here(seq, recorded):
+        if self._cancel.claim_at_call(seq, recorded):
             return self._deliver_cancel(seq)
         if recorded is not None and recorded.status != StepStatus.STARTED:
             return self._replay(recorded)
@@ -1169,7 +1160,7 @@ class Engine:
             or self._flight.busy
             or self.fatal is not None
             or self._failure_recorded
-            or (self._cancel_requested and self._cancel_at is None)
+            or self._cancel.unclaimed
         ):
             return
         kinds = {kind for kind, _ in self._wake.values()}
@@ -1190,21 +1181,9 @@ class Engine:
     def request_cancel(self) -> None:
         """Called by the executor when the run's ``cancel_requested`` is seen: deliver
         `Cancelled` at the next step boundary, and wake any sleep at once."""
-        self._cancel_requested = True
+        self._cancel.request()
         for wait in list(self._waits):
             wait.cancel()
-
-    def _cancel_here(self, seq: int, recorded: StepRecord | None) -> bool:
-        """Whether step ``seq`` raises `Cancelled`: where it was delivered before (replay), or
-        the first step not yet recorded after the cancel request. Decided at the call, so two
-        concurrent calls cannot both take the delivery."""
-        if self._cancel_at is not None:
-            return self._cancel_at == seq
-        if self._cancel_requested and recorded is None:
-            self._cancel_at = seq
-            self._cancel_unrecorded = True
-            return True
-        return False
 
     async def _deliver_cancel(self, seq: int) -> NoReturn:
         await self._record_cancel(seq)
@@ -1212,10 +1191,9 @@ class Engine:
 
     async def _record_cancel(self, seq: int | None) -> None:
         """First delivery at step ``seq``: record where, so replays raise it at that step."""
-        if self._cancel_unrecorded and self._cancel_at == seq and seq is not None:
-            self._cancel_unrecorded = False
+        if self._cancel.to_record(seq):
             await self._commit((), RunUpdate(RunStatus.RUNNING, cancelled_seq=seq))
-            self._cancel_delivered.set()
+            self._cancel.delivered.set()
 
     def _helper(self, kind: StepKind, location: str | None, make: Callable[[], Any]) -> Any:
         seq, recorded = self._step(kind, str(kind), location)
