@@ -241,6 +241,11 @@ class SQLStore:
         """
         version = self._read_version(conn)
         conn.rollback()
+        if self._sqlite:
+            # Only now, when the file is known to be durable's (or new): a database durable
+            # refuses is left exactly as it was, in its own journal mode.
+            conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+            conn.rollback()
         if version == SCHEMA_VERSION:
             return "current"
         # Creating or upgrading: one process at a time (several workers may start together on
@@ -1157,7 +1162,6 @@ def _sqlite_engine(url: URL, durability: str, busy_timeout: float) -> Engine:
     engine = sa.create_engine(url, connect_args={"check_same_thread": False})
     pragmas = (
         f"PRAGMA busy_timeout = {max(0, int(busy_timeout * 1000))}",
-        "PRAGMA journal_mode = WAL",
         f"PRAGMA synchronous = {_SYNCHRONOUS[durability]}",
     )
 
