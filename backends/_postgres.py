@@ -11,11 +11,14 @@ commit costs: `benchmarks/RESULTS.md`). Parameters are sent as text (``bytes`` a
 results come back in binary, decoded by column type: the store's statements use only a few types.
 
 Transient failures (the server restarting, a dropped connection, too many connections, a
-deadlock) are retried with backoff for up to ``reconnect_timeout`` seconds. A failure before the
-commit was sent is simply retried: the server rolled the transaction back. A connection that breaks
-*during* the commit leaves the outcome unknown; then the caller's ``verify`` re-reads what the
-transaction would have written and decides (applied: return what it returns; not applied: run it
-again), so nothing is lost or written twice. Calls without ``verify`` are idempotent.
+deadlock or serialization failure) are retried with backoff for up to ``reconnect_timeout``
+seconds. Every other error is permanent (a value too large, a constraint or data error, a full
+disk): retrying would only repeat it, so it is raised at once (`SQLStore` words it). A failure
+before the commit was sent is simply retried: the server rolled the transaction back. A
+connection that breaks *during* the commit leaves the outcome unknown; then the caller's
+``verify`` re-reads what the transaction would have written and decides (applied: return what
+it returns; not applied: run it again), so nothing is lost or written twice. Calls without
+``verify`` are idempotent.
 
 Every call is shielded from cancellation: a transaction, once started, finishes (or fails), so a
 connection never goes back to the pool in the middle of a query.
@@ -39,6 +42,7 @@ from psycopg import pq
 from durable.store import StoreError
 
 from ._doorbell import Doorbell
+from ._redact import redact, secrets_in
 from ._verify import NOT_APPLIED
 
 __all__ = ["NOT_APPLIED", "PgCursor", "PostgresRunner"]
@@ -57,6 +61,21 @@ _BINARY = pq.Format.BINARY
 _TEXT = pq.Format.TEXT
 _SQLSTATE = pq.DiagnosticField.SQLSTATE
 _BYTES_LIKE = (bytes, bytearray, memoryview)  # sent in binary
+_MAX_FIELD = 0x3FFFFFFF  # Postgres holds at most 1 GB in one field (and in one message)
+
+# SQLSTATEs worth retrying besides class 08 (connection exceptions); an error without one
+# means the connection failed, which is retried as well. Everything else is permanent.
+_TRANSIENT_STATES = frozenset(
+    {
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+        "53300",  # too_many_connections
+        "57P01",  # admin_shutdown
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now (starting up)
+        "57P05",  # idle_session_timeout
+    }
+)
 
 _INT8 = struct.Struct(">q").unpack
 _FLOAT8 = struct.Struct(">d").unpack
@@ -83,10 +102,22 @@ _DECODERS: dict[int, Callable[[bytes], Any]] = {
 
 
 def _param(value: Any) -> bytes | None:
-    if value is None or isinstance(value, bytes):
+    if value is None:
+        return value
+    if isinstance(value, bytes):
+        if len(value) > _MAX_FIELD:  # the server would drop the connection: not an outage
+            raise pg_errors.ProgramLimitExceeded(
+                f"a value of {len(value):,} bytes is larger than the 1 GB a Postgres field holds"
+            )
         return value
     if isinstance(value, str):
-        return value.encode()
+        try:
+            return value.encode()
+        except UnicodeEncodeError as exc:  # a lone surrogate: no database can store it
+            raise pg_errors.CharacterNotInRepertoire(
+                f"invalid text: {exc.object[exc.start : exc.end]!r} is not a character UTF-8 "
+                "can encode"
+            ) from None
     if isinstance(value, bool):
         return b"t" if value else b"f"
     if isinstance(value, int):
@@ -335,6 +366,7 @@ class PostgresRunner:
         # delayed lease renewals past short leases.
         self._pool = _Pool(conninfo, 2 * pool_size, 2 * pool_size)
         self._url = url
+        self._secrets = secrets_in(conninfo)
         self._reconnect_timeout = reconnect_timeout
         self.channel = channel
         self._notify_sql = "SELECT pg_notify($1, '')"
@@ -389,15 +421,16 @@ class PostgresRunner:
             except _CommitUnknown as exc:
                 unknown, error = True, exc.__cause__
             except psycopg.OperationalError as exc:
+                if not _transient(exc):
+                    raise  # retrying cannot help: the caller says what went wrong
                 error = exc
+            reason = redact(_reason(error), self._secrets)
             if self._closed or anyio.current_time() + delay > deadline:
                 raise StoreError(
-                    f"the durable store {self._url!r} failed: {_reason(error)}; the database "
+                    f"the durable store {self._url!r} failed: {reason}; the database "
                     f"stayed unreachable for {self._reconnect_timeout:g} s (reconnect_timeout)"
                 ) from error
-            log.warning(
-                "durable store %s: %s; retrying in %.2f s", self._url, _reason(error), delay
-            )
+            log.warning("durable store %s: %s; retrying in %.2f s", self._url, reason, delay)
             await anyio.sleep(delay)
             delay = min(delay * 2, _MAX_DELAY)
 
@@ -494,7 +527,11 @@ class PostgresRunner:
                 self._notifications += 1
                 return True
             except psycopg.Error as exc:
-                log.warning("durable store %s: listening failed: %s", self._url, _reason(exc))
+                log.warning(
+                    "durable store %s: listening failed: %s",
+                    self._url,
+                    redact(_reason(exc), self._secrets),
+                )
                 self._close_listener()
             await anyio.sleep(within)
         return False
@@ -523,4 +560,13 @@ class PostgresRunner:
 
 
 def _reason(exc: BaseException | None) -> str:
-    return str(getattr(exc, "orig", None) or exc).strip()
+    return " ".join(str(getattr(exc, "orig", None) or exc).split())
+
+
+def _transient(exc: psycopg.OperationalError) -> bool:
+    """Whether retrying ``exc`` (on a new connection, after a pause) may succeed: the
+    connection failed (no SQLSTATE: refused, dropped, lost), or the server said so (class 08,
+    `_TRANSIENT_STATES`). A value too large (class 54), a full disk (53100), a cancelled
+    statement and the like fail the same way every time."""
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in _TRANSIENT_STATES

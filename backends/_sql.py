@@ -32,6 +32,7 @@ UPDATE and DELETE on the tables.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -58,6 +59,7 @@ from durable.store import (
 )
 
 from ._doorbell import Doorbell
+from ._redact import redact, secrets_in
 from ._rules import check_step_batch
 from ._schema import (
     SCHEMA_VERSION,
@@ -139,7 +141,14 @@ class SQLStore:
             ``max_connections`` for ``processes * (2 * pool_size + 1)``.
         reconnect_timeout: Postgres only. How long a call keeps retrying while the server is
             unreachable (restarting, a dropped connection, too many clients) before it fails
-            with `StoreError`; opening the store waits as long for a restarting server.
+            with `StoreError`; opening the store waits as long for a server that answers but
+            is busy (starting up, shutting down, too many clients). Errors that no retry can
+            cure (a value too large, a constraint or data error) fail at once.
+        wait_for_server: Postgres only. How long opening the store waits for a server that
+            accepts no connections at all (refused, unknown host, timed out), retrying with
+            a warning in the log: for workers that start before their database. ``0``
+            (default): opening fails at once (within the connect timeout, 10 s unless the
+            URL sets ``connect_timeout``) with a `StoreError` naming the host and port.
         secret_keys: sign every payload written with the first key, and refuse payloads that
             no key verifies (see README "Security"); default: ``DURABLE_SECRET_KEY``.
         allowed_codecs: the codec names whose payloads may be written and read, e.g.
@@ -163,6 +172,7 @@ class SQLStore:
         busy_timeout: float = 30.0,
         pool_size: int = 5,
         reconnect_timeout: float = 60.0,
+        wait_for_server: float = 0.0,
         secret_keys: str | bytes | Iterable[str | bytes] | None = None,
         allowed_codecs: Iterable[str] | None = None,
     ) -> None:
@@ -175,15 +185,20 @@ class SQLStore:
         self._doorbell = Doorbell()
         if not isinstance(pool_size, int) or pool_size < 1:
             raise StoreError(f"SQLStore(pool_size=...) must be an int >= 1, not {pool_size!r}")
-        if not reconnect_timeout >= 0:
-            raise StoreError("SQLStore(reconnect_timeout=...) must be a number of seconds >= 0")
+        for name, seconds in (
+            ("reconnect_timeout", reconnect_timeout),
+            ("wait_for_server", wait_for_server),
+        ):
+            if not seconds >= 0:
+                raise StoreError(f"SQLStore({name}=...) must be a number of seconds >= 0")
+        self._secrets = secrets_in(url)
         self._engine, self._sqlite, self.url = _make_engine(
             url, durability, busy_timeout, pool_size
         )
         dbapi = self._engine.dialect.loaded_dbapi
         self._dbapi_error: type[Exception] = dbapi.Error
         self._integrity_error: type[Exception] = dbapi.IntegrityError
-        deadline = time.monotonic() + reconnect_timeout
+        started = time.monotonic()
         delay = 0.1
         while True:
             try:
@@ -195,10 +210,20 @@ class SQLStore:
                     raise
                 break
             except (sa.exc.DBAPIError, self._dbapi_error) as exc:
-                if self._sqlite or not _server_busy(exc) or time.monotonic() + delay > deadline:
+                # A server that answers but is busy is waited for as long as a call would be;
+                # one that accepts no connection at all only when the caller asked to wait.
+                patience = -1.0
+                if not self._sqlite and _server_busy(exc):
+                    patience = max(reconnect_timeout, wait_for_server)
+                elif not self._sqlite and _server_unreachable(exc):
+                    patience = wait_for_server
+                waited = time.monotonic() - started
+                if waited + delay > patience:
                     self._engine.dispose()
-                    raise StoreError(self._open_failure(exc)) from exc
-                log.warning("durable store %s: %s; retrying in %.1f s", self.url, exc, delay)
+                    raise StoreError(self._open_failure(exc, wait_for_server)) from exc
+                log.warning(
+                    "durable store %s: %s; retrying in %.1f s", self.url, self._reason(exc), delay
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
             except BaseException:
@@ -224,8 +249,6 @@ class SQLStore:
             from ._postgres import PostgresRunner
 
             conninfo = self._engine.url.set(drivername="postgresql")
-            if "connect_timeout" not in conninfo.query:  # a stalled connect is retried
-                conninfo = conninfo.update_query_dict({"connect_timeout": "10"})
             self._pg = PostgresRunner(
                 conninfo.render_as_string(hide_password=False),
                 self.url,
@@ -249,6 +272,11 @@ class SQLStore:
         """
         version = self._read_version(conn)
         conn.rollback()
+        if self._sqlite:
+            # Only now, when the file is known to be durable's (or new): a database durable
+            # refuses is left exactly as it was, in its own journal mode.
+            conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+            conn.rollback()
         if version == SCHEMA_VERSION:
             return "current"
         # Creating or upgrading: one process at a time (several workers may start together on
@@ -323,12 +351,30 @@ class SQLStore:
         conn.execute(sa.update(schema).where(schema.c.id == 1).values(version=SCHEMA_VERSION))
         return f"upgraded from version {version}"
 
-    def _open_failure(self, exc: BaseException) -> str:
-        reason = str(getattr(exc, "orig", None) or exc).strip()
+    def _reason(self, exc: BaseException) -> str:
+        """The driver's message for ``exc`` on one line, passwords masked."""
+        return redact(" ".join(str(getattr(exc, "orig", None) or exc).split()), self._secrets)
+
+    def _open_failure(self, exc: BaseException, waited: float) -> str:
+        """The message for a database that cannot be opened; ``waited``: the seconds the
+        caller let an unreachable server take (``wait_for_server``)."""
+        reason = self._reason(exc)
         if self._sqlite and "not a database" in reason:
             return (
                 f"cannot open the durable store {self.url!r}: the file is not a SQLite database "
                 f"({reason}); point the URL at a new file or at a database created by durable"
+            )
+        if not self._sqlite and _server_unreachable(exc):
+            url = self._engine.url
+            host = url.host or url.query.get("host") or "localhost"
+            port = url.port or url.query.get("port") or 5432
+            after = f" (waited {waited:g} s: wait_for_server)" if waited > 0 else ""
+            return (
+                f"cannot open the durable store {self.url!r}: no Postgres server accepts "
+                f"connections at host {host!r}, port {port}{after}: {reason}; start the server "
+                "or correct the host and port in the URL. A worker that may start before its "
+                "database can wait for it: SQLStore(url, wait_for_server=SECONDS), or "
+                "durable worker --wait-for-db SECONDS"
             )
         return (
             f"cannot open the durable store {self.url!r}: {reason}; check the URL and that the "
@@ -346,6 +392,8 @@ class SQLStore:
         notify: bool = False,
         single: bool = False,
         no_flush: bool = False,
+        run_id: str | None = None,
+        steps: Sequence[StepRecord] = (),
     ) -> _T:
         """Run ``await fn(cursor, *args)`` in one transaction.
 
@@ -355,17 +403,18 @@ class SQLStore:
         one statement (reads always do): Postgres sends no ``BEGIN``/``COMMIT`` around it.
         ``no_flush``: SQLite with ``durability="power"`` commits without waiting for an fsync
         (``synchronous=NORMAL`` for this transaction; the next full commit syncs it too).
+        ``run_id`` and ``steps``: what the call reads or writes, named in its errors.
         """
         self._check_open()
-        if self._pg is None:
-            result = await self._run_sqlite(write, fn, args, no_flush and self._power_safe)
-        else:
-            try:
+        try:
+            if self._pg is None:
+                result = await self._run_sqlite(write, fn, args, no_flush and self._power_safe)
+            else:
                 result = await self._pg.run(
                     fn, args, verify=verify, notify=notify, single=single or not write
                 )
-            except self._dbapi_error as exc:
-                raise StoreError(f"the durable store {self.url!r} failed: {exc}") from exc
+        except (self._dbapi_error, sa.exc.DBAPIError) as exc:
+            raise self._failure(exc, write, run_id, steps) from exc
         if notify:
             self._doorbell.ring()
         return result
@@ -380,37 +429,86 @@ class SQLStore:
         """SQLite: a write starts with ``BEGIN IMMEDIATE``; a read is one autocommit
         statement. The calls never wait for anything but SQLite, so they run on the calling
         thread under the lock, without suspending."""
-        try:
-            with self._lock:
-                self._check_open()
-                conn, cur = self._raw, self._cur
-                if not write:
-                    return await fn(cur, *args)
-                if no_flush:
-                    cur.raw.execute("PRAGMA synchronous = NORMAL")
+        with self._lock:
+            self._check_open()
+            conn, cur = self._raw, self._cur
+            if not write:
+                return await fn(cur, *args)
+            if no_flush:
+                cur.raw.execute("PRAGMA synchronous = NORMAL")
+            try:
+                cur.raw.execute("BEGIN IMMEDIATE")
                 try:
-                    cur.raw.execute("BEGIN IMMEDIATE")
+                    result = await fn(cur, *args)
+                    conn.commit()  # may fail too (a full disk): then nothing is written
+                except BaseException:
                     try:
-                        result = await fn(cur, *args)
-                    except BaseException:
-                        try:
+                        if conn.in_transaction:
                             conn.rollback()
-                        except self._dbapi_error:
-                            pass  # the original error says more
-                        raise
-                    conn.commit()
-                finally:
-                    if no_flush:
-                        cur.raw.execute("PRAGMA synchronous = FULL")
-                return result
-        except (self._dbapi_error, sa.exc.DBAPIError) as exc:
-            reason = str(getattr(exc, "orig", None) or exc).strip()
-            if "locked" in reason:
-                reason += (
-                    f"; another process held the database's write lock for longer than "
-                    f"busy_timeout ({self._busy_timeout:g} s)"
-                )
-            raise StoreError(f"the durable store {self.url!r} failed: {reason}") from exc
+                    except self._dbapi_error:
+                        pass  # the original error says more
+                    raise
+            finally:
+                if no_flush:
+                    cur.raw.execute("PRAGMA synchronous = FULL")
+            return result
+
+    def _failure(
+        self,
+        exc: BaseException,
+        write: bool,
+        run_id: str | None,
+        steps: Sequence[StepRecord],
+    ) -> StoreError:
+        """The `StoreError` for a database error that retrying cannot cure (Postgres retries
+        the others, `._postgres`): what was being read or written, what went wrong, and what
+        to do, without the URL's password."""
+        reason = self._reason(exc)
+        what = "write to" if write else "read from"
+        if run_id is not None:
+            seqs = sorted({step.seq for step in steps})
+            if seqs:
+                numbers = ", ".join(str(seq) for seq in seqs)
+                what += f" step{'s' if len(seqs) > 1 else ''} {numbers} of run {run_id!r} in"
+            else:
+                what += f" run {run_id!r} in"
+        head = f"the durable store {self.url!r} could not {what} the database ({reason})"
+        kept = (
+            "; nothing of this write was recorded, and everything recorded before is kept"
+            if write
+            else ""
+        )
+        code = str(getattr(getattr(exc, "orig", None) or exc, "sqlstate", None) or "")
+        lowered = reason.lower()
+        if "database or disk is full" in lowered or code == "53100":
+            where = "the database's disk" if self._sqlite else "the database server's disk"
+            return StoreError(
+                f"{head}: {where} is full{kept}. Free disk space, then run it again: it resumes "
+                "where it stopped"
+            )
+        if "too big" in lowered or "too large" in lowered or code.startswith("54"):
+            return StoreError(
+                f"{head}: a value is too large for the database{kept}. Retrying cannot help: "
+                "make the value smaller (a payload, a name, an idempotency key); one field "
+                "holds at most 1 GB (SQLite: 1,000,000,000 bytes) and an indexed one about 2 kB"
+            )
+        if code.startswith("22"):
+            return StoreError(
+                f"{head}: the database cannot store a value (a data error){kept}. Retrying "
+                "cannot help: the value must change (e.g. text holding a NUL character, or a "
+                "number out of the column's range)"
+            )
+        if code.startswith("23"):
+            return StoreError(
+                f"{head}: the database refused the row (a constraint){kept}. Retrying cannot "
+                "help: the database was changed outside durable, or is damaged"
+            )
+        if self._sqlite and "locked" in lowered:
+            return StoreError(
+                f"{head}: another process held the database's write lock for longer than "
+                f"busy_timeout ({self._busy_timeout:g} s){kept}"
+            )
+        return StoreError(f"{head}{kept}")
 
     def _check_open(self) -> None:
         if self._closed:
@@ -453,13 +551,15 @@ class SQLStore:
                 values,
                 verify=partial(self._verify_insert_run, values),
                 notify=True,
+                run_id=run.id,
             )
         except _RunExists as exc:
             # Someone recorded the id first (maybe at the same moment): theirs is the run.
             existing = await self.get_run(run.id)
             if existing is None:
                 raise StoreError(
-                    f"cannot record run {run.id!r} in {self.url!r}: {exc.__cause__}"
+                    f"cannot record run {run.id!r} in {self.url!r}: "
+                    f"{self._reason(exc.__cause__ or exc)}"
                 ) from exc
             return existing, False
         return run, True
@@ -468,6 +568,8 @@ class SQLStore:
         try:
             await self._execute(cur, self._s.insert_run, values)
         except self._integrity_error as exc:
+            if not _duplicate(exc):
+                raise  # another constraint: not a run recorded first
             raise _RunExists() from exc
 
     async def _verify_insert_run(self, values: Mapping[str, Any], cur: Any) -> Any:
@@ -478,7 +580,9 @@ class SQLStore:
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """The run with this id, or ``None``."""
-        row = await self._call(False, self._fetch_one, self._s.get_run, {"rid": run_id})
+        row = await self._call(
+            False, self._fetch_one, self._s.get_run, {"rid": run_id}, run_id=run_id
+        )
         return None if row is None else run_from_row(row)
 
     async def list_runs(
@@ -526,7 +630,11 @@ class SQLStore:
             "takeover": takeover_token,
         }
         token = await self._call(
-            True, self._acquire, values, verify=partial(self._verify_acquire, values)
+            True,
+            self._acquire,
+            values,
+            verify=partial(self._verify_acquire, values),
+            run_id=run_id,
         )
         return None if token is None else Lease(run_id, owner, token, expires)
 
@@ -615,7 +723,9 @@ class SQLStore:
         """
         expires = now + duration
         values = {"rid": lease.run_id, "token": lease.token, "expires": expires}
-        await self._call(True, self._fenced_write, self._s.renew, lease, values)
+        await self._call(
+            True, self._fenced_write, self._s.renew, lease, values, run_id=lease.run_id
+        )
         return Lease(lease.run_id, lease.owner, lease.token, expires)
 
     async def _fenced_write(
@@ -627,11 +737,15 @@ class SQLStore:
     async def release_lease(self, lease: Lease) -> None:
         """Clear owner / host / pid / expiry if the lease is still ours; otherwise do nothing."""
         values = {"rid": lease.run_id, "token": lease.token}
-        await self._call(True, self._execute, self._s.release, values, notify=True)
+        await self._call(
+            True, self._execute, self._s.release, values, notify=True, run_id=lease.run_id
+        )
 
     async def load_steps(self, run_id: str) -> list[StepRecord]:
         """Every recorded step of the run, ordered by ``seq``."""
-        rows = await self._call(False, self._fetch_all, self._s.load_steps, {"rid": run_id})
+        rows = await self._call(
+            False, self._fetch_all, self._s.load_steps, {"rid": run_id}, run_id=run_id
+        )
         return [step_from_row(row) for row in rows]
 
     async def commit(
@@ -689,6 +803,8 @@ class SQLStore:
                 verify=verify,
                 single=True,
                 no_flush=relaxed,
+                run_id=lease.run_id,
+                steps=(step,),
             )
         values: dict[str, Any] = {"rid": lease.run_id, "token": lease.token, "now": now}
         if update is not None:
@@ -716,6 +832,8 @@ class SQLStore:
             verify=verify,
             notify=update is not None and update.release,
             no_flush=relaxed,
+            run_id=lease.run_id,
+            steps=[*steps, *outcomes],
         )
 
     async def _verify_commit(
@@ -748,7 +866,8 @@ class SQLStore:
     def _already_recorded(self, lease: Lease, exc: Exception) -> StoreError:
         return StoreError(
             f"cannot commit steps to run {lease.run_id!r} in {self.url!r}: one of them is "
-            f"already recorded (a step is written once); nothing was written ({exc})"
+            f"already recorded (a step is written once); nothing was written "
+            f"({self._reason(exc)})"
         )
 
     async def _write_fenced(
@@ -761,6 +880,8 @@ class SQLStore:
             try:
                 await cur.execute(statement.sql, args)
             except self._integrity_error as exc:
+                if not _duplicate(exc):
+                    raise
                 raise self._already_recorded(lease, exc) from exc
             if cur.rowcount == 1:
                 return None
@@ -796,6 +917,8 @@ class SQLStore:
         try:
             await cur.execute(fenced.sql, args)
         except self._integrity_error as exc:
+            if not _duplicate(exc):
+                raise
             raise self._already_recorded(lease, exc) from exc
         if cur.rowcount != 1:
             raise LeaseLost(lease.run_id, await self._fence_detail(cur, lease))
@@ -832,6 +955,8 @@ class SQLStore:
             else:
                 await cur.executemany(self._s.insert_step.sql, rows)
         except self._integrity_error as exc:
+            if not _duplicate(exc):
+                raise
             raise self._already_recorded(lease, exc) from exc
         return None
 
@@ -842,7 +967,9 @@ class SQLStore:
             The run as it is now, or ``None`` when missing.
         """
         values = {"rid": run_id, "now": now}
-        return await self._call(True, self._request, self._s.request_cancel, values, notify=True)
+        return await self._call(
+            True, self._request, self._s.request_cancel, values, notify=True, run_id=run_id
+        )
 
     async def request_pause(self, run_id: str, *, now: float) -> RunRecord | None:
         """Set ``pause_requested``; a run nobody executes is ``paused`` at once.
@@ -851,7 +978,9 @@ class SQLStore:
             The run as it is now, or ``None`` when missing.
         """
         values = {"rid": run_id, "now": now}
-        return await self._call(True, self._request, self._s.request_pause, values, notify=True)
+        return await self._call(
+            True, self._request, self._s.request_pause, values, notify=True, run_id=run_id
+        )
 
     async def resume(self, run_id: str, *, now: float) -> RunRecord | None:
         """Clear ``pause_requested``; a ``paused`` run becomes ``pending``.
@@ -860,7 +989,9 @@ class SQLStore:
             The run as it is now, or ``None`` when missing.
         """
         values = {"rid": run_id, "now": now}
-        return await self._call(True, self._request, self._s.resume, values, notify=True)
+        return await self._call(
+            True, self._request, self._s.resume, values, notify=True, run_id=run_id
+        )
 
     async def request_rollback(self, run_id: str, *, now: float) -> RunRecord | None:
         """Turn a ``completed`` run into a ``compensating`` one with ``rollback_requested``.
@@ -869,7 +1000,9 @@ class SQLStore:
             The run as it is now, or ``None`` when missing.
         """
         values = {"rid": run_id, "now": now}
-        return await self._call(True, self._request, self._s.request_rollback, values, notify=True)
+        return await self._call(
+            True, self._request, self._s.request_rollback, values, notify=True, run_id=run_id
+        )
 
     async def _request(
         self, cur: Any, statement: Compiled, values: Mapping[str, Any]
@@ -921,7 +1054,9 @@ class SQLStore:
             "key": idempotency_key,
         }
         verify = partial(self._verify_signal, values)
-        return await self._call(True, self._send_signal, values, verify=verify, notify=True)
+        return await self._call(
+            True, self._send_signal, values, verify=verify, notify=True, run_id=run_id
+        )
 
     async def _verify_signal(self, values: Mapping[str, Any], cur: Any) -> Any:
         if await self._fetch_one(cur, self._s.find_signal, values) is None:
@@ -946,7 +1081,9 @@ class SQLStore:
     async def wake(self, run_id: str, *, now: float) -> None:
         """Make a parked run due now (see `durable.store.Store.wake`)."""
         values = {"rid": run_id, "now": now}
-        await self._call(True, self._execute, self._s.wake_parked, values, notify=True)
+        await self._call(
+            True, self._execute, self._s.wake_parked, values, notify=True, run_id=run_id
+        )
 
     async def receive_signal(
         self, lease: Lease, name: str, step: StepRecord, *, now: float
@@ -962,7 +1099,16 @@ class SQLStore:
         """
         check_step_batch(lease.run_id, [step])
         verify = partial(self._verify_receive, step)
-        return await self._call(True, self._receive_signal, lease, name, step, verify=verify)
+        return await self._call(
+            True,
+            self._receive_signal,
+            lease,
+            name,
+            step,
+            verify=verify,
+            run_id=lease.run_id,
+            steps=(step,),
+        )
 
     async def _verify_receive(self, step: StepRecord, cur: Any) -> Any:
         row = await self._fetch_one(cur, self._s.step_status, {"rid": step.run_id, "seq": step.seq})
@@ -1096,7 +1242,6 @@ _BUSY_SERVER = (
     "starting up",
     "shutting down",
     "recovery mode",
-    "connection refused",
     "terminating connection",
     "server closed the connection",
 )
@@ -1114,10 +1259,48 @@ def _interruption(row: Sequence[Any]) -> Interruption | None:
     return None
 
 
+_UNREACHABLE_SERVER = (
+    "connection refused",
+    "could not translate host name",
+    "name or service not known",
+    "temporary failure in name resolution",
+    "no route to host",
+    "network is unreachable",
+    "timeout expired",
+    "timed out",
+    "no such file or directory",  # no server's socket in the directory
+)
+
+
+def _duplicate(exc: BaseException) -> bool:
+    """An integrity error that says the key is taken (not another constraint)."""
+    return getattr(exc, "sqlstate", None) == "23505" or "UNIQUE constraint failed" in str(exc)
+
+
 def _server_busy(exc: BaseException) -> bool:
-    """A Postgres failure worth waiting out when opening: the server is restarting, or full."""
+    """A Postgres failure worth waiting out when opening: the server answers but is
+    restarting or full, or it dropped the connection."""
     reason = str(getattr(exc, "orig", None) or exc).lower()
-    return any(sign in reason for sign in _BUSY_SERVER)
+    return not _server_unreachable(exc) and any(sign in reason for sign in _BUSY_SERVER)
+
+
+def _server_unreachable(exc: BaseException) -> bool:
+    """No Postgres server accepts connections where the URL points (refused, unknown host,
+    no route, timed out)."""
+    reason = str(getattr(exc, "orig", None) or exc).lower()
+    return any(sign in reason for sign in _UNREACHABLE_SERVER)
+
+
+def _create_private(path: str | None) -> None:
+    """Create a new SQLite database file readable and writable by its owner only (0600);
+    SQLite gives the ``-wal`` and ``-shm`` files it makes beside it the same mode. A file that
+    exists keeps its mode; a path that cannot be created is left for SQLite to report."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except OSError:
+        pass
 
 
 def _make_engine(
@@ -1128,11 +1311,13 @@ def _make_engine(
     Returns:
         ``(engine, is_sqlite, url_for_messages)``; the last has any password masked.
     """
+    shown = redact(url)
     try:
         parsed = make_url(url)
-    except sa.exc.ArgumentError as exc:
-        raise StoreError(f"cannot use the store URL {url!r}: it is not a URL; {_URL_HELP}") from exc
-    shown = url if parsed.password is None else parsed.render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        raise StoreError(
+            f"cannot use the store URL {shown!r}: it is not a URL; {_URL_HELP}"
+        ) from None  # the driver's message would quote the URL unmasked
     if durability not in _SYNCHRONOUS:
         raise StoreError(
             f"cannot open the store {shown!r}: durability must be 'process' or 'power', "
@@ -1144,6 +1329,8 @@ def _make_engine(
         try:
             # No pre-ping (a round trip per call): a dead connection fails its transaction,
             # which `PostgresRunner` retries on a fresh one.
+            if "connect_timeout" not in parsed.query:  # a stalled connect fails, or is retried
+                parsed = parsed.update_query_dict({"connect_timeout": "10"})
             engine = sa.create_engine(
                 parsed.set(drivername="postgresql+psycopg"),
                 pool_size=pool_size,
@@ -1162,10 +1349,10 @@ def _make_engine(
 
 
 def _sqlite_engine(url: URL, durability: str, busy_timeout: float) -> Engine:
+    _create_private(url.database)
     engine = sa.create_engine(url, connect_args={"check_same_thread": False})
     pragmas = (
         f"PRAGMA busy_timeout = {max(0, int(busy_timeout * 1000))}",
-        "PRAGMA journal_mode = WAL",
         f"PRAGMA synchronous = {_SYNCHRONOUS[durability]}",
     )
 

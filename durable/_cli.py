@@ -2,10 +2,14 @@
 
 * ``durable worker MODULE [MODULE ...] --store URL`` imports the modules (which registers the
   workflows they define) and runs a `Worker` until SIGTERM or SIGINT, then shuts it down
-  gracefully.
+  gracefully. ``--wait-for-db SECONDS`` waits that long for a Postgres server that does not
+  accept connections yet (a worker started before its database).
 * ``durable db init [URL]`` creates (or upgrades) the store's tables ahead of time; a no-op when
   they are current.
 * ``durable db prune [URL] --older-than 30d`` deletes old finished runs.
+
+Passwords in store URLs never reach the output: every message goes through
+`durable.backends._redact.redact`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from durable._retention import parse_age
 from durable._runner import DEFAULT_URL, resolve_store
 from durable._worker import Worker
 from durable.backends import SQLStore
+from durable.backends._redact import redact, secrets_in
 from durable.backends._schema import SCHEMA_VERSION
 
 __all__ = ["main"]
@@ -52,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--grace", type=float, default=10.0, help="shutdown grace in seconds")
     worker.add_argument(
         "--park-after", type=float, default=5.0, help="park runs whose wait is longer (seconds)"
+    )
+    worker.add_argument(
+        "--wait-for-db",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to SECONDS for a Postgres server that does not accept connections yet "
+        "(default: fail at once)",
     )
     db = commands.add_parser("db", help="manage a store's database")
     db_commands = db.add_subparsers(dest="db_command", required=True)
@@ -83,14 +96,14 @@ def _age(text: str) -> timedelta:
 def _db(args: argparse.Namespace) -> int:
     url = args.url or os.environ.get("DURABLE_URL") or DEFAULT_URL
     if url.startswith("memory:"):
-        print(f"durable db: {url!r} is an in-memory store; there is nothing to manage")
+        print(f"durable db: {redact(url)!r} is an in-memory store; there is nothing to manage")
         return 2
     try:
         store = SQLStore(url)
     except StoreError as exc:
         if args.debug:
             raise
-        print(f"durable db: {exc}", file=sys.stderr)
+        print(f"durable db: {redact(str(exc), secrets_in(url))}", file=sys.stderr)
         return 2
 
     async def prune_and_close() -> int:
@@ -102,7 +115,8 @@ def _db(args: argparse.Namespace) -> int:
     if args.db_command == "init":
         anyio.run(store.close)
         print(
-            f"durable db: {store.url} is at schema version {SCHEMA_VERSION} ({store.schema_change})"
+            f"durable db: {redact(store.url)} is at schema version {SCHEMA_VERSION} "
+            f"({store.schema_change})"
         )
         return 0
     deleted = anyio.run(prune_and_close)
@@ -150,8 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"the modules {modules} define no @durable.workflow: import the ones that do "
                 "(e.g. myapp.workflows)"
             )
+        store = args.store or os.environ.get("DURABLE_URL") or DEFAULT_URL
+        if args.wait_for_db < 0:
+            raise ValueError(f"--wait-for-db must be >= 0 seconds, not {args.wait_for_db:g}")
         worker = Worker(
-            resolve_store(args.store),
+            SQLStore(store, wait_for_server=args.wait_for_db)
+            if args.wait_for_db and not store.startswith("memory:")
+            else resolve_store(store),
             concurrency=args.concurrency,
             lease=args.lease,
             grace=args.grace,
@@ -160,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, StoreError) as exc:
         if args.debug:
             raise
-        print(f"durable worker: {exc}", file=sys.stderr)
+        secrets = secrets_in(args.store or os.environ.get("DURABLE_URL") or "")
+        print(f"durable worker: {redact(str(exc), secrets)}", file=sys.stderr)
         return 2
     anyio.run(_serve, worker)
     return 0

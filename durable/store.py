@@ -224,9 +224,10 @@ class UnreadableRecord(StoreError):
     def __init__(self, run_id: str, seq: int | None, field: str, value: object) -> None:
         where = f"step {seq} of run {run_id!r}" if seq is not None else f"run {run_id!r}"
         super().__init__(
-            f"{where} has {field} {value!r}, which this version of durable does not know; "
-            "the run is blocked: repair the row (or run the version of durable that wrote "
-            "it), then run it again"
+            f"{where} has {field} {value!r}, which this version of durable does not know: "
+            "the database was written by a newer (or different) version of durable, or the "
+            "row is damaged; the run is blocked: repair the row (or run the version of "
+            "durable that wrote it), then run it again"
         )
         self.run_id = run_id
         self.seq = seq

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -55,3 +56,27 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     done = _durable(tmp_path, "--debug", "worker", "empty_app")
     assert done.returncode != 0 and "Traceback" in done.stderr
     assert "no @durable.workflow" in done.stderr
+
+
+def test_a_worker_whose_database_refuses_fails_at_once_or_waits_when_asked(
+    tmp_path: Path,
+) -> None:
+    """No server at the URL: one line naming host and port, at once; ``--wait-for-db`` makes
+    the worker retry for that long first (and the line says so)."""
+    (tmp_path / "one_app.py").write_text(
+        "import durable\n\n@durable.workflow(name='cli.one')\nasync def one() -> int:\n"
+        "    return 1\n"
+    )
+    url = "postgresql://postgres@127.0.0.1:1/test"
+    started = time.monotonic()
+    done = _durable(tmp_path, "worker", "one_app", "--store", url)
+    assert time.monotonic() - started < 15
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    (line,) = _problems(done.stderr)
+    assert "'127.0.0.1', port 1" in line and "--wait-for-db" in line
+
+    started = time.monotonic()
+    done = _durable(tmp_path, "worker", "one_app", "--store", url, "--wait-for-db", "1.5")
+    assert 0.5 < time.monotonic() - started < 15
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "waited 1.5 s" in done.stderr and "retrying" in done.stderr
