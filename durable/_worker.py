@@ -23,7 +23,8 @@ from durable._decorators import definition_of
 from durable._engine import Interceptor, RunAbandoned
 from durable._errors import LeaseLost, NonDeterminismError, PayloadDecodeError, StoreError
 from durable._registry import WorkflowDefinition, registered_workflows
-from durable._runner import _HOST, MIN_LEASE_SECONDS, _drive, _holder_is_dead, resolve_store
+from durable._runner import _HOST, MIN_LEASE_SECONDS, _drive, _holder_is_dead
+from durable._stores import using
 from durable._types import RunStatus
 from durable.store import Lease, LeaseOwner, RunRecord, Store, UnreadableRecord
 
@@ -122,7 +123,10 @@ class Worker:
 
     async def run(self) -> None:
         """Claim and execute runnable runs until `stop` is called (or this task is cancelled)."""
-        store = resolve_store(self._store_arg)
+        with using(self._store_arg) as store:  # a store opened for a URL stays open meanwhile
+            await self._serve(store)
+
+    async def _serve(self, store: Store) -> None:
         workflows = self._workflows if self._workflows is not None else registered_workflows()
         names = tuple(sorted(workflows))
         if not names:

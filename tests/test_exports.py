@@ -114,6 +114,7 @@ ALLOWED = {
         "_errors",
         "_registry",
         "_runner",
+        "_stores",
         "_types",
         "store",
     },

@@ -114,3 +114,20 @@ def test_a_bad_limit_is_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> 
 def test_the_default_limit() -> None:
     assert "DURABLE_MAX_OPEN_STORES" not in os.environ
     assert max_open() == 8
+
+
+async def test_a_worker_keeps_its_url_store_open_while_it_serves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DURABLE_MAX_OPEN_STORES", "1")
+    url = f"sqlite:///{tmp_path / 'served.db'}"
+    worker = durable.Worker(url, [tripler])
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        await anyio.wait_all_tasks_blocked()  # the worker has opened its store and waits
+        for i in range(3):  # other URLs opened meanwhile: the worker's store is in use
+            durable.get_handle("x", f"sqlite:///{tmp_path / f'other-{i}.db'}")._store  # noqa: B018
+        handle = await durable.start(tripler, 5, id="served", store=url)
+        with anyio.fail_after(60):
+            assert await handle.result() == 15
+        worker.stop()
