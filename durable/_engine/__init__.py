@@ -34,7 +34,7 @@ import dataclasses
 import functools
 import random as _random
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from contextvars import Token
 from datetime import UTC, datetime
@@ -75,11 +75,11 @@ from durable.store import (
     RunUpdate,
     StepRecord,
     Store,
-    UnreadableRecord,
 )
 
 from ._cancel import Cancellation
 from ._in_flight import InFlight, Ticket
+from ._journal import Journal, StepCall
 from ._replay import ReplayCursor, ReplayEnd
 
 __all__ = ["ChildRunner", "Engine", "Interceptor", "ReplayEnd", "RunAbandoned"]
@@ -141,14 +141,18 @@ class Engine:
         self._store = store
         self._interceptor = interceptor
         self._run = run
-        self._lease = lease
-        # Before an attempt starts, the lease must have at least this long to run by this
-        # process's clock (a renewal is due every third of it), else it is renewed first.
-        self._lease_seconds = lease_seconds
-        self._lease_margin = lease_seconds / 3
         self._defn = defn
-        self._payloads = Payloads(defn.codec, trust_of(store))
         self._clock = clock
+        self._flight = InFlight()  # steps called and not recorded yet, commits under way
+        self._journal = Journal(
+            store=store,
+            run=run,
+            lease=lease,
+            clock=clock,
+            payloads=Payloads(defn.codec, trust_of(store)),
+            flight=self._flight,
+            lease_seconds=lease_seconds,
+        )
         self._child_runner = child_runner
         self._cursor = ReplayCursor(
             run.id,
@@ -157,10 +161,6 @@ class Engine:
             current_version=defn.version,
             replay_only=replay_only,
         )
-        self._pending: list[StepRecord] = []
-        self.fatal: BaseException | None = None
-        self.finished = False  # the outcome (completed / failed / blocked) is recorded
-        self._closed = False  # the outcome is being recorded: no more steps
         self._root = Scope()  # undos of the whole run (outside any durable.saga block)
         self._cancel = Cancellation(requested=run.cancel_requested, delivered_at=run.cancelled_seq)
         self._waits: set[anyio.CancelScope] = set()  # in-process sleeps, woken by a cancel
@@ -168,13 +168,30 @@ class Engine:
         # Parking: a wait longer than park_after unwinds the run when nothing else is in flight
         # (no activity, child or commit), so it holds no memory or task while it waits.
         self._park_after = park_after
-        self._flight = InFlight()  # steps called and not recorded yet, commits under way
         self._wake: dict[int, tuple[StepKind, float | None]] = {}  # waits, by step: wake time
         self.parked: RunUpdate | None = None
         self.pause_requested = run.pause_requested  # stop at the next step boundary
         # Resuming a run whose failure is recorded (it was compensating): its replay re-raises
         # that failure, so a step that never completed before it must not start again.
         self._failure_recorded = run.status == RunStatus.COMPENSATING and not run.rollback_requested
+
+    @property
+    def fatal(self) -> BaseException | None:
+        """The error that stopped the run (see `Journal.fatal`), or ``None``."""
+        return self._journal.fatal
+
+    @fatal.setter
+    def fatal(self, error: BaseException | None) -> None:
+        self._journal.fatal = error
+
+    @property
+    def finished(self) -> bool:
+        """The outcome is recorded and the lease released."""
+        return self._journal.finished
+
+    def lease_renewed(self, lease: Lease) -> None:
+        """The executor renewed the lease: later checks use the new expiry."""
+        self._journal.lease_renewed(lease)
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -196,7 +213,7 @@ class Engine:
         result: Any = None
         parked = False
         try:
-            args, kwargs = self._load(self._run.args, None, "arguments")
+            args, kwargs = self._journal.load(self._run.args, None, "arguments")
             result = await self._defn.fn(*args, **kwargs)
         except Exception as exc:
             failure = exc
@@ -208,12 +225,12 @@ class Engine:
             current_scope().reset(scope_token)
             _context.leave_run(token)
         if parked and self.fatal is None and self.parked is not None:
-            await self._commit((), self.parked)
+            await self._journal.commit((), self.parked)
             return PARKED
         payload = b""
         if failure is None and self.fatal is None and not self._run.rollback_requested:
             try:  # a result that cannot be encoded fails the run (and compensates it)
-                payload = self._payloads.dumps(
+                payload = self._journal.payloads.dumps(
                     result,
                     what=f"result of workflow {self._defn.name!r} (run {self._run.id!r})",
                 )
@@ -236,9 +253,9 @@ class Engine:
             if self.fatal is None:
                 raise
         if self.fatal is not None:
-            await self._block(self.fatal)
+            await self._journal.block(self.fatal)
             raise self.fatal
-        await self._commit((), RunUpdate(RunStatus.COMPLETED, result=payload, release=True))
+        await self._journal.commit((), RunUpdate(RunStatus.COMPLETED, result=payload, release=True))
         return result
 
     async def _finish_failed(self, exc: Exception) -> NoReturn:
@@ -249,7 +266,7 @@ class Engine:
                 exc = Cancelled(self._run.id)
         errors: list[tuple[str, BaseException]] = []
         if self._root.entries:
-            await self._commit((), RunUpdate(RunStatus.COMPENSATING))
+            await self._journal.commit((), RunUpdate(RunStatus.COMPENSATING))
             errors = await self._unwind(self._root)
         final: Exception = exc
         if isinstance(exc, Cancelled):
@@ -261,34 +278,21 @@ class Engine:
         if errors:
             final = _compensation_failed(self._run.id, exc, errors)
             status = RunStatus.COMPENSATION_FAILED
-        await self._record_error(status, final)
+        await self._journal.record_error(status, final)
         if final is exc:
             raise exc
         raise final from exc
 
-    async def _record_error(self, status: RunStatus, error: Exception) -> None:
-        """Record the run's final error and status, and release it."""
-        encoded, _ = self._payloads.dumps_error(error, what=f"error of run {self._run.id!r}")
-        text = f"{type(error).__qualname__}: {error}"
-        await self._commit((), RunUpdate(status, error=encoded, error_text=text, release=True))
-
     async def _finish_rollback(self, result: Any) -> Any:
         """A completed run asked to roll back: run every undo, end ``compensated``."""
-        await self._commit((), RunUpdate(RunStatus.COMPENSATING))
+        await self._journal.commit((), RunUpdate(RunStatus.COMPENSATING))
         errors = await self._unwind(self._root)
         if errors:
             final = _compensation_failed(self._run.id, None, errors)
-            await self._record_error(RunStatus.COMPENSATION_FAILED, final)
+            await self._journal.record_error(RunStatus.COMPENSATION_FAILED, final)
             raise final
-        await self._commit((), RunUpdate(RunStatus.COMPENSATED, release=True))
+        await self._journal.commit((), RunUpdate(RunStatus.COMPENSATED, release=True))
         return result
-
-    async def _block(self, fatal: BaseException) -> None:
-        if isinstance(fatal, LeaseLost | StoreError) and not isinstance(fatal, UnreadableRecord):
-            return  # someone else owns the run, or the store failed: write nothing
-        self._pending.clear()  # values from a diverged replay must not be recorded
-        update = RunUpdate(RunStatus.BLOCKED, error_text=str(fatal), release=True)
-        await self._commit((), update)
 
     # -- step bookkeeping ------------------------------------------------------------------
 
@@ -297,7 +301,7 @@ class Engine:
     ) -> tuple[int, StepRecord | None]:
         if self.fatal is not None:
             raise self.fatal
-        if self._closed:
+        if self._journal.closed:
             raise NotInWorkflowError(
                 f"a {kind} step ({name!r}) was called by a task of run {self._run.id!r} after "
                 "the run had ended; await every task a workflow starts before it returns (use "
@@ -308,68 +312,6 @@ class Engine:
         except NonDeterminismError as exc:
             self.fatal = exc
             raise
-
-    def _load(self, data: bytes | None, seq: int | None, what: str) -> Any:
-        try:
-            return self._payloads.loads(data or b"", run_id=self._run.id, seq=seq, what=what)
-        except PayloadDecodeError as exc:
-            self.fatal = exc
-            raise
-
-    def _replayed(self, step: StepRecord) -> Any:
-        if step.status == StepStatus.FAILED:
-            error = self._load(step.error, step.seq, "error")
-            raise error
-        return self._load(step.result, step.seq, "result")
-
-    async def _replay(self, step: StepRecord) -> Any:
-        return self._replayed(step)
-
-    async def _commit(
-        self,
-        steps: tuple[StepRecord, ...] | list[StepRecord],
-        update: RunUpdate | None = None,
-        *,
-        outcomes: Sequence[StepRecord] = (),
-        check_requests: bool = False,
-        relaxed: bool = False,
-    ) -> Interruption | None:
-        if self._closed and (update is None or not update.release):
-            raise NotInWorkflowError(
-                f"run {self._run.id!r} has ended; a task it left behind cannot record steps"
-            )
-        # Take the buffered helper steps before awaiting: a concurrent branch must not commit
-        # them a second time, and helpers buffered meanwhile belong to the next commit.
-        pending, self._pending = self._pending, []
-        batch = [*pending, *steps] if pending else steps
-        self._flight.enter()
-        try:
-            stopped = await self._store.commit(
-                self._lease,
-                batch,
-                update,
-                now=self._clock.time(),
-                outcomes=outcomes,
-                check_requests=check_requests,
-                relaxed=relaxed and not pending,
-            )
-        except (LeaseLost, StoreError) as exc:
-            # Either someone else owns the run, or the store cannot say what was written: this
-            # executor stops; the workflow must not catch it and carry on.
-            self.fatal = exc
-            raise
-        except BaseException:
-            self._pending[:0] = pending
-            raise
-        finally:
-            self._flight.leave()
-        if stopped is not None:  # nothing was written
-            self._pending[:0] = pending
-            return stopped
-        if update is not None and update.release:
-            self.finished = True
-            self._closed = True
-        return None
 
     async def _begin(
         self,
@@ -388,7 +330,7 @@ class Engine:
         the run ``paused`` (it starts when the run is resumed). ``relaxed``: the record only
         counts an attempt, so the store need not wait for the disk (see `Store.commit`)."""
         while True:
-            stopped = await self._commit(
+            stopped = await self._journal.commit(
                 () if replaces else [record],
                 update,
                 outcomes=[record] if replaces else (),
@@ -428,114 +370,6 @@ class Engine:
         finally:
             self._flight.enter()
 
-    async def _fresh_lease(self) -> None:
-        """Make sure the lease outlives the attempt about to start, by this process's clock:
-        one that has less than a third of its duration left (renewals stalled, or this
-        process was frozen) is renewed first, and a failed renewal stops the executor without
-        starting anything: a successor may own the run by now."""
-        if self._clock.time() < self._lease.expires_at - self._lease_margin:
-            return
-        try:
-            lease = await self._store.renew_lease(
-                self._lease, now=self._clock.time(), duration=self._lease_seconds
-            )
-        except LeaseLost as exc:
-            self.fatal = exc
-            raise
-        except Exception as exc:
-            self.fatal = LeaseLost(
-                self._run.id,
-                f"its lease was about to expire and could not be renewed ({exc}); no step "
-                "is started without one",
-            )
-            raise self.fatal from exc
-        self.lease_renewed(lease)
-
-    def lease_renewed(self, lease: Lease) -> None:
-        """The executor renewed the lease: later checks use the new expiry."""
-        if lease.token == self._lease.token and lease.expires_at > self._lease.expires_at:
-            self._lease = lease
-
-    def _record(
-        self,
-        seq: int,
-        kind: StepKind,
-        name: str,
-        started: float,
-        attempts: int,
-        location: str | None,
-        *,
-        result: bytes | None = None,
-        error: bytes | None = None,
-        finished_at: float | None = None,
-    ) -> StepRecord:
-        return StepRecord(
-            run_id=self._run.id,
-            seq=seq,
-            kind=kind,
-            name=name,
-            status=StepStatus.FAILED if error is not None else StepStatus.COMPLETED,
-            attempts=attempts,
-            started_at=started,
-            finished_at=self._clock.time() if finished_at is None else finished_at,
-            result=result,
-            error=error,
-            location=location,
-        )
-
-    async def _record_failure(
-        self,
-        seq: int,
-        kind: StepKind,
-        name: str,
-        started: float,
-        attempts: int,
-        location: str | None,
-        exc: Exception,
-        *,
-        replaces: bool = False,
-    ) -> BaseException:
-        what = f"error of {kind} {name!r} (run {self._run.id!r}, step {seq})"
-        error, seen = self._payloads.dumps_error(exc, what=what)
-        record = self._record(seq, kind, name, started, attempts, location, error=error)
-        await self._commit_step(record, replaces)
-        return seen
-
-    async def _record_result(
-        self,
-        seq: int,
-        kind: StepKind,
-        name: str,
-        started: float,
-        attempts: int,
-        location: str | None,
-        value: Any,
-        *,
-        replaces: bool = False,
-        finished_at: float | None = None,
-    ) -> Any:
-        try:
-            payload = self._payloads.dumps(
-                value,
-                what=f"result of {kind} {name!r} (run {self._run.id!r}, step {seq})",
-            )
-        except SerializationError as exc:
-            raise await self._record_failure(
-                seq, kind, name, started, attempts, location, exc, replaces=replaces
-            ) from None
-        record = self._record(
-            seq, kind, name, started, attempts, location, result=payload, finished_at=finished_at
-        )
-        await self._commit_step(record, replaces)
-        return value
-
-    async def _commit_step(self, record: StepRecord, replaces: bool) -> None:
-        """Record a step: inserted, or replacing its recorded intent (``started``)."""
-        if replaces:
-            await self._commit((), outcomes=[record])
-        else:
-            await self._commit([record])
-
     # -- RunContext: activities ------------------------------------------------------------
 
     def call_activity(
@@ -553,7 +387,7 @@ class Engine:
             return self._deliver_cancel(seq)
         if recorded is not None and recorded.status != StepStatus.STARTED:
             if defn.undo is None:
-                return self._replay(recorded)
+                return self._journal.replay(recorded)
             return self._replay_compensable(recorded, defn, args, kwargs, instance)
         if self._failure_recorded:
             return self._halt(seq, StepKind.ACTIVITY, defn.name, location)
@@ -574,7 +408,7 @@ class Engine:
         kwargs: dict[str, Any],
         instance: Any,
     ) -> Any:
-        value = self._replayed(step)
+        value = self._journal.replayed(step)
         self._push_undo(defn, step.seq, step.finished_at, args, kwargs, instance, value)
         return value
 
@@ -591,22 +425,13 @@ class Engine:
         intent: StepRecord | None,
     ) -> Any:
         try:
-            kind, name = StepKind.ACTIVITY, defn.name
-            value, attempts, started = await self._with_retries(
-                seq, kind, defn, fn, args, kwargs, location, intent
+            value, attempts, call = await self._with_retries(
+                seq, StepKind.ACTIVITY, defn, fn, args, kwargs, location, intent
             )
             # Undos are ordered by the recorded finished_at, so a replay orders them the same.
             finished = self._clock.time()
-            await self._record_result(
-                seq,
-                kind,
-                name,
-                started,
-                attempts,
-                location,
-                value,
-                replaces=True,
-                finished_at=finished,
+            await self._journal.record_result(
+                call, attempts, value, replaces=True, finished_at=finished
             )
             if defn.undo is not None:
                 self._push_undo(defn, seq, finished, args, kwargs, instance, value)
@@ -624,7 +449,7 @@ class Engine:
         kwargs: dict[str, Any],
         location: str | None,
         intent: StepRecord | None,
-    ) -> tuple[Any, int, float]:
+    ) -> tuple[Any, int, StepCall]:
         """Attempt ``fn`` under ``defn``'s retry policy; a final failure is recorded and raised.
 
         Every attempt is recorded (a ``started`` row counting it) before it starts, so an
@@ -634,11 +459,12 @@ class Engine:
         sure the lease outlives it (`_fresh_lease`).
 
         Returns:
-            The value, the number of attempts made in all, and when the step started.
+            The value, the number of attempts made in all, and the step.
         """
         name = defn.name
         done = 0 if intent is None else max(intent.attempts, 1)
         started = self._clock.time() if intent is None else intent.started_at
+        call = StepCall(seq, kind, name, location, started)
         if intent is not None:
             stop: Exception | None = None
             if defn.final and not defn.idempotent:
@@ -646,16 +472,14 @@ class Engine:
             elif defn.crash_limit and done >= defn.retry.max_attempts:
                 stop = ActivityInterrupted(self._run.id, seq, name, done)
             if stop is not None:
-                raise await self._record_failure(
-                    seq, kind, name, started, done, location, stop, replaces=True
-                ) from None
+                raise await self._journal.record_failure(call, done, stop, replaces=True) from None
         attempt = done
         recorded = intent is not None or seq in self._cursor.overwrite
         while True:
             attempt += 1
-            await self._fresh_lease()  # before the attempt is recorded: no phantom attempts
+            await self._journal.fresh_lease()  # before the attempt is recorded: no phantom attempts
             await self._begin(
-                self._started(seq, kind, name, started, attempt, location),
+                self._journal.started(call, attempt),
                 replaces=recorded,
                 # the first attempt made here is refused while a request is pending (a step
                 # that was started before, by a process that died, included)
@@ -665,30 +489,15 @@ class Engine:
                 relaxed=not defn.final,
             )
             recorded = True
-            await self._fresh_lease()  # again: this process may have stalled meanwhile
+            await self._journal.fresh_lease()  # again: this process may have stalled meanwhile
             try:
-                return await self._attempt(defn, fn, args, kwargs, seq, attempt), attempt, started
+                return await self._attempt(defn, fn, args, kwargs, seq, attempt), attempt, call
             except Exception as exc:
                 if defn.retry.retries(exc, attempt):
                     await self._clock.sleep(defn.retry.delay(attempt))
                     continue
-                seen = await self._record_failure(
-                    seq, kind, name, started, attempt, location, exc, replaces=True
-                )
+                seen = await self._journal.record_failure(call, attempt, exc, replaces=True)
                 raise seen from None
-
-    def _started(
-        self,
-        seq: int,
-        kind: StepKind,
-        name: str,
-        started: float,
-        attempts: int,
-        location: str | None,
-    ) -> StepRecord:
-        """The ``started`` row of a step whose attempt number ``attempts`` begins now."""
-        record = self._record(seq, kind, name, started, attempts, location)
-        return dataclasses.replace(record, status=StepStatus.STARTED)
 
     async def _halt(self, seq: int, kind: StepKind, name: str, location: str | None) -> NoReturn:
         """A step that was still running when the run failed, met again while the run is
@@ -759,15 +568,13 @@ class Engine:
                 )
                 raise self.fatal
             if recorded.status != StepStatus.STARTED:
-                self._replayed(recorded)
+                self._journal.replayed(recorded)
                 return
         kind = StepKind.COMPENSATION
-        value, attempts, started = await self._with_retries(
+        value, attempts, call = await self._with_retries(
             seq, kind, undo.defn, undo.defn.fn, undo.args, undo.kwargs, undoes, recorded
         )
-        await self._record_result(
-            seq, kind, undo.defn.name, started, attempts, undoes, value, replaces=True
-        )
+        await self._journal.record_result(call, attempts, value, replaces=True)
 
     def saga(self) -> AbstractAsyncContextManager[None]:
         """A block whose compensable activities are undone if the block raises."""
@@ -833,7 +640,7 @@ class Engine:
         if self._cancel.claim_at_call(seq, recorded):
             return self._deliver_cancel(seq)
         if recorded is not None and recorded.status != StepStatus.STARTED:
-            return self._replay(recorded)
+            return self._journal.replay(recorded)
         if self._failure_recorded:
             return self._halt(seq, StepKind.CHILD, defn.name, location)
         if self.pause_requested:
@@ -855,13 +662,10 @@ class Engine:
         intent: StepRecord | None,
     ) -> Any:
         try:  # counted in flight from the call (call_workflow) until recorded
+            started = self._clock.time() if intent is None else intent.started_at
+            call = StepCall(seq, StepKind.CHILD, defn.name, location, started)
             if intent is None:  # the child step is recorded as started before the child is
-                started = self._clock.time()
-                await self._begin(
-                    self._started(seq, StepKind.CHILD, defn.name, started, 1, location)
-                )
-            else:
-                started = intent.started_at
+                await self._begin(self._journal.started(call, 1))
             child_id = child_id or f"{self._run.id}/{seq}"
             try:
                 value = await self._await_child(seq, defn, args, kwargs, child_id)
@@ -870,9 +674,7 @@ class Engine:
                 raise
             except WorkflowIdConflict as exc:
                 if exc.reason is not None:  # the id is another run's, not this run's child
-                    raise await self._record_failure(
-                        seq, StepKind.CHILD, defn.name, started, 1, location, exc, replaces=True
-                    ) from None
+                    raise await self._journal.record_failure(call, 1, exc, replaces=True) from None
                 # The child id was created by the code this run started with, for another
                 # workflow: the parent's history diverged before its child step was recorded.
                 self.fatal = self._cursor.nondeterminism(
@@ -884,12 +686,8 @@ class Engine:
                 )
                 raise self.fatal from exc
             except Exception as exc:
-                raise await self._record_failure(
-                    seq, StepKind.CHILD, defn.name, started, 1, location, exc, replaces=True
-                ) from None
-            return await self._record_result(
-                seq, StepKind.CHILD, defn.name, started, 1, location, value, replaces=True
-            )
+                raise await self._journal.record_failure(call, 1, exc, replaces=True) from None
+            return await self._journal.record_result(call, 1, value, replaces=True)
         finally:
             ticket.close()
 
@@ -932,21 +730,22 @@ class Engine:
         self, seq: int, seconds: float, recorded: StepRecord | None, location: str | None
     ) -> None:
         if recorded is not None:
-            due = float(self._replayed(recorded))
+            due = float(self._journal.replayed(recorded))
             new: list[StepRecord] = []
         else:
             started = self._clock.time()
             due = started + seconds
-            payload = self._payloads.dumps(
+            payload = self._journal.payloads.dumps(
                 due, what=f"due time of run {self._run.id!r}, step {seq}"
             )
-            new = [self._record(seq, StepKind.TIMER, "sleep", started, 1, location, result=payload)]
+            call = StepCall(seq, StepKind.TIMER, "sleep", location, started)
+            new = [self._journal.record(call, 1, result=payload)]
         remaining = due - self._clock.time()
         sleeping = None if remaining <= 0 else RunUpdate(RunStatus.SLEEPING)
         if new:
             await self._begin_wait(new[0], sleeping)
         elif sleeping is not None:
-            await self._commit((), sleeping)
+            await self._journal.commit((), sleeping)
         if sleeping is None:
             return
         self._wake[seq] = (StepKind.TIMER, due)
@@ -965,7 +764,7 @@ class Engine:
             self._wake.pop(seq, None)
         if self._cancel.at == seq:
             await self._deliver_cancel(seq)
-        await self._commit((), RunUpdate(RunStatus.RUNNING))
+        await self._journal.commit((), RunUpdate(RunStatus.RUNNING))
 
     # -- RunContext: signals ---------------------------------------------------------------
 
@@ -985,55 +784,45 @@ class Engine:
         location: str | None,
     ) -> Any:
         if recorded is not None and recorded.status != StepStatus.STARTED:
-            return self._replayed(recorded)
+            return self._journal.replayed(recorded)
         if recorded is None:
             # The wait (and its deadline) is recorded when it starts: a resumed run keeps it.
             started = self._clock.time()
             deadline = started + wait_for if wait_for is not None else None
-            payload = self._payloads.dumps(deadline, what=f"deadline of step {seq}")
-            intent = dataclasses.replace(
-                self._started(seq, StepKind.SIGNAL, name, started, 1, location), result=payload
-            )
+            payload = self._journal.payloads.dumps(deadline, what=f"deadline of step {seq}")
+            call = StepCall(seq, StepKind.SIGNAL, name, location, started)
+            intent = dataclasses.replace(self._journal.started(call, 1), result=payload)
             await self._begin_wait(intent, RunUpdate(RunStatus.WAITING))
         else:
             started = recorded.started_at
-            deadline = self._load(recorded.result, seq, "deadline")
-            await self._commit((), RunUpdate(RunStatus.WAITING))
+            deadline = self._journal.load(recorded.result, seq, "deadline")
+            await self._journal.commit((), RunUpdate(RunStatus.WAITING))
         poll = 0.01
         waiting_since = self._clock.time()
         self._wake[seq] = (StepKind.SIGNAL, deadline)
         try:
-            return await self._signal_loop(
-                seq, name, started, deadline, location, poll, waiting_since
-            )
+            call = StepCall(seq, StepKind.SIGNAL, name, location, started)
+            return await self._signal_loop(call, deadline, poll, waiting_since)
         finally:
             self._wake.pop(seq, None)
 
     async def _signal_loop(
-        self,
-        seq: int,
-        name: str,
-        started: float,
-        deadline: float | None,
-        location: str | None,
-        poll: float,
-        waiting_since: float,
+        self, call: StepCall, deadline: float | None, poll: float, waiting_since: float
     ) -> Any:
+        seq, name = call.seq, call.name
         while True:
             if self._cancel.claim_at_wait(seq):
                 await self._deliver_cancel(seq)
-            outcome = self._record(seq, StepKind.SIGNAL, name, started, 1, location)
-            received = await self._receive(name, outcome)
+            outcome = self._journal.record(call, 1)
+            received = await self._journal.receive_signal(name, outcome)
             if received is not None:
-                await self._commit((), RunUpdate(RunStatus.RUNNING))
-                return self._load(received, seq, "signal payload")
+                await self._journal.commit((), RunUpdate(RunStatus.RUNNING))
+                return self._journal.load(received, seq, "signal payload")
             now = self._clock.time()
             if deadline is not None and now >= deadline:
-                exc = SignalTimeout(self._run.id, seq, name, deadline - started)
-                seen = await self._record_failure(
-                    seq, StepKind.SIGNAL, name, started, 1, location, exc, replaces=True
-                )
-                await self._commit((), RunUpdate(RunStatus.RUNNING))
+                exc = SignalTimeout(self._run.id, seq, name, deadline - call.started)
+                seen = await self._journal.record_failure(call, 1, exc, replaces=True)
+                await self._journal.commit((), RunUpdate(RunStatus.RUNNING))
                 raise seen
             nap_for = poll if deadline is None else min(poll, deadline - now)
             long_wait = (
@@ -1069,7 +858,7 @@ class Engine:
         if self._cancel.claim_at_call(seq, recorded):
             return self._deliver_cancel(seq)
         if recorded is not None and recorded.status != StepStatus.STARTED:
-            return self._replay(recorded)
+            return self._journal.replay(recorded)
         if self._failure_recorded:
             return self._halt(seq, StepKind.SIGNAL_SEND, name, location)
         if self.pause_requested:
@@ -1091,11 +880,11 @@ class Engine:
         location: str | None,
         intent: StepRecord | None,
     ) -> None:
-        kind = StepKind.SIGNAL_SEND
         try:
             started = self._clock.time() if intent is None else intent.started_at
+            call = StepCall(seq, StepKind.SIGNAL_SEND, name, location, started)
             if intent is None:
-                record = self._started(seq, kind, name, started, 1, location)
+                record = self._journal.started(call, 1)
                 await self._begin(record, replaces=seq in self._cursor.overwrite)
             try:
                 await send_signal(
@@ -1105,21 +894,10 @@ class Engine:
                 self.fatal = exc  # the store cannot say whether it was sent: stop here
                 raise
             except Exception as exc:
-                raise await self._record_failure(
-                    seq, kind, name, started, 1, location, exc, replaces=True
-                ) from None
-            await self._record_result(seq, kind, name, started, 1, location, None, replaces=True)
+                raise await self._journal.record_failure(call, 1, exc, replaces=True) from None
+            await self._journal.record_result(call, 1, None, replaces=True)
         finally:
             ticket.close()
-
-    async def _receive(self, name: str, outcome: StepRecord) -> bytes | None:
-        try:
-            return await self._store.receive_signal(
-                self._lease, name, outcome, now=self._clock.time()
-            )
-        except (LeaseLost, StoreError) as exc:
-            self.fatal = exc
-            raise
 
     # -- parking ---------------------------------------------------------------------------
 
@@ -1192,37 +970,19 @@ class Engine:
     async def _record_cancel(self, seq: int | None) -> None:
         """First delivery at step ``seq``: record where, so replays raise it at that step."""
         if self._cancel.to_record(seq):
-            await self._commit((), RunUpdate(RunStatus.RUNNING, cancelled_seq=seq))
+            await self._journal.commit((), RunUpdate(RunStatus.RUNNING, cancelled_seq=seq))
             self._cancel.delivered.set()
 
     def _helper(self, kind: StepKind, location: str | None, make: Callable[[], Any]) -> Any:
         seq, recorded = self._step(kind, str(kind), location)
         if recorded is not None:
-            return self._replayed(recorded)
+            return self._journal.replayed(recorded)
         value = make()
         what = f"value of {kind}() (run {self._run.id!r}, step {seq})"
-        self._buffer(seq, kind, str(kind), self._payloads.dumps(value, what=what), location)
-        return value
-
-    def _buffer(
-        self, seq: int, kind: StepKind, name: str, payload: bytes, location: str | None
-    ) -> None:
-        """Record a step that has no side effect with the next commit (helpers, markers)."""
-        now = self._clock.time()
-        self._pending.append(
-            StepRecord(
-                run_id=self._run.id,
-                seq=seq,
-                kind=kind,
-                name=name,
-                status=StepStatus.COMPLETED,
-                attempts=1,
-                started_at=now,
-                finished_at=now,
-                result=payload,
-                location=location,
-            )
+        self._journal.buffer(
+            seq, kind, str(kind), self._journal.payloads.dumps(value, what=what), location
         )
+        return value
 
     # -- RunContext: versioning ------------------------------------------------------------
 
@@ -1236,8 +996,8 @@ class Engine:
             raise self.fatal
         taken, marker_seq = self._cursor.patched(change_id, deprecated=deprecated)
         if marker_seq is not None:
-            marker = self._payloads.dumps(True, what=f"marker of change {change_id!r}")
-            self._buffer(marker_seq, StepKind.PATCH, change_id, marker, location)
+            marker = self._journal.payloads.dumps(True, what=f"marker of change {change_id!r}")
+            self._journal.buffer(marker_seq, StepKind.PATCH, change_id, marker, location)
         return taken
 
     def now(self, location: str | None) -> datetime:
