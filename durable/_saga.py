@@ -12,16 +12,21 @@ rebuilds the same stack and skips the undos already recorded.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
+from durable._errors import CompensationFailed
 from durable._registry import ActivityDefinition
 from durable._retry import NO_RETRY, RetryPolicy
 
 __all__ = [
     "DEFAULT_COMPENSATION_RETRY",
+    "Compensator",
+    "SagaBlock",
     "Scope",
     "Undo",
     "current_scope",
@@ -171,3 +176,127 @@ _scope: ContextVar[Scope | None] = ContextVar("durable_saga_scope", default=None
 def current_scope() -> ContextVar[Scope | None]:
     """The context variable holding the innermost open scope of the current task."""
     return _scope
+
+
+class Compensator:
+    """The undo stacks of one run: undos pushed as compensable activities complete, unwound
+    newest-first when the run (or a `durable.saga` block) fails.
+
+    Args:
+        run_id: the run, for `CompensationFailed`.
+        compensate: runs one undo as a recorded ``compensation`` step (the engine's).
+        stopped: whether the run has a fatal error (then an undo's failure is not collected:
+            it stops the unwind).
+    """
+
+    __slots__ = ("_compensate", "_run_id", "_stopped", "root")
+
+    def __init__(
+        self,
+        run_id: str,
+        compensate: Callable[[Undo], Awaitable[None]],
+        stopped: Callable[[], bool],
+    ) -> None:
+        """See the class docstring."""
+        self._run_id = run_id
+        self._compensate = compensate
+        self._stopped = stopped
+        self.root = Scope()  # undos of the whole run (outside any durable.saga block)
+
+    def push(
+        self,
+        defn: ActivityDefinition,
+        seq: int,
+        finished_at: float,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        instance: Any,
+        result: Any,
+    ) -> None:
+        """Register the undo of compensable activity ``defn`` (step ``seq``, called with
+        ``args``/``kwargs`` on ``instance``, returned ``result``) in the current scope."""
+        assert defn.undo is not None and defn.signature is not None
+        if instance is not None:
+            args = (instance, *args)
+        bound = defn.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        undo_kwargs = dict(bound.kwargs)
+        if defn.undo_wants_result:
+            undo_kwargs["result"] = result
+        scope = current_scope().get() or self.root
+        scope.push(Undo(seq, finished_at, defn.undo, tuple(bound.args), undo_kwargs))
+
+    async def unwind(self, scope: Scope) -> list[tuple[str, BaseException]]:
+        """Run ``scope``'s undos newest-first, each a recorded ``compensation`` step.
+
+        Returns:
+            ``(which undo, its final error)`` for every undo that still failed after retries.
+        """
+        errors: list[tuple[str, BaseException]] = []
+        for undo in scope.unwind_order():
+            try:
+                await self._compensate(undo)
+            except Exception as exc:
+                if self._stopped():
+                    raise
+                errors.append((f"{undo.defn.name} (undoing step {undo.seq})", exc))
+        scope.entries.clear()
+        return errors
+
+    def failed(
+        self, error: BaseException | None, errors: list[tuple[str, BaseException]]
+    ) -> CompensationFailed:
+        """The `CompensationFailed` for undos that failed while undoing ``error``."""
+        return CompensationFailed(
+            self._run_id, error, [e for _, e in errors], [n for n, _ in errors]
+        )
+
+    def block(self) -> AbstractAsyncContextManager[None]:
+        """A `durable.saga` block of this run."""
+        return SagaBlock(self)
+
+
+class SagaBlock:
+    """``async with durable.saga():``: undo only what completed inside the block if it raises.
+
+    On success the block's undos join the enclosing scope (so a later failure of the workflow
+    still undoes them). On an exception the block's undos run newest-first, then the exception
+    propagates (or `CompensationFailed`, carrying it, when undos still failed). Fatal errors
+    (divergence, lost lease, store failure) and cancellation by the event loop do not
+    compensate: they stop the executor, and the run is resumed or compensated later.
+    """
+
+    def __init__(self, compensator: Compensator) -> None:
+        """A block of ``compensator``'s run."""
+        self._compensator = compensator
+        self._scope = Scope()
+        self._token: Token[Scope | None] | None = None
+
+    async def __aenter__(self) -> None:
+        """Open the block's scope in the current task."""
+        self._token = current_scope().set(self._scope)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the scope: pass its undos on, or run them if the block raised."""
+        assert self._token is not None
+        current_scope().reset(self._token)
+        compensator = self._compensator
+        parent = current_scope().get() or compensator.root
+        self._scope.parent = parent
+        if exc is None or not isinstance(exc, Exception) or compensator._stopped():
+            for undo in self._scope.entries:
+                parent.push(undo)
+            self._scope.entries.clear()
+            self._scope.closed = True
+            return
+        try:
+            errors = await compensator.unwind(self._scope)
+        finally:
+            self._scope.closed = True
+        if errors:
+            raise compensator.failed(exc, errors) from exc

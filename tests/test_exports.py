@@ -91,7 +91,7 @@ ALLOWED = {
     "store": {"_errors", "_trust", "_types"},
     "_context": {"_errors", "_types", "_registry"},
     "_registry": {"_codec", "_retry"},
-    "_saga": {"_registry", "_retry"},
+    "_saga": {"_errors", "_registry", "_retry"},
     "_signals": {"_codec", "_errors", "_names", "_registry", "_trust", "store"},
     "_decorators": {"_context", "_codec", "_registry", "_retry", "_saga"},
     "_workflow_api": {"_context", "_decorators", "_errors", "_names", "_types"},

@@ -36,9 +36,7 @@ import random as _random
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
-from contextvars import Token
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, NoReturn
 
 import anyio
@@ -64,7 +62,7 @@ from durable._errors import (
     WorkflowIdConflict,
 )
 from durable._registry import ActivityDefinition, WorkflowDefinition
-from durable._saga import Scope, Undo, current_scope
+from durable._saga import Compensator, Undo, current_scope
 from durable._signals import send_signal
 from durable._trust import trust_of
 from durable._types import Info, RunStatus, StepKind, StepStatus
@@ -161,7 +159,7 @@ class Engine:
             current_version=defn.version,
             replay_only=replay_only,
         )
-        self._root = Scope()  # undos of the whole run (outside any durable.saga block)
+        self._saga = Compensator(run.id, self._compensate, lambda: self.fatal is not None)
         self._cancel = Cancellation(requested=run.cancel_requested, delivered_at=run.cancelled_seq)
         self._waits: set[anyio.CancelScope] = set()  # in-process sleeps, woken by a cancel
         self.children: set[str] = set()  # ids of child runs in flight (a cancel reaches them)
@@ -208,7 +206,7 @@ class Engine:
             (nothing recorded: the run stays resumable).
         """
         token = _context.enter_run(self)
-        scope_token = current_scope().set(self._root)
+        scope_token = current_scope().set(self._saga.root)
         failure: Exception | None = None
         result: Any = None
         parked = False
@@ -265,9 +263,9 @@ class Engine:
             if cancelled is not None and rest is None:
                 exc = Cancelled(self._run.id)
         errors: list[tuple[str, BaseException]] = []
-        if self._root.entries:
+        if self._saga.root.entries:
             await self._journal.commit((), RunUpdate(RunStatus.COMPENSATING))
-            errors = await self._unwind(self._root)
+            errors = await self._saga.unwind(self._saga.root)
         final: Exception = exc
         if isinstance(exc, Cancelled):
             status = RunStatus.CANCELLED
@@ -276,7 +274,7 @@ class Engine:
         else:
             status = RunStatus.FAILED
         if errors:
-            final = _compensation_failed(self._run.id, exc, errors)
+            final = self._saga.failed(exc, errors)
             status = RunStatus.COMPENSATION_FAILED
         await self._journal.record_error(status, final)
         if final is exc:
@@ -286,9 +284,9 @@ class Engine:
     async def _finish_rollback(self, result: Any) -> Any:
         """A completed run asked to roll back: run every undo, end ``compensated``."""
         await self._journal.commit((), RunUpdate(RunStatus.COMPENSATING))
-        errors = await self._unwind(self._root)
+        errors = await self._saga.unwind(self._saga.root)
         if errors:
-            final = _compensation_failed(self._run.id, None, errors)
+            final = self._saga.failed(None, errors)
             await self._journal.record_error(RunStatus.COMPENSATION_FAILED, final)
             raise final
         await self._journal.commit((), RunUpdate(RunStatus.COMPENSATED, release=True))
@@ -409,7 +407,7 @@ class Engine:
         instance: Any,
     ) -> Any:
         value = self._journal.replayed(step)
-        self._push_undo(defn, step.seq, step.finished_at, args, kwargs, instance, value)
+        self._saga.push(defn, step.seq, step.finished_at, args, kwargs, instance, value)
         return value
 
     async def _execute_activity(
@@ -434,7 +432,7 @@ class Engine:
                 call, attempts, value, replaces=True, finished_at=finished
             )
             if defn.undo is not None:
-                self._push_undo(defn, seq, finished, args, kwargs, instance, value)
+                self._saga.push(defn, seq, finished, args, kwargs, instance, value)
             return value
         finally:
             ticket.close()
@@ -516,44 +514,6 @@ class Engine:
 
     # -- sagas -----------------------------------------------------------------------------
 
-    def _push_undo(
-        self,
-        defn: ActivityDefinition,
-        seq: int,
-        finished_at: float,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        instance: Any,
-        result: Any,
-    ) -> None:
-        assert defn.undo is not None and defn.signature is not None
-        if instance is not None:
-            args = (instance, *args)
-        bound = defn.signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        undo_kwargs = dict(bound.kwargs)
-        if defn.undo_wants_result:
-            undo_kwargs["result"] = result
-        scope = current_scope().get() or self._root
-        scope.push(Undo(seq, finished_at, defn.undo, tuple(bound.args), undo_kwargs))
-
-    async def _unwind(self, scope: Scope) -> list[tuple[str, BaseException]]:
-        """Run ``scope``'s undos newest-first, each a recorded ``compensation`` step.
-
-        Returns:
-            ``(which undo, its final error)`` for every undo that still failed after retries.
-        """
-        errors: list[tuple[str, BaseException]] = []
-        for undo in scope.unwind_order():
-            try:
-                await self._compensate(undo)
-            except Exception as exc:
-                if self.fatal is not None:
-                    raise
-                errors.append((f"{undo.defn.name} (undoing step {undo.seq})", exc))
-        scope.entries.clear()
-        return errors
-
     async def _compensate(self, undo: Undo) -> None:
         undoes = f"undo of step {undo.seq}"
         seq, recorded = self._step(StepKind.COMPENSATION, undo.defn.name, undoes)
@@ -578,7 +538,7 @@ class Engine:
 
     def saga(self) -> AbstractAsyncContextManager[None]:
         """A block whose compensable activities are undone if the block raises."""
-        return _SagaBlock(self)
+        return self._saga.block()
 
     async def _attempt(
         self,
@@ -1017,55 +977,6 @@ class Engine:
     def info(self) -> Info:
         """Run id, workflow name and the number of the last step called."""
         return Info(self._run.id, self._defn.name, self._cursor.seq, 0, None)
-
-
-def _compensation_failed(
-    run_id: str, error: BaseException | None, failed: list[tuple[str, BaseException]]
-) -> CompensationFailed:
-    return CompensationFailed(run_id, error, [e for _, e in failed], [n for n, _ in failed])
-
-
-class _SagaBlock:
-    """``async with durable.saga():``: undo only what completed inside the block if it raises.
-
-    On success the block's undos join the enclosing scope (so a later failure of the workflow
-    still undoes them). On an exception the block's undos run newest-first, then the exception
-    propagates (or `CompensationFailed`, carrying it, when undos still failed). Fatal errors
-    (divergence, lost lease, store failure) and cancellation by the event loop do not
-    compensate: they stop the executor, and the run is resumed or compensated later.
-    """
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._scope = Scope()
-        self._token: Token[Scope | None] | None = None
-
-    async def __aenter__(self) -> None:
-        self._token = current_scope().set(self._scope)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._token is not None
-        current_scope().reset(self._token)
-        engine = self._engine
-        parent = current_scope().get() or engine._root
-        self._scope.parent = parent
-        if exc is None or not isinstance(exc, Exception) or engine.fatal is not None:
-            for undo in self._scope.entries:
-                parent.push(undo)
-            self._scope.entries.clear()
-            self._scope.closed = True
-            return
-        try:
-            errors = await engine._unwind(self._scope)
-        finally:
-            self._scope.closed = True
-        if errors:
-            raise _compensation_failed(engine._run.id, exc, errors) from exc
 
 
 def _only_parks(exc: BaseException) -> bool:
