@@ -532,7 +532,7 @@ async def _keep_lease(
             except Exception:
                 run = None  # a transient store error: look again at the next tick
             if run is not None:
-                engine.pause_requested = run.pause_requested
+                engine.set_paused(run.pause_requested)
             if run is not None and run.cancel_requested:
                 cancel_seen = True
                 engine.request_cancel()

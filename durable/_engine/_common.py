@@ -1,0 +1,58 @@
+"""What the parts of the engine share: the executor's hooks, the park signal, fatal errors."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from durable._errors import LeaseLost, NonDeterminismError, PayloadDecodeError, StoreError
+from durable._registry import ActivityDefinition, WorkflowDefinition
+from durable._types import Info
+
+__all__ = [
+    "FATAL",
+    "PARKED",
+    "ChildRunner",
+    "Interceptor",
+    "Park",
+    "RunAbandoned",
+    "only_parks",
+]
+
+ChildRunner = Callable[
+    [WorkflowDefinition, str, tuple[Any, ...], dict[str, Any], str], Awaitable[Any]
+]
+"""Runs a child workflow ``(defn, child_id, args, kwargs, parent_id)`` to its outcome."""
+
+Interceptor = Callable[
+    [ActivityDefinition, Info, tuple[Any, ...], dict[str, Any], Callable[[], Awaitable[Any]]],
+    Awaitable[Any],
+]
+"""Wraps every activity attempt: ``(defn, info, args, kwargs, proceed) -> awaitable``, where
+``proceed()`` runs the activity itself (tests use it to fail, crash or replace attempts)."""
+
+FATAL = (NonDeterminismError, LeaseLost, PayloadDecodeError, StoreError)
+"""Errors that stop the run where they happen: the workflow cannot catch them and go on."""
+
+PARKED = object()
+"""What `Engine.run` returns when the run parked instead of finishing."""
+
+
+class RunAbandoned(BaseException):
+    """Raised (by a test's fault injection) to make the executor abandon the run as a killed
+    process would: nothing more is written, its lease is left to expire."""
+
+
+class Park(BaseException):
+    """Unwinds a workflow that parks. A `BaseException`, so ``except Exception`` in workflow
+    code cannot swallow it; it never leaves the engine."""
+
+
+def only_parks(exc: BaseException) -> bool:
+    """Whether ``exc`` is `Park`, or a group of nothing else."""
+    if isinstance(exc, Park):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(Park)
+        return rest is None
+    return False
