@@ -9,7 +9,7 @@ with worker threads. Records are frozen dataclasses, so handing them out is safe
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, Self
@@ -85,7 +85,7 @@ class MemoryStore:
             if existing is not None:
                 return existing, False
             self._runs[run.id] = run
-        self._doorbell.ring()
+        self._doorbell.ring(run.id)
         return run, True
 
     async def get_run(self, run_id: str) -> RunRecord | None:
@@ -215,7 +215,7 @@ class MemoryStore:
             run = self._runs.get(lease.run_id)
             if run is not None and run.lease_token == lease.token:
                 self._runs[lease.run_id] = _released(run)
-        self._doorbell.ring()
+        self._doorbell.ring(lease.run_id)
 
     async def load_steps(self, run_id: str) -> list[StepRecord]:
         """Every recorded step of the run, ordered by ``seq``."""
@@ -306,7 +306,7 @@ class MemoryStore:
                     run = _released(run)
                 self._runs[lease.run_id] = run
         if update is not None and update.release:
-            self._doorbell.ring()
+            self._doorbell.ring(lease.run_id)
         return None
 
     def _change(
@@ -323,7 +323,7 @@ class MemoryStore:
             if run is not None and applies(run):
                 run = replace(run, updated_at=now, **change(run))
                 self._runs[run_id] = run
-        self._doorbell.ring()
+        self._doorbell.ring(run_id)
         return run
 
     async def request_cancel(self, run_id: str, *, now: float) -> RunRecord | None:
@@ -419,7 +419,7 @@ class MemoryStore:
                 if run.status == RunStatus.WAITING and run.lease_owner is None:
                     run = replace(run, wake_at=now)
                     self._runs[run_id] = run
-        self._doorbell.ring()
+        self._doorbell.ring(run_id)
         return run
 
     async def wake(self, run_id: str, *, now: float) -> None:
@@ -429,7 +429,7 @@ class MemoryStore:
             run = self._runs.get(run_id)
             if run is not None and _parked_idle(run):
                 self._runs[run_id] = replace(run, wake_at=now)
-        self._doorbell.ring()
+        self._doorbell.ring(run_id)
 
     async def receive_signal(
         self, lease: Lease, name: str, step: StepRecord, *, now: float
@@ -465,6 +465,11 @@ class MemoryStore:
         if soonest is not None:
             within = min(within, soonest - now)
         await self._doorbell.wait(within)
+
+    async def watch(self, run_ids: Collection[str], *, within: float) -> bool:
+        """Wait for a write of this process to one of ``run_ids`` (see `Store.watch`)."""
+        self._check_open()
+        return await self._doorbell.watch(run_ids, within)
 
     def wake_waiters(self) -> None:
         """Wake this process's tasks in `wait_for_work` (a test moved its clock)."""

@@ -240,16 +240,16 @@ class _Connection:
         while pg.flush():
             await anyio.wait_writable(pg.socket)
 
-    def notified(self) -> bool:
-        """Read what arrived; whether it held a notification."""
+    def notifications(self) -> list[str]:
+        """Read what arrived: the payloads of the notifications in it."""
         pg = self._pg
         pg.consume_input()
-        heard = False
-        while pg.notifies() is not None:
-            heard = True
+        payloads = []
+        while (notice := pg.notifies()) is not None:
+            payloads.append(notice.extra.decode())
         if pg.status != pq.ConnStatus.OK:
             raise psycopg.OperationalError(pg.get_error_message() or "the connection was lost")
-        return heard
+        return payloads
 
     @property
     def socket(self) -> int:
@@ -358,7 +358,13 @@ class PostgresRunner:
     """
 
     def __init__(
-        self, conninfo: str, url: str, pool_size: int, reconnect_timeout: float, channel: str
+        self,
+        conninfo: str,
+        url: str,
+        pool_size: int,
+        reconnect_timeout: float,
+        channel: str,
+        doorbell: Doorbell,
     ) -> None:
         # Connections opened under load are kept (up to the limit): closing the ones beyond
         # pool_size as soon as they were given back made a busy worker reconnect all the time
@@ -369,11 +375,11 @@ class PostgresRunner:
         self._secrets = secrets_in(conninfo)
         self._reconnect_timeout = reconnect_timeout
         self.channel = channel
-        self._notify_sql = "SELECT pg_notify($1, '')"
+        self._notify_sql = "SELECT pg_notify($1, $2)"
         self._listener: _Connection | None = None
         self._listening = False  # a task reads the listening connection
-        self._heard = Doorbell()  # how that task tells the others
-        self._notifications = 0
+        self._doorbell = doorbell  # rung for each notification heard (payload: the run id)
+        self._reader_left = Doorbell()  # the reading task stopped: another one takes over
         self._closed = False
 
     # -- transactions ---------------------------------------------------------------------------
@@ -384,10 +390,11 @@ class PostgresRunner:
         args: tuple[Any, ...],
         *,
         verify: Callable[[Any], Awaitable[Any]] | None = None,
-        notify: bool = False,
+        notify: str | None = None,
         single: bool = False,
     ) -> _T:
-        """Run ``fn(cursor, *args)`` in one transaction (plus a ``NOTIFY`` if ``notify``),
+        """Run ``fn(cursor, *args)`` in one transaction (plus a ``NOTIFY`` whose payload is
+        ``notify``, the run written or ``""``, unless it is ``None``),
         retrying transient failures; see the module docstring for ``verify``. ``single``:
         ``fn`` runs one statement (atomic by itself), so no ``BEGIN``/``COMMIT`` is sent.
 
@@ -396,7 +403,7 @@ class PostgresRunner:
             Exception: whatever ``fn`` raises (the transaction is rolled back).
         """
         with anyio.CancelScope(shield=True):
-            result = await self._run(fn, args, verify, notify, single and not notify)
+            result = await self._run(fn, args, verify, notify, single and notify is None)
         return result
 
     async def _run(
@@ -404,7 +411,7 @@ class PostgresRunner:
         fn: Callable[..., Awaitable[_T]],
         args: tuple[Any, ...],
         verify: Callable[[Any], Awaitable[Any]] | None,
-        notify: bool,
+        notify: str | None,
         single: bool,
     ) -> _T:
         deadline = anyio.current_time() + self._reconnect_timeout
@@ -413,7 +420,7 @@ class PostgresRunner:
         while True:
             try:
                 if unknown and verify is not None:
-                    found = await self._transaction(verify, (), notify=False, single=False)
+                    found = await self._transaction(verify, (), notify=None, single=False)
                     unknown = False
                     if found is not NOT_APPLIED:
                         return found  # type: ignore[no-any-return]
@@ -439,7 +446,7 @@ class PostgresRunner:
         fn: Callable[..., Awaitable[_T]],
         args: tuple[Any, ...],
         *,
-        notify: bool,
+        notify: str | None,
         single: bool,
     ) -> _T:
         conn = await self._pool.take(self._url)
@@ -455,8 +462,8 @@ class PostgresRunner:
             await conn.query("BEGIN")
             try:
                 result = await fn(cur, *args)
-                if notify:
-                    await conn.query(self._notify_sql, (self.channel,))
+                if notify is not None:
+                    await conn.query(self._notify_sql, (self.channel, notify))
             except BaseException:
                 await self._rollback(conn)
                 raise
@@ -489,43 +496,49 @@ class PostgresRunner:
 
     # -- notifications --------------------------------------------------------------------------
 
-    async def listen(self, within: float) -> bool:
-        """Wait up to ``within`` seconds for a ``NOTIFY`` on the channel (one sent while
-        nobody waited is still delivered by the next call). One task reads the listening
-        connection and wakes the others; if it cannot be opened, this just waits: the
-        caller's claim poll is the fallback.
+    async def wait(self, event: anyio.Event, within: float) -> bool:
+        """Wait up to ``within`` seconds for ``event`` (from the store's doorbell), which a
+        write of this process or a ``NOTIFY`` from any process sets. One task at a time reads
+        the listening connection and rings the doorbell for what it hears (the payload names
+        the run written); when it leaves, a waiting task takes over. If the connection cannot
+        be opened, this just waits: the caller's poll is the fallback.
 
         Returns:
-            Whether a notification arrived.
+            Whether ``event`` was set (or the reading task left, which makes callers look).
         """
         deadline = anyio.current_time() + within
-        while True:
+        while not event.is_set():
             left = deadline - anyio.current_time()
             if left <= 0 or self._closed:
                 return False
-            if self._listening:  # another task reads; it rings when it hears or leaves
-                before = self._notifications
-                await self._heard.wait(left)
-                if self._notifications != before:
-                    return True
+            if self._listening:  # another task reads: wait for the event, or for it to leave
+                self._reader_left.add(event)
+                try:
+                    with anyio.move_on_after(left):
+                        await event.wait()
+                finally:
+                    self._reader_left.forget(event)
                 continue
             self._listening = True
             try:
-                return await self._read_notifications(left)
+                await self._read_notifications(event, left)
             finally:
                 self._listening = False
                 if self._closed:
                     self._close_listener()
-                self._heard.ring()
+                self._reader_left.ring()
+        return True
 
-    async def _read_notifications(self, within: float) -> bool:
+    async def _read_notifications(self, event: anyio.Event, within: float) -> None:
         with anyio.move_on_after(within):
             try:
                 listener = self._listener or await self._open_listener()
-                while not listener.notified():
+                while True:
+                    for payload in listener.notifications():
+                        self._doorbell.ring(payload or None)
+                    if event.is_set():
+                        return
                     await anyio.wait_readable(listener.socket)
-                self._notifications += 1
-                return True
             except psycopg.Error as exc:
                 log.warning(
                     "durable store %s: listening failed: %s",
@@ -534,7 +547,6 @@ class PostgresRunner:
                 )
                 self._close_listener()
             await anyio.sleep(within)
-        return False
 
     async def _open_listener(self) -> _Connection:
         listener = await self._pool.connect()

@@ -35,11 +35,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
+import anyio
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import URL, Engine, make_url
@@ -183,6 +184,8 @@ class SQLStore:
         self._busy_timeout = busy_timeout
         self._power_safe = durability == "power"
         self._doorbell = Doorbell()
+        self._version = 0  # SQLite's data version as last read, and when (see _data_version)
+        self._version_read_at = -SQLITE_POLL_SECONDS
         if not isinstance(pool_size, int) or pool_size < 1:
             raise StoreError(f"SQLStore(pool_size=...) must be an int >= 1, not {pool_size!r}")
         for name, seconds in (
@@ -255,6 +258,7 @@ class SQLStore:
                 pool_size,
                 float(reconnect_timeout),
                 f"durable.{schema}",
+                self._doorbell,
             )
 
     def __repr__(self) -> str:
@@ -411,12 +415,16 @@ class SQLStore:
                 result = await self._run_sqlite(write, fn, args, no_flush and self._power_safe)
             else:
                 result = await self._pg.run(
-                    fn, args, verify=verify, notify=notify, single=single or not write
+                    fn,
+                    args,
+                    verify=verify,
+                    notify=(run_id or "") if notify else None,
+                    single=single or not write,
                 )
         except (self._dbapi_error, sa.exc.DBAPIError) as exc:
             raise self._failure(exc, write, run_id, steps) from exc
         if notify:
-            self._doorbell.ring()
+            self._doorbell.ring(run_id)
         return result
 
     async def _run_sqlite(
@@ -1151,7 +1159,52 @@ class SQLStore:
         if self._pg is None:
             await self._doorbell.wait(min(within, SQLITE_POLL_SECONDS))
         else:
-            await self._pg.listen(within)
+            event = self._doorbell.work()
+            try:
+                await self._pg.wait(event, within)
+            finally:
+                self._doorbell.forget(event)
+
+    async def watch(self, run_ids: Collection[str], *, within: float) -> bool:
+        """Wait for a write to one of ``run_ids`` (see `durable.store.Store.watch`).
+
+        This process's writes wake at once; other processes' writes do on Postgres through
+        ``NOTIFY``, and on SQLite when its data version changes (a commit by another
+        connection), which is looked at every `SQLITE_POLL_SECONDS` by one watcher at a time.
+        """
+        self._check_open()
+        event = self._doorbell.watcher(run_ids)
+        try:
+            if self._pg is not None:
+                return await self._pg.wait(event, within)
+            deadline = time.monotonic() + within
+            seen = await self._data_version()
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return event.is_set()
+                with anyio.move_on_after(min(left, SQLITE_POLL_SECONDS)):
+                    await event.wait()
+                if event.is_set() or await self._data_version() != seen:
+                    return True
+        finally:
+            self._doorbell.forget(event)
+
+    async def _data_version(self) -> int:
+        """SQLite's ``PRAGMA data_version`` on this store's connection: it changes when
+        another connection (another process) commits. Read at most once per
+        `SQLITE_POLL_SECONDS`, however many tasks watch."""
+        now = time.monotonic()
+        if now - self._version_read_at >= SQLITE_POLL_SECONDS:
+            self._version_read_at = now
+            self._version = await self._call(False, self._fetch_data_version)
+        return self._version
+
+    @staticmethod
+    async def _fetch_data_version(cur: Any) -> int:
+        await cur.execute("PRAGMA data_version")
+        row = cur.fetchone()
+        return int(row[0])
 
     def wake_waiters(self) -> None:
         """Wake this process's tasks in `wait_for_work` (a test moved its clock)."""

@@ -20,7 +20,7 @@ clock controls them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, runtime_checkable
@@ -462,6 +462,23 @@ class Store(Protocol):
 
         A worker calls it when a claim found nothing; returning early is always allowed (the
         worker claims again), so a store may fall back to polling.
+        """
+        ...
+
+    async def watch(self, run_ids: Collection[str], *, within: float) -> bool:
+        """Wait until a write may have changed one of ``run_ids`` in a way its watchers care
+        about (a cancel, pause, resume or rollback request, a signal sent to it, its lease
+        released or its outcome recorded), or at the latest ``within`` seconds.
+
+        Executors watch for requests to their runs, signal waits for signals, `result()` for
+        the outcome; each reads the run again when woken. Waking without such a write is
+        allowed (the caller reads and finds nothing new), so a store that cannot tell may
+        return early. Writes of this process wake watchers at once; other processes' writes do
+        where the store can tell (Postgres: ``NOTIFY``; SQLite: its data version, looked at
+        every few tens of milliseconds).
+
+        Returns:
+            Whether it was woken (``False``: ``within`` passed).
         """
         ...
 
