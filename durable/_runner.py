@@ -83,6 +83,9 @@ out in memory; `run` / `execute` then wait for the wake-up without holding the r
 PARK_POLL_SECONDS = 0.5
 """How often a caller waiting for a parked run looks for a signal that woke it."""
 
+RESULT_FALLBACK_SECONDS = 1.0
+"""`WorkflowHandle.result` reads the run when a write to it wakes it, and at least this often."""
+
 _HOST = socket.gethostname()
 _active_owners: set[str] = set()
 
@@ -335,8 +338,9 @@ async def _execute(
             run = latest
             continue
         else:
-            # Held by a live executor (wait for it to finish or expire), or parked until later.
-            await anyio.sleep(min(pause, 0.5) if pause else delay)
+            # Held by a live executor (wait for it to finish or expire), or parked until later:
+            # a write to the run (its outcome, a signal, a release) wakes this wait at once.
+            await store.watch([run_id], within=min(pause, 0.5) if pause else delay)
             delay = min(delay * 2, 1.0)
         latest = await store.get_run(run_id)
         if latest is None:
@@ -505,9 +509,12 @@ async def _let_go(store: Store, lease: Lease, engine: Engine | None, clock: Cloc
         pass  # taken over, or the store is down: the lease expires on its own
 
 
-CANCEL_POLL_SECONDS = 0.2
-"""How often an executor that waits in memory (or for a child) looks for a cancel or pause
-request on its run, to wake that wait."""
+SUPERVISE_TICK_SECONDS = 0.2
+"""How often the executor looks at its clock to renew the lease on time (no store call)."""
+
+REQUEST_FALLBACK_SECONDS = 30.0
+"""While a wait is held in memory, the executor reads its run when a write to it wakes it
+(`Store.watch`), and at the latest this often: the fallback for a wake-up that was missed."""
 
 
 async def _keep_lease(
@@ -518,27 +525,31 @@ async def _keep_lease(
     scope: anyio.CancelScope,
     duration: float,
 ) -> None:
-    """Renew the lease every third of its duration, and pass on a cancel request."""
+    """Renew the lease every third of its duration, and pass on cancel and pause requests to
+    the waits the run holds in memory."""
     renew_at = clock.time() + duration / 3
     cancel_seen = False
+    watching = False
+    look_by = 0.0
+    real_clock = isinstance(clock, SystemClock)  # else renewals follow a test's clock: tick
     while True:
-        await anyio.sleep(CANCEL_POLL_SECONDS)
         # A step that starts is refused by the store while a request is pending, so requests
         # need looking for only to wake a wait held in memory (a sleep, a signal wait) or to
-        # pass a cancel on to children in flight.
+        # pass a cancel on to children in flight. A request rings the run's watchers.
         if not cancel_seen and engine.waits_in_memory():
-            try:
-                run = await store.get_run(lease.run_id)
-            except Exception:
-                run = None  # a transient store error: look again at the next tick
-            if run is not None:
-                engine.set_paused(run.pause_requested)
-            if run is not None and run.cancel_requested:
-                cancel_seen = True
-                engine.request_cancel()
-                for child in list(engine.children):  # a cancel reaches the children in flight
-                    with contextlib.suppress(Exception):
-                        await store.request_cancel(child, now=clock.time())
+            if watching:
+                until = renew_at - clock.time() if real_clock else SUPERVISE_TICK_SECONDS
+                within = max(0.0, min(until, look_by - anyio.current_time()))
+                woken = await store.watch([lease.run_id], within=within)
+                look = woken or anyio.current_time() >= look_by
+            else:
+                look = watching = True  # a wait began: a request may have come just before
+            if look:
+                look_by = anyio.current_time() + REQUEST_FALLBACK_SECONDS
+                cancel_seen = await _pass_on_requests(store, lease, clock, engine)
+        else:
+            watching = False
+            await anyio.sleep(SUPERVISE_TICK_SECONDS)
         if clock.time() < renew_at:
             continue
         try:
@@ -558,6 +569,25 @@ async def _keep_lease(
             scope.cancel()
             return
         renew_at = clock.time() + duration / 3
+
+
+async def _pass_on_requests(store: Store, lease: Lease, clock: Clock, engine: Engine) -> bool:
+    """Read the run and pass a pause or cancel request on to the engine (and a cancel to the
+    children in flight). Returns whether a cancel was passed on."""
+    try:
+        run = await store.get_run(lease.run_id)
+    except Exception:
+        return False  # a transient store error: look again at the next wake-up or fallback
+    if run is None:
+        return False
+    engine.set_paused(run.pause_requested)
+    if not run.cancel_requested:
+        return False
+    engine.request_cancel()
+    for child in engine.children:  # a cancel reaches the children in flight
+        with contextlib.suppress(Exception):
+            await store.request_cancel(child, now=clock.time())
+    return True
 
 
 # -- public entry points -----------------------------------------------------------------------
@@ -811,14 +841,15 @@ class WorkflowHandle:
         """
         if timeout is not None and (not math.isfinite(timeout) or timeout < 0):
             raise ValueError(f"timeout must be a finite number of seconds >= 0, not {timeout!r}")
-        delay = 0.01
+        store = self._store
         with anyio.fail_after(timeout):
             while True:
                 run = await self._record()
                 if run.status.finished:
-                    return _outcome(self._store, run)
-                await anyio.sleep(delay)
-                delay = min(delay * 1.5, 0.5)
+                    return _outcome(store, run)
+                # Recording the outcome rings the run's watchers (in any process, where the
+                # store can tell); the fallback reads again after RESULT_FALLBACK_SECONDS.
+                await store.watch([self._id], within=RESULT_FALLBACK_SECONDS)
 
     async def signal(
         self, name: str, payload: Any = None, *, idempotency_key: str | None = None

@@ -24,10 +24,11 @@ from ._journal import StepCall
 if TYPE_CHECKING:
     from . import Engine
 
-__all__ = ["SIGNAL_POLL_SECONDS", "OtherRuns"]
+__all__ = ["SIGNAL_FALLBACK_SECONDS", "OtherRuns"]
 
-SIGNAL_POLL_SECONDS = 0.1
-"""The longest pause between two looks for a parked child's outcome (or a signal)."""
+SIGNAL_FALLBACK_SECONDS = 30.0
+"""A wait for a signal or a parked child's outcome is woken by the write that ends it
+(`Store.watch`); it also looks again this often, in case a wake-up was missed."""
 
 
 class OtherRuns:
@@ -134,7 +135,9 @@ class OtherRuns:
                 self._e.waits.wake[seq] = (StepKind.CHILD, None)
                 self._flight.leave()
                 try:
-                    await self._e.waits.nap(seq, SIGNAL_POLL_SECONDS, long_wait=True)
+                    await self._e.waits.nap(
+                        seq, SIGNAL_FALLBACK_SECONDS, long_wait=True, watch=(child_id,)
+                    )
                 finally:
                     self._flight.enter()
                     self._e.waits.wake.pop(seq, None)

@@ -10,19 +10,20 @@ the run the same way, with status ``paused``, once the steps in flight are recor
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Collection
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import anyio.lowlevel
 
+from durable._clock import SystemClock
 from durable._errors import SignalTimeout
 from durable._types import RunStatus, StepKind, StepStatus
 from durable.store import RunUpdate, StepRecord
 
 from ._common import Park
 from ._journal import StepCall
-from ._others import SIGNAL_POLL_SECONDS
+from ._others import SIGNAL_FALLBACK_SECONDS
 
 if TYPE_CHECKING:
     from . import Engine
@@ -137,7 +138,7 @@ class Waits:
             started = recorded.started_at
             deadline = self._journal.load(recorded.result, seq, "deadline")
             await self._journal.commit((), RunUpdate(RunStatus.WAITING))
-        poll = 0.01
+        poll = SIGNAL_FALLBACK_SECONDS
         waiting_since = self._clock.time()
         self.wake[seq] = (StepKind.SIGNAL, deadline)
         try:
@@ -164,14 +165,20 @@ class Waits:
                 seen = await self._journal.record_failure(call, 1, exc, replaces=True)
                 await self._journal.commit((), RunUpdate(RunStatus.RUNNING))
                 raise seen
-            nap_for = poll if deadline is None else min(poll, deadline - now)
             long_wait = (
                 self._park_after is not None
                 and now - waiting_since >= self._park_after
                 and (deadline is None or deadline - now > self._park_after)
             )
-            await self.nap(seq, nap_for, long_wait)
-            poll = min(poll * 1.5, SIGNAL_POLL_SECONDS)
+            # A signal sent to the run wakes the nap at once (`Store.watch`); otherwise it
+            # lasts until the deadline, until the run may park, or until the fallback look.
+            limits = [poll]
+            if deadline is not None:
+                limits.append(deadline - now)
+            if self._park_after is not None and not long_wait:
+                limits.append(waiting_since + self._park_after - now)
+            await self.nap(seq, max(min(limits), 0.0), long_wait, watch=(self._run.id,))
+            poll = SIGNAL_FALLBACK_SECONDS
 
     async def _begin_wait(self, record: StepRecord, update: RunUpdate | None) -> None:
         """Record a timer or signal wait as it starts (refused while a request is pending,
@@ -182,9 +189,12 @@ class Waits:
         finally:
             self._flight.leave()
 
-    async def nap(self, seq: int, seconds: float, long_wait: bool) -> None:
-        """Wait up to ``seconds`` in-process (a cancel or a park wakes it early). When the
-        wait is long and nothing else of the run is in flight, park: unwind the run."""
+    async def nap(
+        self, seq: int, seconds: float, long_wait: bool, *, watch: Collection[str] = ()
+    ) -> None:
+        """Wait up to ``seconds`` in-process (a cancel or a park wakes it early, and a write
+        to one of the runs in ``watch``). When the wait is long and nothing else of the run
+        is in flight, park: unwind the run."""
         if self.pause_requested and not self._e.failure_recorded:
             await self.pause_here()
         if long_wait and self._park_after is not None:
@@ -195,11 +205,31 @@ class Waits:
         with anyio.CancelScope() as nap:
             self._waits.add(nap)
             try:
-                await self._clock.sleep(seconds)
+                if watch:
+                    await self._sleep_or_watch(seconds, watch)
+                else:
+                    await self._clock.sleep(seconds)
             finally:
                 self._waits.discard(nap)
         if self.parked is not None:
             raise Park
+
+    async def _sleep_or_watch(self, seconds: float, run_ids: Collection[str]) -> None:
+        """Whichever comes first: ``seconds`` of the run's clock pass, or a write to one of
+        ``run_ids`` (the watch lasts as many real seconds; with the system clock they are
+        the same wait)."""
+        store = self._e.store
+        if isinstance(self._clock, SystemClock):
+            await store.watch(run_ids, within=seconds)
+            return
+        async with anyio.create_task_group() as tg:
+
+            async def first(wait: Awaitable[Any]) -> None:
+                await wait
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(first, self._clock.sleep(seconds))
+            tg.start_soon(first, store.watch(run_ids, within=seconds))
 
     async def pause_here(self) -> NoReturn:
         """The run was asked to pause: once the steps in flight are recorded, unwind it with
