@@ -66,3 +66,36 @@ def test_without_psycopg_sqlite_works_and_postgres_names_the_extra() -> None:
     assert first == "hello sqlite"
     assert "pip install 'durable-sdk[postgres]'" in second
     assert "postgresql://someone@127.0.0.1:5432/db" in second
+
+
+def test_a_memory_store_user_imports_no_sqlalchemy() -> None:
+    """durable with MemoryStore and durable.testing runs without loading SQLAlchemy (SQLStore,
+    and SQLAlchemy with it, is imported on first use)."""
+    done = _python(
+        """
+        import sys
+        import anyio
+        import durable
+        from durable.backends import MemoryStore
+        from durable.testing import WorkflowEnvironment
+
+        @durable.activity
+        async def double(x: int) -> int:
+            return 2 * x
+
+        @durable.workflow
+        async def flow(x: int) -> int:
+            return await double(x)
+
+        assert durable.run(flow, 4, id="m", store=MemoryStore()) == 8
+
+        async def in_env() -> int:
+            async with WorkflowEnvironment() as env:
+                return await env.execute(flow, 5, id="e")
+
+        assert anyio.run(in_env) == 10
+        print(sorted(m for m in sys.modules if m.split(".")[0] in ("sqlalchemy", "sqlmodel")))
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
