@@ -389,9 +389,11 @@ class PostgresRunner:
         fn: Callable[..., Awaitable[_T]],
         args: tuple[Any, ...],
         *,
+        write: bool = True,
         verify: Callable[[Any], Awaitable[Any]] | None = None,
         notify: str | None = None,
         single: bool = False,
+        no_flush: bool = False,
     ) -> _T:
         """Run ``fn(cursor, *args)`` in one transaction (plus a ``NOTIFY`` whose payload is
         ``notify``, the run written or ``""``, unless it is ``None``),
@@ -402,6 +404,7 @@ class PostgresRunner:
             StoreError: the database stayed unreachable for ``reconnect_timeout`` seconds.
             Exception: whatever ``fn`` raises (the transaction is rolled back).
         """
+        del write, no_flush  # a read is a single statement (the store says so); no_flush: SQLite
         with anyio.CancelScope(shield=True):
             result = await self._run(fn, args, verify, notify, single and notify is None)
         return result

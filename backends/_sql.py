@@ -38,7 +38,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeVar
 
 import anyio
 import sqlalchemy as sa
@@ -75,10 +75,11 @@ from ._schema import (
     tables,
     unknown_status_text,
 )
+from ._sqlite import BUSY_SLICE_SECONDS, SQLiteRunner
 from ._verify import NOT_APPLIED
 
 if TYPE_CHECKING:  # the driver is imported only when a postgresql:// URL is opened
-    from ._postgres import PostgresRunner
+    pass
 
 __all__ = ["SQLStore"]
 
@@ -92,8 +93,33 @@ _URL_HELP = "use sqlite:///path/to/file.db or postgresql://user:password@host/db
 _SYNCHRONOUS = {"process": "NORMAL", "power": "FULL"}
 _SCHEMA_LOCK = 0x64757261626C65  # pg_advisory_xact_lock key for creating / upgrading the schema
 
-SQLITE_POLL_SECONDS = 0.05
-"""How often an idle worker on SQLite looks for runs other processes made runnable."""
+
+class _Runner(Protocol):
+    """How `SQLStore` reaches its database: `SQLiteRunner` or `PostgresRunner`. The store's
+    statements and rules are the same for both; the runners own transactions, retries and
+    waiting for other processes' writes."""
+
+    async def run(
+        self,
+        fn: Callable[..., Awaitable[_T]],
+        args: tuple[Any, ...],
+        *,
+        write: bool,
+        verify: Callable[[Any], Awaitable[Any]] | None = None,
+        notify: str | None = None,
+        single: bool = False,
+        no_flush: bool = False,
+    ) -> _T:
+        """Run ``await fn(cursor, *args)`` in one transaction (see `SQLStore._call`)."""
+        ...
+
+    async def wait(self, event: anyio.Event, within: float) -> bool:
+        """Wait for ``event`` (the store's doorbell) or another process's write."""
+        ...
+
+    def close(self) -> None:
+        """Release the connections."""
+        ...
 
 
 class _SQLiteCursor:
@@ -184,8 +210,6 @@ class SQLStore:
         self._busy_timeout = busy_timeout
         self._power_safe = durability == "power"
         self._doorbell = Doorbell()
-        self._version = 0  # SQLite's data version as last read, and when (see _data_version)
-        self._version_read_at = -SQLITE_POLL_SECONDS
         if not isinstance(pool_size, int) or pool_size < 1:
             raise StoreError(f"SQLStore(pool_size=...) must be an int >= 1, not {pool_size!r}")
         for name, seconds in (
@@ -236,13 +260,17 @@ class SQLStore:
             self._engine.dialect if self._sqlite else PGDialect_psycopg(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
         )
         self._conn: sa.Connection | None = None
-        self._raw: Any = None
-        self._cur: Any = None
-        self._pg: PostgresRunner | None = None
+        self._runner: _Runner
         if self._sqlite:
             self._conn = conn
-            self._raw = conn.connection.dbapi_connection
-            self._cur = _SQLiteCursor(self._raw.cursor())
+            raw: Any = conn.connection.dbapi_connection
+            self._runner = SQLiteRunner(
+                raw,
+                _SQLiteCursor(raw.cursor()),
+                power_safe=self._power_safe,
+                busy_timeout=busy_timeout,
+                dbapi_error=self._dbapi_error,
+            )
         else:
             # One NOTIFY channel per database schema: stores in other schemas of the same
             # database (another application, another test session) do not wake each other.
@@ -252,7 +280,7 @@ class SQLStore:
             from ._postgres import PostgresRunner
 
             conninfo = self._engine.url.set(drivername="postgresql")
-            self._pg = PostgresRunner(
+            self._runner = PostgresRunner(
                 conninfo.render_as_string(hide_password=False),
                 self.url,
                 pool_size,
@@ -411,55 +439,20 @@ class SQLStore:
         """
         self._check_open()
         try:
-            if self._pg is None:
-                result = await self._run_sqlite(write, fn, args, no_flush and self._power_safe)
-            else:
-                result = await self._pg.run(
-                    fn,
-                    args,
-                    verify=verify,
-                    notify=(run_id or "") if notify else None,
-                    single=single or not write,
-                )
+            result = await self._runner.run(
+                fn,
+                args,
+                write=write,
+                verify=verify,
+                notify=(run_id or "") if notify else None,
+                single=single or not write,
+                no_flush=no_flush,
+            )
         except (self._dbapi_error, sa.exc.DBAPIError) as exc:
             raise self._failure(exc, write, run_id, steps) from exc
         if notify:
             self._doorbell.ring(run_id)
         return result
-
-    async def _run_sqlite(
-        self,
-        write: bool,
-        fn: Callable[..., Awaitable[_T]],
-        args: tuple[Any, ...],
-        no_flush: bool = False,
-    ) -> _T:
-        """SQLite: a write starts with ``BEGIN IMMEDIATE``; a read is one autocommit
-        statement. The calls never wait for anything but SQLite, so they run on the calling
-        thread under the lock, without suspending."""
-        with self._lock:
-            self._check_open()
-            conn, cur = self._raw, self._cur
-            if not write:
-                return await fn(cur, *args)
-            if no_flush:
-                cur.raw.execute("PRAGMA synchronous = NORMAL")
-            try:
-                cur.raw.execute("BEGIN IMMEDIATE")
-                try:
-                    result = await fn(cur, *args)
-                    conn.commit()  # may fail too (a full disk): then nothing is written
-                except BaseException:
-                    try:
-                        if conn.in_transaction:
-                            conn.rollback()
-                    except self._dbapi_error:
-                        pass  # the original error says more
-                    raise
-            finally:
-                if no_flush:
-                    cur.raw.execute("PRAGMA synchronous = FULL")
-            return result
 
     def _failure(
         self,
@@ -786,7 +779,7 @@ class SQLStore:
         # Re-reading an unknown commit outcome is Postgres' concern (SQLite never loses a reply).
         verify = (
             None
-            if self._pg is None
+            if self._sqlite
             else partial(self._verify_commit, lease, steps, outcomes, update, now)
         )
         if update is None and len(steps) + len(outcomes) == 1 and not (check_requests and outcomes):
@@ -798,7 +791,7 @@ class SQLStore:
                 fenced = self._s.replace_step_fenced
             elif check_requests:
                 starting = self._s.insert_step_starting
-                fenced = starting[relaxed and self._pg is not None]
+                fenced = starting[relaxed and not self._sqlite]
             step = (steps or outcomes)[0]
             args = fenced.args({**step_values(step), "rid": lease.run_id, "token": lease.token})
             return await self._call(
@@ -1144,10 +1137,9 @@ class SQLStore:
     async def wait_for_work(self, *, workflows: Sequence[str], now: float, within: float) -> None:
         """Return when a run of ``workflows`` may have become runnable, or after ``within``.
 
-        Postgres: woken by the ``NOTIFY`` of any process's write within milliseconds, and at
-        the next parked run's wake time or lease expiry. SQLite has no cross-process
-        notification: woken by writes of this process, else it polls every
-        `SQLITE_POLL_SECONDS`.
+        Woken by writes of this process at once, by other processes' writes through the
+        runner (Postgres: ``NOTIFY``; SQLite: its data version, looked at every 50 ms), and at
+        the next parked run's wake time or lease expiry.
         """
         if workflows:
             statement = self._s.due(tuple(sorted(set(workflows))))
@@ -1156,55 +1148,25 @@ class SQLStore:
                 within = min(within, float(row[0]) - now)
         if within <= 0:
             return
-        if self._pg is None:
-            await self._doorbell.wait(min(within, SQLITE_POLL_SECONDS))
-        else:
-            event = self._doorbell.work()
-            try:
-                await self._pg.wait(event, within)
-            finally:
-                self._doorbell.forget(event)
+        event = self._doorbell.work()
+        try:
+            await self._runner.wait(event, within)
+        finally:
+            self._doorbell.forget(event)
 
     async def watch(self, run_ids: Collection[str], *, within: float) -> bool:
         """Wait for a write to one of ``run_ids`` (see `durable.store.Store.watch`).
 
         This process's writes wake at once; other processes' writes do on Postgres through
         ``NOTIFY``, and on SQLite when its data version changes (a commit by another
-        connection), which is looked at every `SQLITE_POLL_SECONDS` by one watcher at a time.
+        connection), looked at every 50 ms by one waiting task at a time.
         """
         self._check_open()
         event = self._doorbell.watcher(run_ids)
         try:
-            if self._pg is not None:
-                return await self._pg.wait(event, within)
-            deadline = time.monotonic() + within
-            seen = await self._data_version()
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return event.is_set()
-                with anyio.move_on_after(min(left, SQLITE_POLL_SECONDS)):
-                    await event.wait()
-                if event.is_set() or await self._data_version() != seen:
-                    return True
+            return await self._runner.wait(event, within)
         finally:
             self._doorbell.forget(event)
-
-    async def _data_version(self) -> int:
-        """SQLite's ``PRAGMA data_version`` on this store's connection: it changes when
-        another connection (another process) commits. Read at most once per
-        `SQLITE_POLL_SECONDS`, however many tasks watch."""
-        now = time.monotonic()
-        if now - self._version_read_at >= SQLITE_POLL_SECONDS:
-            self._version_read_at = now
-            self._version = await self._call(False, self._fetch_data_version)
-        return self._version
-
-    @staticmethod
-    async def _fetch_data_version(cur: Any) -> int:
-        await cur.execute("PRAGMA data_version")
-        row = cur.fetchone()
-        return int(row[0])
 
     def wake_waiters(self) -> None:
         """Wake this process's tasks in `wait_for_work` (a test moved its clock)."""
@@ -1261,19 +1223,16 @@ class SQLStore:
 
     async def close(self) -> None:
         """Close the connections. The store is unusable afterwards. Idempotent."""
-        if self._pg is not None:
-            self._pg.close()
+        self._runner.close()
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             try:
-                if self._cur is not None:
-                    self._cur.close()
                 if self._conn is not None:
                     self._conn.close()
             finally:
-                self._cur = self._raw = self._conn = None
+                self._conn = None
                 self._engine.dispose()
 
     async def __aenter__(self) -> Self:
@@ -1405,7 +1364,9 @@ def _sqlite_engine(url: URL, durability: str, busy_timeout: float) -> Engine:
     _create_private(url.database)
     engine = sa.create_engine(url, connect_args={"check_same_thread": False})
     pragmas = (
-        f"PRAGMA busy_timeout = {max(0, int(busy_timeout * 1000))}",
+        # SQLite waits for another process's write lock one slice at a time; the runner retries
+        # (the event loop runs meanwhile) until busy_timeout in all.
+        f"PRAGMA busy_timeout = {int(min(busy_timeout, BUSY_SLICE_SECONDS) * 1000)}",
         f"PRAGMA synchronous = {_SYNCHRONOUS[durability]}",
     )
 

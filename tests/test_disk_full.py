@@ -89,7 +89,7 @@ async def _fails_then_resumes(store: SQLStore, make_room: Callable[[], object]) 
 
 async def test_the_page_limit_reached_names_run_and_step(tmp_path: Path) -> None:
     async with SQLStore(f"sqlite:///{tmp_path / 'full.db'}") as store:
-        raw = store._raw  # the store's own connection: the limit is per connection
+        raw = store._runner._raw  # type: ignore[attr-defined]  # the store's own connection: the limit is per connection
         pages = raw.execute("PRAGMA page_count").fetchone()[0]
         raw.execute(f"PRAGMA max_page_count = {pages + 8}")
         await _fails_then_resumes(store, lambda: raw.execute("PRAGMA max_page_count = 1000000"))

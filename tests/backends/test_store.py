@@ -470,7 +470,7 @@ async def test_sqlite_uses_wal_and_the_requested_durability(
     db_url: str, tmp_path: Path, durability: str, synchronous: int
 ) -> None:
     async with SQLStore(db_url, durability=durability) as store:  # type: ignore[arg-type]
-        assert store._raw.execute("PRAGMA synchronous").fetchone()[0] == synchronous
+        assert store._runner._raw.execute("PRAGMA synchronous").fetchone()[0] == synchronous
     with sqlite3.connect(tmp_path / "shared.db") as check:
         assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     check.close()
