@@ -20,8 +20,12 @@ connection that breaks *during* the commit leaves the outcome unknown; then the 
 it returns; not applied: run it again), so nothing is lost or written twice. Calls without
 ``verify`` are idempotent.
 
-Every call is shielded from cancellation: a transaction, once started, finishes (or fails), so a
-connection never goes back to the pool in the middle of a query.
+Only the transaction itself is shielded from cancellation: once started it finishes (or
+fails), so a connection never goes back to the pool in the middle of a query; waiting for a free
+connection and the pauses between retries can be cancelled. Every query has a deadline
+(`QUERY_TIMEOUT`): a server that stops answering breaks the connection (and the call is
+retried) instead of holding the task forever; TCP keepalives (which `SQLStore` adds to a URL
+that sets none) find a dead peer even on an idle connection.
 """
 
 from __future__ import annotations
@@ -39,13 +43,13 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
 
-from durable.store import StoreError
+from durable.store import PoolTimeout, StoreError
 
 from ._doorbell import Doorbell
 from ._redact import redact, secrets_in
 from ._verify import NOT_APPLIED
 
-__all__ = ["NOT_APPLIED", "PgCursor", "PostgresRunner"]
+__all__ = ["NOT_APPLIED", "QUERY_TIMEOUT", "PgCursor", "PostgresRunner"]
 
 log = logging.getLogger("durable.store")
 
@@ -55,6 +59,11 @@ _T = TypeVar("_T")
 _FIRST_DELAY = 0.05
 _MAX_DELAY = 1.0
 _POOL_TIMEOUT = 60.0
+
+QUERY_TIMEOUT = 30.0
+"""The longest a query may wait for the server's reply; then the connection is given up as
+broken (the call is retried like any dropped connection)."""
+
 
 _OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
 _BINARY = pq.Format.BINARY
@@ -200,7 +209,7 @@ class _Connection:
 
     @property
     def broken(self) -> bool:
-        return self._pg.status != pq.ConnStatus.OK
+        return self._pg.status != pq.ConnStatus.OK  # a finished connection is BAD too
 
     @property
     def idle(self) -> bool:
@@ -218,16 +227,22 @@ class _Connection:
             pg.send_query_params(sql.encode(), values, None, formats, _BINARY)
         else:
             pg.send_query_params(sql.encode(), None, None, None, _BINARY)
-        await self._flush()
         result = None
-        while True:
-            while pg.is_busy():
-                await anyio.wait_readable(pg.socket)
-                pg.consume_input()
-            got = pg.get_result()
-            if got is None:
-                break
-            result = got
+        with anyio.move_on_after(QUERY_TIMEOUT) as deadline:
+            await self._flush()
+            while True:
+                while pg.is_busy():
+                    await anyio.wait_readable(pg.socket)
+                    pg.consume_input()
+                got = pg.get_result()
+                if got is None:
+                    break
+                result = got
+        if deadline.cancelled_caught:
+            pg.finish()  # the reply may still come: the connection cannot be reused
+            raise psycopg.OperationalError(
+                f"the server sent no reply within {QUERY_TIMEOUT:g} s (QUERY_TIMEOUT)"
+            )
         if result is None or pg.status != pq.ConnStatus.OK:
             message = pg.get_error_message() or "the connection was lost"
             raise psycopg.OperationalError(message)
@@ -314,7 +329,7 @@ class _Pool:
                     raise
             left = deadline - anyio.current_time()
             if left <= 0:
-                raise StoreError(
+                raise PoolTimeout(
                     f"the durable store {url!r} has no free connection: all {self._limit} "
                     f"stayed busy for {_POOL_TIMEOUT:g} s; raise SQLStore(pool_size=...) or "
                     "lower the worker's concurrency"
@@ -405,9 +420,7 @@ class PostgresRunner:
             Exception: whatever ``fn`` raises (the transaction is rolled back).
         """
         del write, no_flush  # a read is a single statement (the store says so); no_flush: SQLite
-        with anyio.CancelScope(shield=True):
-            result = await self._run(fn, args, verify, notify, single and notify is None)
-        return result
+        return await self._run(fn, args, verify, notify, single and notify is None)
 
     async def _run(
         self,
@@ -452,7 +465,20 @@ class PostgresRunner:
         notify: str | None,
         single: bool,
     ) -> _T:
-        conn = await self._pool.take(self._url)
+        conn = await self._pool.take(self._url)  # waiting for a connection can be cancelled
+        with anyio.CancelScope(shield=True):  # a started transaction finishes (or fails)
+            result = await self._in_transaction(conn, fn, args, notify=notify, single=single)
+        return result
+
+    async def _in_transaction(
+        self,
+        conn: _Connection,
+        fn: Callable[..., Awaitable[_T]],
+        args: tuple[Any, ...],
+        *,
+        notify: str | None,
+        single: bool,
+    ) -> _T:
         try:
             cur = PgCursor(conn)
             if single:  # the statement is its own commit: a break now leaves it unknown

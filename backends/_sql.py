@@ -91,6 +91,12 @@ _SQLITE_DRIVERS = frozenset({"sqlite", "sqlite+pysqlite"})
 _POSTGRES_DRIVERS = frozenset({"postgresql", "postgres", "postgresql+psycopg"})
 _URL_HELP = "use sqlite:///path/to/file.db or postgresql://user:password@host/dbname"
 _SYNCHRONOUS = {"process": "NORMAL", "power": "FULL"}
+_KEEPALIVES = {  # as `._postgres.KEEPALIVES` (not imported from there: it needs psycopg)
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+}
 _SCHEMA_LOCK = 0x64757261626C65  # pg_advisory_xact_lock key for creating / upgrading the schema
 
 
@@ -1343,6 +1349,8 @@ def _make_engine(
             # which `PostgresRunner` retries on a fresh one.
             if "connect_timeout" not in parsed.query:  # a stalled connect fails, or is retried
                 parsed = parsed.update_query_dict({"connect_timeout": "10"})
+            if not any(key.startswith("keepalives") for key in parsed.query):
+                parsed = parsed.update_query_dict(_KEEPALIVES)  # a vanished peer is noticed
             engine = sa.create_engine(
                 parsed.set(drivername="postgresql+psycopg"),
                 pool_size=pool_size,

@@ -46,6 +46,7 @@ __all__ = [
     "NotInWorkflowError",
     "OutcomeUnknown",
     "PayloadDecodeError",
+    "PoolTimeout",
     "RecoveryLimitExceeded",
     "RunningLoopError",
     "SchemaVersionError",
@@ -475,6 +476,13 @@ class RecoveryLimitExceeded(DurableError):
 
 class StoreError(DurableError):
     """The store cannot be opened or used as asked (bad URL, not a durable database...)."""
+
+
+class PoolTimeout(StoreError):
+    """Every connection of the store's pool stayed busy for as long as a call may wait for one:
+    the store serves more concurrent calls than it has connections. Raise
+    ``SQLStore(pool_size=...)`` (and the server's ``max_connections``) or lower the worker's
+    ``concurrency``."""
 
 
 class SchemaVersionError(StoreError):

@@ -27,6 +27,7 @@ from typing import Protocol, runtime_checkable
 
 from durable._errors import (
     LeaseLost,
+    PoolTimeout,
     SchemaVersionError,
     StoreError,
     WorkflowIdConflict,
@@ -41,6 +42,7 @@ __all__ = [
     "LeaseLost",
     "LeaseOwner",
     "PayloadTrust",
+    "PoolTimeout",
     "RunRecord",
     "RunStatus",
     "RunUpdate",

@@ -35,6 +35,7 @@ ERRORS: list[BaseException] = [
     durable.PayloadDecodeError("id-5", 2, "result", "bad magic"),
     durable.CodecNotAllowed("arguments of run 'id-11'", "pickle", "json"),
     durable.StoreError("bad url"),
+    durable.PoolTimeout("all 10 connections stayed busy"),
     durable.Cancelled("id-6"),
     durable.WorkflowFinished("id-9", "completed", "approve"),
     durable.SignalTimeout("id-10", 2, "approve", 30.0),

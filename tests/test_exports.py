@@ -25,6 +25,7 @@ EXPECTED = {
     "NotInWorkflowError",
     "OutcomeUnknown",
     "PayloadDecodeError",
+    "PoolTimeout",
     "PickleCodec",
     "RecoveryLimitExceeded",
     "RetryPolicy",

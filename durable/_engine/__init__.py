@@ -183,7 +183,7 @@ class Engine:
             current_scope().reset(scope_token)
             _context.leave_run(token)
         if parked and self.fatal is None and self.waits.parked is not None:
-            await self.journal.commit((), self.waits.parked)
+            await self._park(self.waits.parked)
             return PARKED
         payload = b""
         if failure is None and self.fatal is None and not self.run_record.rollback_requested:
@@ -215,6 +215,24 @@ class Engine:
             raise self.fatal
         await self.journal.commit((), RunUpdate(RunStatus.COMPLETED, result=payload, release=True))
         return result
+
+    async def _park(self, update: RunUpdate) -> None:
+        """Record the run parked (released until it is due). A cancel or pause requested since
+        the wait began (while the run was still leased, so the store could not apply it to an
+        idle run) refuses that commit; the run is then released as the store would have left
+        it had the request come a moment later: due at once (the replay delivers the cancel at
+        the wait), or ``paused``."""
+        if update.status == RunStatus.PAUSED:
+            await self.journal.commit((), update)
+            return
+        stopped = await self.journal.commit((), update, check_requests=True)
+        if stopped is None:
+            return
+        if stopped.cancel:
+            update = RunUpdate(update.status, release=True, wake_at=self.clock.time())
+        else:
+            update = RunUpdate(RunStatus.PAUSED, release=True)
+        await self.journal.commit((), update)
 
     async def _finish_failed(self, exc: Exception) -> NoReturn:
         """Compensate the whole run, record its failure (or cancellation), raise the outcome."""
