@@ -27,6 +27,9 @@ import pg_orders  # noqa: E402
 
 RUNS = 1000
 
+# Worker processes and a thousand runs: slow on a busy machine; the waits below bound a hang.
+pytestmark = pytest.mark.timeout(600)
+
 
 @pytest.fixture
 def pg(fresh_postgres_url: str) -> str:
