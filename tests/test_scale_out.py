@@ -204,6 +204,7 @@ def _restart_postgres() -> None:
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.alone  # the restart breaks every connection to the server, other tests' too
 def test_workers_ride_out_a_postgres_restart(
     pg: str, workers: list[subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
