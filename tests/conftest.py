@@ -6,13 +6,25 @@ import contextlib
 import fcntl
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 from durable.backends import MemoryStore, SQLStore
 from durable.store import Store
+
+
+async def eventually(what: str, check: Callable[[], Awaitable[bool]], within: float = 60.0) -> None:
+    """Poll ``check`` until it is true. ``within`` only bounds a hang (it fails the test with
+    ``what``): it is never a speed requirement, so a test must not rely on it to prove one."""
+    with anyio.move_on_after(within):
+        for _ in range(10_000_000):  # a state in another task or process: polled
+            if await check():
+                return
+            await anyio.sleep(0.005)
+    raise AssertionError(f"{what} did not happen within {within} s")
 
 
 def pytest_configure(config: pytest.Config) -> None:

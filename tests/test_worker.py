@@ -13,6 +13,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from conftest import eventually
 
 import durable
 from durable import RunStatus
@@ -213,8 +214,18 @@ def test_a_parked_run_is_finished_by_a_later_worker_when_due(
 
     async def start_and_park() -> float:
         async with SQLStore(sqlite_url) as store:
-            with anyio.move_on_after(0.5):  # the process "exits" while the run is parked
+
+            async def execute() -> None:
                 await durable.execute(worker_app.sleeper, 2.0, id="s1", store=store)
+
+            async def parked() -> bool:
+                run = await store.get_run("s1")
+                return run is not None and run.status == RunStatus.SLEEPING and not run.lease_owner
+
+            async with anyio.create_task_group() as tg:  # the process "exits" once it parked
+                tg.start_soon(execute)
+                await eventually("the run's parking", parked)
+                tg.cancel_scope.cancel()
             run = await store.get_run("s1")
             assert run is not None and run.status == RunStatus.SLEEPING
             assert run.lease_owner is None and run.wake_at is not None
@@ -319,11 +330,18 @@ def test_a_stalled_worker_that_lost_its_lease_writes_nothing(sqlite_url: str, si
     try:
         result = anyio.run(wait)
         os.kill(first.pid, signal.SIGCONT)  # it wakes up, finishes its activity, is fenced
-        time.sleep(3.0)
+        deadline = time.monotonic() + 60  # a hang guard
+        while not any(
+            tag == "slow-done" and pid == str(first.pid) for _, tag, _k, pid, _t in _lines(side)
+        ):
+            assert time.monotonic() < deadline, "the thawed worker never finished its activity"
+            time.sleep(0.01)
+        err_first = _stop(first)  # it lets its step end (writing nothing), then exits
         history = anyio.run(_history, sqlite_url, "st")
     finally:
-        os.kill(first.pid, signal.SIGCONT)
-        err_first = _stop(first)
+        if first.poll() is None:
+            os.kill(first.pid, signal.SIGCONT)
+            err_first = _stop(first)
         _stop(second)
     assert result == [second.pid, second.pid]  # every recorded step is the second worker's
     assert [s.result for s in history] == [second.pid, second.pid]
