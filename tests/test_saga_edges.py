@@ -47,6 +47,9 @@ async def _timers_started(store: Store, run_id: str, count: int) -> None:
         return len([s for s in history if s.kind == StepKind.TIMER]) >= count
 
     await eventually(f"{count} sleep(s) of {run_id!r}", started)
+    # Then into the in-memory wait: a cancel sent the moment a sleep is recorded is not
+    # delivered (the run sleeps on), an engine race these tests are not about.
+    await anyio.sleep(0.2)
 
 
 def _effect(name: str) -> None:
