@@ -357,8 +357,8 @@ async def test_cancelling_a_sleeping_run_takes_effect_at_once(store: Store) -> N
 
     async def cancel_soon() -> None:
         await eventually("the sleep", sleeping)
-        # Then into its in-memory wait. A cancel sent the moment the status reads "sleeping"
-        # is lost (the run sleeps on): an engine race, not what this test is about.
+        # Then let it park: a cancel requested between the sleep's record and the parking is
+        # lost (the run parks until the sleep is due), an engine race this test is not about.
         await anyio.sleep(0.2)
         await durable.get_handle("x2", store).cancel()
 
