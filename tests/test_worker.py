@@ -141,7 +141,8 @@ def test_two_worker_processes_share_one_sqlite_file(sqlite_url: str, side: Path)
                 await durable.start(worker_app.five_steps, 0.05, id=run_id, store=store)
             return ids
 
-    ids = anyio.run(start_all)
+    # Both workers are ready before the runs exist (the first once took all 30 before the
+    # second had started on a busy machine); 4 at a time each, the second gets its share.
     workers = [_spawn_worker(sqlite_url, side, concurrency=4) for _ in range(2)]
 
     async def wait() -> list[int]:
@@ -150,6 +151,7 @@ def test_two_worker_processes_share_one_sqlite_file(sqlite_url: str, side: Path)
             return [await durable.get_handle(i, store).result() for i in ids]
 
     try:
+        ids = anyio.run(start_all)
         assert anyio.run(wait) == [10] * 30
     finally:
         for proc in workers:
