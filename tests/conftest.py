@@ -3,15 +3,64 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 from durable.backends import MemoryStore, SQLStore
 from durable.store import Store
+
+
+async def eventually(what: str, check: Callable[[], Awaitable[bool]], within: float = 60.0) -> None:
+    """Poll ``check`` until it is true. ``within`` only bounds a hang (it fails the test with
+    ``what``): it is never a speed requirement, so a test must not rely on it to prove one."""
+    with anyio.move_on_after(within):
+        for _ in range(10_000_000):  # a state in another task or process: polled
+            if await check():
+                return
+            await anyio.sleep(0.005)
+    raise AssertionError(f"{what} did not happen within {within} s")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "alone: the test disturbs what every test shares (it restarts the Postgres server), so "
+        "under pytest-xdist no other worker runs a test meanwhile",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``alone`` tests first: under pytest-xdist they then wait only for the other workers'
+    first tests, not for whatever long test is running when their turn comes."""
+    items.sort(key=lambda item: item.get_closest_marker("alone") is None)  # a stable sort
+
+
+@pytest.fixture(autouse=True)
+def _alone_or_together(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Under pytest-xdist, a test marked ``alone`` waits for the other workers' tests to end
+    and keeps them from starting until it is done (a reader-writer lock on files the workers
+    of one run share, with a turnstile so that a waiting ``alone`` test is not starved)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    factory: pytest.TempPathFactory = request.getfixturevalue("tmp_path_factory")
+    shared_dir = factory.getbasetemp().parent  # one directory per run, above each worker's
+    alone = request.node.get_closest_marker("alone") is not None
+    with open(shared_dir / "turnstile.lock", "a") as turnstile:
+        with open(shared_dir / "tests.lock", "a") as tests:
+            fcntl.flock(turnstile, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(tests, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+            finally:
+                if not alone:
+                    fcntl.flock(turnstile, fcntl.LOCK_UN)
+            yield  # the locks go with the files' closing
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -7,9 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import _postgres_problem, require_postgres
 
 BENCH = Path(__file__).parent.parent / "benchmarks"
+
+# Whole benchmark scripts (DBOS's start-up among them) on a busy machine: their subprocess
+# timeouts bound a hang, this one only what is left over.
+pytestmark = pytest.mark.timeout(900)
 
 
 def test_step_cost_smoke(tmp_path: Path) -> None:

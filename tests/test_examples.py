@@ -8,11 +8,14 @@ import time
 from pathlib import Path
 
 import anyio
+import pytest
 
 from durable import RunStatus
 from durable.backends import SQLStore
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
+
+pytestmark = pytest.mark.timeout(600)  # processes with timeouts of their own, up to 300 s
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

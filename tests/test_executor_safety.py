@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import anyio
 import pytest
+from conftest import eventually
 
 import durable
 from durable import RunStatus, StepKind, StepStatus
@@ -61,8 +62,17 @@ async def hangs() -> str:
 
 async def test_a_cancelled_execution_leaves_a_pending_resumable_run(store: Store) -> None:
     mode["m"] = "hang"
-    with anyio.move_on_after(0.2):
+
+    async def hanging() -> bool:
+        return "hang" in ran
+
+    async def execute() -> None:
         await durable.execute(hangs, id="cx", store=store)
+
+    async with anyio.create_task_group() as tg:  # cancelled once step 2 runs (not after 0.2 s)
+        tg.start_soon(execute)
+        await eventually("the hanging step", hanging)
+        tg.cancel_scope.cancel()
     run = await store.get_run("cx")
     assert run is not None and run.status == RunStatus.PENDING and run.lease_owner is None
     mode["m"] = "fixed"  # step 2 never recorded, so a fixed deploy continues from there
@@ -231,8 +241,11 @@ async def test_an_executor_whose_lease_is_taken_over_stops_and_writes_nothing(
 ) -> None:
     monkeypatch.setattr("durable._runner.LEASE_SECONDS", 0.3)
 
+    async def inside_slow_note() -> bool:
+        return await store.get_run("ll") is not None and len(await store.load_steps("ll")) == 2
+
     async def thief() -> None:
-        await anyio.sleep(0.2)  # the executor is inside slow_note now
+        await eventually("slow_note's start", inside_slow_note)  # the executor is inside it
         run = await store.get_run("ll")
         assert run is not None
         lease = await store.acquire_lease(

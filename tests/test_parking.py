@@ -38,8 +38,8 @@ async def sleeps(seconds: float) -> str:
 
 async def _parked(store: Store, run_id: str, status: RunStatus) -> float:
     """Wait until the run is parked with ``status``; returns its wake_at (or 0.0)."""
-    with anyio.fail_after(10):
-        for _ in range(2000):
+    with anyio.fail_after(60):  # a hang guard
+        for _ in range(100_000):
             run = await store.get_run(run_id)
             if run is not None and run.status == status and run.lease_owner is None:
                 return run.wake_at or 0.0
@@ -51,7 +51,8 @@ async def test_a_long_sleep_parks_the_run_and_it_wakes_when_due(store: Store) ->
     results: list[str] = []
 
     async def execute() -> None:
-        results.append(await durable.execute(sleeps, 0.6, id="p1", store=store))
+        # 1.5 s: time enough to see it parked (after 0.1 s) on a busy machine, before it wakes
+        results.append(await durable.execute(sleeps, 1.5, id="p1", store=store))
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(execute)
@@ -110,7 +111,8 @@ async def test_a_parked_waiting_run_is_woken_by_its_signal(store: Store) -> None
 
 @durable.workflow
 async def two_waits() -> list[object]:
-    return await durable.gather(durable.wait_signal("a", timeout=2.0), durable.sleep(1.0))
+    # the test looks at the parked run before the sleep ends: 1.5 s, ample on a busy machine
+    return await durable.gather(durable.wait_signal("a", timeout=3.0), durable.sleep(1.5))
 
 
 async def test_a_run_with_several_waits_wakes_at_the_earliest(store: Store) -> None:

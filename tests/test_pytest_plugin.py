@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 USER_MODULE = """
 from datetime import timedelta
 
@@ -70,6 +72,7 @@ async def test_a_mocked_reminder(durable_env):
 """
 
 
+@pytest.mark.timeout(600)  # a pytest process with a timeout of its own (300 s)
 def test_the_fixture_works_in_a_users_project(tmp_path: Path) -> None:
     (tmp_path / "billing.py").write_text(textwrap.dedent(USER_MODULE))
     (tmp_path / "test_billing.py").write_text(textwrap.dedent(USER_TESTS))

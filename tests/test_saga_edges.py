@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
+from conftest import eventually
 
 import durable
 from durable import RetryPolicy, RunStatus, StepKind
@@ -34,6 +35,21 @@ class Declined(Exception):
 def _clear() -> None:
     log.clear()
     crash_in.clear()
+
+
+async def _timers_started(store: Store, run_id: str, count: int) -> None:
+    """Wait until ``run_id`` has ``count`` sleeps under way (a cancel then meets them)."""
+
+    async def started() -> bool:
+        if await store.get_run(run_id) is None:
+            return False
+        history = await durable.get_handle(run_id, store).history()
+        return len([s for s in history if s.kind == StepKind.TIMER]) >= count
+
+    await eventually(f"{count} sleep(s) of {run_id!r}", started)
+    # Then let it park: a cancel requested between the sleep's record and the parking is lost
+    # (the run parks until the sleep is due), an engine race these tests are not about.
+    await anyio.sleep(0.2)
 
 
 def _effect(name: str) -> None:
@@ -165,24 +181,37 @@ async def test_an_undo_failing_in_an_uncaught_block_ends_compensation_failed(
     assert await durable.get_handle("bf", store).status() == RunStatus.COMPENSATION_FAILED
 
 
+cancel_sent: list[anyio.Event] = []
+
+
 @durable.activity
-async def wait_a_bit() -> None:
-    await anyio.sleep(0.4)
+async def wait_for_the_cancel() -> None:
+    log.append("waiting")
+    with anyio.move_on_after(30):  # a hang guard: the test sends the cancel meanwhile
+        await cancel_sent[0].wait()
 
 
 @durable.workflow
 async def cancel_in_branches() -> None:
     await reserve_seat("4D", 0.0)
-    await wait_a_bit()
+    await wait_for_the_cancel()
     async with anyio.create_task_group() as tg:
         tg.start_soon(reserve_seat, "4E", 0.0)
         tg.start_soon(reserve_seat, "4F", 0.0)
 
 
 async def test_a_cancel_delivered_inside_a_task_group_ends_cancelled(store: Store) -> None:
+    cancel_sent[:] = [anyio.Event()]
+
+    async def _is_waiting() -> bool:
+        return "waiting" in log
+
     async def cancel_soon() -> None:
-        await anyio.sleep(0.1)
+        # Once 4D is reserved and the run waits in the step before the task group (a fixed
+        # delay here raced the reservation on a busy machine).
+        await eventually("the step before the task group", _is_waiting)
         await durable.get_handle("tgc", store).cancel()
+        cancel_sent[0].set()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(cancel_soon)
@@ -210,10 +239,10 @@ async def two_sleepers() -> None:
 
 async def test_a_cancel_wakes_only_the_sleep_that_takes_it(store: Store) -> None:
     async def cancel_soon() -> None:
-        await anyio.sleep(0.3)
+        await _timers_started(store, "ts", 2)  # both sleeps began (not a fixed delay)
         await durable.get_handle("ts", store).cancel()
 
-    with anyio.fail_after(10):
+    with anyio.fail_after(60):
         async with anyio.create_task_group() as tg:
             tg.start_soon(cancel_soon)
             with pytest.raises(durable.Cancelled):
@@ -268,10 +297,10 @@ async def parent_of_sleeper() -> str:
 
 async def test_cancelling_a_parent_reaches_its_running_child(store: Store) -> None:
     async def cancel_soon() -> None:
-        await anyio.sleep(0.3)
+        await _timers_started(store, "pc/2", 1)  # the child sleeps (not a fixed delay)
         await durable.get_handle("pc", store).cancel()
 
-    with anyio.fail_after(10):
+    with anyio.fail_after(60):
         async with anyio.create_task_group() as tg:
             tg.start_soon(cancel_soon)
             with pytest.raises(durable.Cancelled):

@@ -27,6 +27,9 @@ import pg_orders  # noqa: E402
 
 RUNS = 1000
 
+# Worker processes and a thousand runs: slow on a busy machine; the waits below bound a hang.
+pytestmark = pytest.mark.timeout(600)
+
 
 @pytest.fixture
 def pg(fresh_postgres_url: str) -> str:
@@ -201,6 +204,7 @@ def _restart_postgres() -> None:
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.alone  # the restart breaks every connection to the server, other tests' too
 def test_workers_ride_out_a_postgres_restart(
     pg: str, workers: list[subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import anyio
 import pytest
+from conftest import eventually
 
 import durable
 from durable import RunStatus, StepKind, StepStatus
@@ -131,8 +132,17 @@ async def waits_then_notes() -> str:
 
 async def test_the_deadline_survives_a_restart(store: Store) -> None:
     started = time.monotonic()
-    with anyio.move_on_after(0.5):  # the executor goes away half-way through the wait
+
+    async def execute() -> None:
         await durable.execute(waits_then_notes, id="d1", store=store)
+
+    async def waiting() -> bool:
+        return await store.get_run("d1") is not None and bool(await store.load_steps("d1"))
+
+    async with anyio.create_task_group() as tg:  # the executor goes away during the wait
+        tg.start_soon(execute)
+        await eventually("the wait's start", waiting)
+        tg.cancel_scope.cancel()
     run = await store.get_run("d1")
     assert run is not None and run.status == RunStatus.PENDING
     (intent,) = await durable.get_handle("d1", store).history()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from conftest import eventually
 
 import durable
 from durable import RunStatus
@@ -140,7 +141,8 @@ def test_two_worker_processes_share_one_sqlite_file(sqlite_url: str, side: Path)
                 await durable.start(worker_app.five_steps, 0.05, id=run_id, store=store)
             return ids
 
-    ids = anyio.run(start_all)
+    # Both workers are ready before the runs exist (the first once took all 30 before the
+    # second had started on a busy machine); 4 at a time each, the second gets its share.
     workers = [_spawn_worker(sqlite_url, side, concurrency=4) for _ in range(2)]
 
     async def wait() -> list[int]:
@@ -149,6 +151,7 @@ def test_two_worker_processes_share_one_sqlite_file(sqlite_url: str, side: Path)
             return [await durable.get_handle(i, store).result() for i in ids]
 
     try:
+        ids = anyio.run(start_all)
         assert anyio.run(wait) == [10] * 30
     finally:
         for proc in workers:
@@ -213,8 +216,18 @@ def test_a_parked_run_is_finished_by_a_later_worker_when_due(
 
     async def start_and_park() -> float:
         async with SQLStore(sqlite_url) as store:
-            with anyio.move_on_after(0.5):  # the process "exits" while the run is parked
+
+            async def execute() -> None:
                 await durable.execute(worker_app.sleeper, 2.0, id="s1", store=store)
+
+            async def parked() -> bool:
+                run = await store.get_run("s1")
+                return run is not None and run.status == RunStatus.SLEEPING and not run.lease_owner
+
+            async with anyio.create_task_group() as tg:  # the process "exits" once it parked
+                tg.start_soon(execute)
+                await eventually("the run's parking", parked)
+                tg.cancel_scope.cancel()
             run = await store.get_run("s1")
             assert run is not None and run.status == RunStatus.SLEEPING
             assert run.lease_owner is None and run.wake_at is not None
@@ -319,11 +332,18 @@ def test_a_stalled_worker_that_lost_its_lease_writes_nothing(sqlite_url: str, si
     try:
         result = anyio.run(wait)
         os.kill(first.pid, signal.SIGCONT)  # it wakes up, finishes its activity, is fenced
-        time.sleep(3.0)
+        deadline = time.monotonic() + 60  # a hang guard
+        while not any(
+            tag == "slow-done" and pid == str(first.pid) for _, tag, _k, pid, _t in _lines(side)
+        ):
+            assert time.monotonic() < deadline, "the thawed worker never finished its activity"
+            time.sleep(0.01)
+        err_first = _stop(first)  # it lets its step end (writing nothing), then exits
         history = anyio.run(_history, sqlite_url, "st")
     finally:
-        os.kill(first.pid, signal.SIGCONT)
-        err_first = _stop(first)
+        if first.poll() is None:
+            os.kill(first.pid, signal.SIGCONT)
+            err_first = _stop(first)
         _stop(second)
     assert result == [second.pid, second.pid]  # every recorded step is the second worker's
     assert [s.result for s in history] == [second.pid, second.pid]
