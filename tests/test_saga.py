@@ -357,9 +357,8 @@ async def test_cancelling_a_sleeping_run_takes_effect_at_once(store: Store) -> N
 
     async def cancel_soon() -> None:
         await eventually("the sleep", sleeping)
-        # Then let it park: a cancel requested between the sleep's record and the parking is
-        # lost (the run parks until the sleep is due), an engine race this test is not about.
-        await anyio.sleep(0.2)
+        # At once: a cancel that comes between the sleep's record and the parking is applied
+        # when the run parks (tests/test_park_races.py).
         await durable.get_handle("x2", store).cancel()
 
     started = time.monotonic()

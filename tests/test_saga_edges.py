@@ -47,9 +47,6 @@ async def _timers_started(store: Store, run_id: str, count: int) -> None:
         return len([s for s in history if s.kind == StepKind.TIMER]) >= count
 
     await eventually(f"{count} sleep(s) of {run_id!r}", started)
-    # Then let it park: a cancel requested between the sleep's record and the parking is lost
-    # (the run parks until the sleep is due), an engine race these tests are not about.
-    await anyio.sleep(0.2)
 
 
 def _effect(name: str) -> None:
