@@ -95,6 +95,8 @@ class Waits:
         try:
             # A cancel seen while that commit was awaited has set the flag: checked first.
             while True:
+                if self.parked is not None:
+                    raise Park  # the run parks: the parking commit takes the cancel on
                 if self._cancel.claim_at_wait(seq):
                     break  # this sleep takes the cancellation
                 remaining = due - self._clock.time()
@@ -152,6 +154,8 @@ class Waits:
     ) -> Any:
         seq, name = call.seq, call.name
         while True:
+            if self.parked is not None:
+                raise Park  # the run parks: the parking commit takes a cancel on
             if self._cancel.claim_at_wait(seq):
                 await self._e.deliver_cancel(seq)
             outcome = self._journal.record(call, 1)
