@@ -1,7 +1,8 @@
 """`MemoryStore`: the store protocol on plain dicts, for unit tests and throw-away runs.
 
 It has exactly the semantics of `SQLStore` (leases, fencing, atomic acquire, all-or-nothing
-commit) but keeps nothing after the process ends. Every method does its work without awaiting,
+commit) but keeps nothing after the process ends: it is a dict, a lock and the pure rules of
+`._rules`, which the SQL statements spell too. Every method does its work without awaiting,
 so it is atomic within one event loop, and under a `threading.Lock`, so it is also safe to share
 with worker threads. Records are frozen dataclasses, so handing them out is safe.
 """
@@ -12,25 +13,23 @@ import threading
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from durable.store import (
     Interruption,
     Lease,
-    LeaseLost,
     LeaseOwner,
     PayloadTrust,
     RunRecord,
     RunStatus,
     RunUpdate,
     StepRecord,
-    StepStatus,
     StoreError,
     due_at,
 )
 
+from . import _rules as rules
 from ._doorbell import Doorbell
-from ._rules import check_step_batch, prunable
 
 __all__ = ["MemoryStore"]
 
@@ -128,31 +127,15 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             run = self._runs.get(run_id)
-            if run is None or RunStatus(run.status).finished:
+            if run is None:
                 return None
-            free = (
-                run.lease_owner is None
-                or (run.lease_expires_at is not None and run.lease_expires_at <= now)
-                or (takeover_token is not None and run.lease_token == takeover_token)
+            acquired = rules.acquire(
+                run, owner, now=now, duration=duration, takeover_token=takeover_token
             )
-            if not free:
+            if acquired is None:
                 return None
-            expires = now + duration
-            run = replace(
-                run,
-                recoveries=run.recoveries + (run.lease_owner is not None),
-                status=RunStatus.RUNNING,
-                error_text=None,
-                wake_at=None,
-                updated_at=now,
-                lease_owner=owner.owner,
-                lease_host=owner.host,
-                lease_pid=owner.pid,
-                lease_token=run.lease_token + 1,
-                lease_expires_at=expires,
-            )
-            self._runs[run_id] = run
-            return Lease(run_id, owner, run.lease_token, expires)
+            self._runs[run_id], lease = acquired
+            return lease
 
     async def claim(
         self,
@@ -173,9 +156,9 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             candidates = [
-                r for r in self._runs.values() if r.workflow in names and _runnable(r, now)
+                r for r in self._runs.values() if r.workflow in names and rules.runnable(r, now)
             ]
-        candidates.sort(key=lambda r: (r.wake_at if r.wake_at is not None else r.created_at, r.id))
+        candidates.sort(key=rules.claim_order)
         claimed = []
         for run in candidates[: max(limit, 0)]:
             lease = await self.acquire_lease(
@@ -186,14 +169,7 @@ class MemoryStore:
         return claimed
 
     def _fenced(self, lease: Lease) -> RunRecord:
-        run = self._runs.get(lease.run_id)
-        if run is None:
-            raise LeaseLost(lease.run_id, "the run no longer exists")
-        if run.lease_token != lease.token:
-            raise LeaseLost(
-                lease.run_id, f"its fencing token is {run.lease_token}, not {lease.token}"
-            )
-        return run
+        return rules.fenced(self._runs.get(lease.run_id), lease)
 
     async def renew_lease(self, lease: Lease, *, now: float, duration: float) -> Lease:
         """Extend the lease to ``now + duration`` (``updated_at`` is left alone).
@@ -205,7 +181,7 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             run = self._fenced(lease)
-            self._runs[lease.run_id] = replace(run, lease_expires_at=expires)
+            self._runs[lease.run_id] = rules.renewed(run, expires)
         return replace(lease, expires_at=expires)
 
     async def release_lease(self, lease: Lease) -> None:
@@ -214,7 +190,7 @@ class MemoryStore:
             self._check_open()
             run = self._runs.get(lease.run_id)
             if run is not None and run.lease_token == lease.token:
-                self._runs[lease.run_id] = _released(run)
+                self._runs[lease.run_id] = rules.released(run)
         self._doorbell.ring(lease.run_id)
 
     async def load_steps(self, run_id: str) -> list[StepRecord]:
@@ -251,78 +227,34 @@ class MemoryStore:
                 another run, or an outcome has no ``started`` step to replace; nothing was
                 written.
         """
-        check_step_batch(lease.run_id, [*steps, *outcomes])
+        rules.check_step_batch(lease.run_id, [*steps, *outcomes])
         with self._lock:
             self._check_open()
             run = self._fenced(lease)
             if check_requests:
-                cancel = run.cancel_requested and run.cancelled_seq is None
-                if cancel or run.pause_requested:
-                    return Interruption(cancel=cancel, pause=run.pause_requested)
+                stopped = rules.interruption(run)
+                if stopped is not None:
+                    return stopped
             recorded = self._steps.setdefault(lease.run_id, {})
-            clash = sorted(s.seq for s in steps if s.seq in recorded)
-            if clash:
-                raise StoreError(
-                    f"cannot commit steps to run {lease.run_id!r}: step {clash[0]} is already "
-                    "recorded (a step is written once); nothing was written"
-                )
-            for step in outcomes:
-                intent = recorded.get(step.seq)
-                if intent is not None and intent.status != StepStatus.STARTED:
-                    raise StoreError(
-                        f"cannot record the outcome of step {step.seq} of run "
-                        f"{lease.run_id!r}: it is already recorded as {intent.status!r} (a "
-                        "step is written once); nothing was written"
-                    )
-            for step in outcomes:
-                recorded[step.seq] = replace(
-                    recorded.get(step.seq, step),
-                    kind=step.kind,
-                    name=step.name,
-                    location=step.location,
-                    started_at=step.started_at,
-                    status=step.status,
-                    attempts=step.attempts,
-                    finished_at=step.finished_at,
-                    result=step.result,
-                    error=step.error,
-                )
-            for step in steps:
+            rules.check_new_steps(lease.run_id, recorded, steps)
+            rules.check_outcomes(lease.run_id, recorded, outcomes)
+            for step in [*outcomes, *steps]:
                 recorded[step.seq] = step
             if update is not None:
-                run = replace(
-                    run,
-                    updated_at=now,
-                    status=update.status,
-                    result=run.result if update.result is None else update.result,
-                    error=run.error if update.error is None else update.error,
-                    error_text=update.error_text,
-                    cancelled_seq=(
-                        run.cancelled_seq if update.cancelled_seq is None else update.cancelled_seq
-                    ),
-                    wake_at=run.wake_at if update.wake_at is None else update.wake_at,
-                )
-                if update.release:
-                    run = _released(run)
-                self._runs[lease.run_id] = run
+                self._runs[lease.run_id] = rules.updated(run, update, now)
         if update is not None and update.release:
             self._doorbell.ring(lease.run_id)
         return None
 
     def _change(
-        self,
-        run_id: str,
-        now: float,
-        applies: Callable[[RunRecord], bool],
-        change: Callable[[RunRecord], dict[str, Any]],
+        self, run_id: str, now: float, change: Callable[[RunRecord, float], RunRecord]
     ) -> RunRecord | None:
-        """Apply ``change`` (new field values) to the run if ``applies``; return the run."""
+        """Apply the rule ``change`` to the run (if there is one); return the run as it is now."""
         with self._lock:
             self._check_open()
             run = self._runs.get(run_id)
-            if run is not None and applies(run):
-                run = replace(run, updated_at=now, **change(run))
-                self._runs[run_id] = run
+            if run is not None:
+                run = self._runs[run_id] = change(run, now)
         self._doorbell.ring(run_id)
         return run
 
@@ -332,15 +264,7 @@ class MemoryStore:
         Returns:
             The run as it is now, or ``None`` when missing.
         """
-        return self._change(
-            run_id,
-            now,
-            _unfinished,
-            lambda run: {
-                "cancel_requested": True,
-                "wake_at": now if _parked_idle(run) else run.wake_at,
-            },
-        )
+        return self._change(run_id, now, rules.request_cancel)
 
     async def request_pause(self, run_id: str, *, now: float) -> RunRecord | None:
         """Set ``pause_requested``; a run nobody executes is ``paused`` at once.
@@ -348,20 +272,7 @@ class MemoryStore:
         Returns:
             The run as it is now, or ``None`` when missing.
         """
-        idle = (RunStatus.PENDING, RunStatus.SLEEPING, RunStatus.WAITING)
-        return self._change(
-            run_id,
-            now,
-            _unfinished,
-            lambda run: {
-                "pause_requested": True,
-                "status": (
-                    RunStatus.PAUSED
-                    if run.status in idle and run.lease_owner is None
-                    else run.status
-                ),
-            },
-        )
+        return self._change(run_id, now, rules.request_pause)
 
     async def resume(self, run_id: str, *, now: float) -> RunRecord | None:
         """Clear ``pause_requested``; a ``paused`` run becomes ``pending``.
@@ -369,15 +280,7 @@ class MemoryStore:
         Returns:
             The run as it is now, or ``None`` when missing.
         """
-        return self._change(
-            run_id,
-            now,
-            _unfinished,
-            lambda run: {
-                "pause_requested": False,
-                "status": RunStatus.PENDING if run.status == RunStatus.PAUSED else run.status,
-            },
-        )
+        return self._change(run_id, now, rules.resume)
 
     async def request_rollback(self, run_id: str, *, now: float) -> RunRecord | None:
         """Turn a ``completed`` run into a ``compensating`` one with ``rollback_requested``.
@@ -385,12 +288,7 @@ class MemoryStore:
         Returns:
             The run as it is now, or ``None`` when missing.
         """
-        return self._change(
-            run_id,
-            now,
-            lambda run: run.status == RunStatus.COMPLETED,
-            lambda run: {"status": RunStatus.COMPENSATING, "rollback_requested": True},
-        )
+        return self._change(run_id, now, rules.request_rollback)
 
     async def send_signal(
         self,
@@ -409,16 +307,14 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             run = self._runs.get(run_id)
-            if run is not None and not RunStatus(run.status).finished:
+            if run is not None and rules.signal_accepted(run):
                 if idempotency_key is not None:
                     keys = self._signal_keys.setdefault(run_id, set())
                     if idempotency_key in keys:
                         return run
                     keys.add(idempotency_key)
                 self._signals.setdefault(run_id, []).append((name, payload))
-                if run.status == RunStatus.WAITING and run.lease_owner is None:
-                    run = replace(run, wake_at=now)
-                    self._runs[run_id] = run
+                run = self._runs[run_id] = rules.on_signal(run, now)
         self._doorbell.ring(run_id)
         return run
 
@@ -427,8 +323,8 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             run = self._runs.get(run_id)
-            if run is not None and _parked_idle(run):
-                self._runs[run_id] = replace(run, wake_at=now)
+            if run is not None:
+                self._runs[run_id] = rules.woken(run, now)
         self._doorbell.ring(run_id)
 
     async def receive_signal(
@@ -442,7 +338,7 @@ class MemoryStore:
         Raises:
             LeaseLost: the run's token is no longer ``lease.token``.
         """
-        check_step_batch(lease.run_id, [step])
+        rules.check_step_batch(lease.run_id, [step])
         with self._lock:
             self._check_open()
             self._fenced(lease)
@@ -450,8 +346,10 @@ class MemoryStore:
             index = next((i for i, (n, _) in enumerate(buffered) if n == name), None)
             if index is None:
                 return None
+            recorded = self._steps.setdefault(lease.run_id, {})
+            rules.check_unrecorded(lease.run_id, recorded.get(step.seq), step.seq)
             _, payload = buffered.pop(index)
-            self._steps.setdefault(lease.run_id, {})[step.seq] = replace(step, result=payload)
+            recorded[step.seq] = replace(step, result=payload)
             return payload
 
     async def wait_for_work(self, *, workflows: Sequence[str], now: float, within: float) -> None:
@@ -485,14 +383,7 @@ class MemoryStore:
         names = set(workflows)
         with self._lock:
             self._check_open()
-            return [
-                run
-                for run in self._runs.values()
-                if run.workflow in names
-                and run.lease_host == host
-                and run.lease_owner is not None
-                and not RunStatus(run.status).finished
-            ]
+            return [run for run in self._runs.values() if rules.leased_on(run, host, names)]
 
     async def prune(self, *, before: float, limit: int) -> int:
         """Delete up to ``limit`` finished runs last updated before ``before`` and without
@@ -503,7 +394,7 @@ class MemoryStore:
         """
         with self._lock:
             self._check_open()
-            old = prunable(self._runs, before)[: max(limit, 0)]
+            old = rules.prunable(self._runs, before)[: max(limit, 0)]
             for run_id in old:
                 del self._runs[run_id]
                 self._steps.pop(run_id, None)
@@ -530,28 +421,3 @@ class MemoryStore:
     ) -> None:
         """Close the store."""
         await self.close()
-
-
-def _released(run: RunRecord) -> RunRecord:
-    return replace(run, lease_owner=None, lease_host=None, lease_pid=None, lease_expires_at=None)
-
-
-def _runnable(run: RunRecord, now: float) -> bool:
-    status = RunStatus(run.status)
-    if status.finished or status == RunStatus.BLOCKED:
-        return False
-    if run.lease_owner is not None:
-        return run.lease_expires_at is not None and run.lease_expires_at <= now
-    if status == RunStatus.PENDING:
-        return True
-    parked = status in (RunStatus.SLEEPING, RunStatus.WAITING)
-    return parked and run.wake_at is not None and run.wake_at <= now
-
-
-def _unfinished(run: RunRecord) -> bool:
-    return not RunStatus(run.status).finished
-
-
-def _parked_idle(run: RunRecord) -> bool:
-    """Parked (sleeping / waiting) and executed by nobody."""
-    return run.status in (RunStatus.SLEEPING, RunStatus.WAITING) and run.lease_owner is None

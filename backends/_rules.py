@@ -1,15 +1,217 @@
-"""Store rules that need no database: shared by `MemoryStore` and `SQLStore`.
+"""The store's semantics as pure functions on records: one source of truth for every backend.
 
-Nothing here imports SQLAlchemy, so the in-memory store stays light.
+`MemoryStore` is a dict, a lock and these functions. `SQLStore` spells the same rules as SQL
+statements (`._schema.Statements`, whose comments point back here); the differential test
+(``tests/backends/test_differential.py``) applies one random operation sequence to both and
+compares every record after every operation, so the two spellings cannot drift apart.
+
+Each transition takes a record (and the call's inputs) and returns the new record, or the same
+record when the call leaves it alone; none of them reads a clock or touches a database. Nothing
+here imports SQLAlchemy, so the in-memory store stays light.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 
-from durable.store import RunRecord, RunStatus, StepRecord, StoreError
+from durable.store import (
+    Interruption,
+    Lease,
+    LeaseLost,
+    LeaseOwner,
+    RunRecord,
+    RunStatus,
+    RunUpdate,
+    StepRecord,
+    StepStatus,
+    StoreError,
+    due_at,
+)
 
-__all__ = ["check_step_batch", "prunable"]
+__all__ = [
+    "PARKED",
+    "acquire",
+    "check_new_steps",
+    "check_outcomes",
+    "check_step_batch",
+    "check_unrecorded",
+    "claim_order",
+    "fenced",
+    "interruption",
+    "lease_free",
+    "leased_on",
+    "on_signal",
+    "parked_idle",
+    "prunable",
+    "released",
+    "renewed",
+    "request_cancel",
+    "request_pause",
+    "request_rollback",
+    "resume",
+    "runnable",
+    "signal_accepted",
+    "unfinished",
+    "updated",
+    "woken",
+]
+
+PARKED = (RunStatus.SLEEPING, RunStatus.WAITING)
+"""The statuses of a parked run: waiting for a timer or a signal."""
+
+
+# -- what a run is -------------------------------------------------------------------------------
+
+
+def unfinished(run: RunRecord) -> bool:
+    """The run has not reached a final status (it may still be leased, signalled, requested)."""
+    return not RunStatus(run.status).finished
+
+
+def parked_idle(run: RunRecord) -> bool:
+    """Parked (``sleeping`` / ``waiting``) and executed by nobody (no lease owner)."""
+    return run.status in PARKED and run.lease_owner is None
+
+
+def runnable(run: RunRecord, now: float) -> bool:
+    """Whether `Store.claim` may take the run at ``now``: `durable.store.due_at` has come.
+
+    That is: ``pending`` and not leased; parked and not leased with ``wake_at <= now``; or
+    leased with an expired lease (its executor died), unless ``blocked`` or ``paused``. A
+    pending run is runnable whatever its ``created_at`` (a claimer whose clock is behind the
+    creator's still takes it at once). A ``paused`` run is never runnable by time alone, not
+    even with a lapsed lease: only `Store.resume` (a write) un-pauses it.
+
+    SQL: ``Statements._claimable`` (the ``runnable`` predicate) and ``Statements._due``.
+    """
+    due = due_at(run)
+    if due is None:
+        return False
+    if run.lease_owner is None and run.status == RunStatus.PENDING:
+        return True
+    return due <= now
+
+
+def claim_order(run: RunRecord) -> tuple[float, str]:
+    """The order in which `Store.claim` takes runnable runs: the wake time of a parked one,
+    else its creation time; then the id. SQL: ``ORDER BY coalesce(wake_at, created_at), id``."""
+    return (run.wake_at if run.wake_at is not None else run.created_at, run.id)
+
+
+def leased_on(run: RunRecord, host: str, workflows: Collection[str]) -> bool:
+    """`Store.leased_on`: a run of ``workflows`` leased by an executor on ``host`` that a
+    worker may take over when that executor died: one `runnable` once its lease lapses
+    (unfinished, not ``blocked``, not ``paused``). SQL: ``Statements._leased_on``."""
+    return (
+        run.workflow in workflows
+        and run.lease_owner is not None
+        and run.lease_host == host
+        and unfinished(run)
+        and run.status not in (RunStatus.BLOCKED, RunStatus.PAUSED)
+    )
+
+
+# -- leases --------------------------------------------------------------------------------------
+
+
+def lease_free(run: RunRecord, now: float, takeover_token: int | None = None) -> bool:
+    """Whether `Store.acquire_lease` may take the run: unfinished, and nobody holds the lease,
+    or it expired (``lease_expires_at <= now``), or the caller names the current token
+    (``takeover_token``: it verified that the holder is dead). SQL: ``Statements.acquire``."""
+    if not unfinished(run):
+        return False
+    return (
+        run.lease_owner is None
+        or (run.lease_expires_at is not None and run.lease_expires_at <= now)
+        or (takeover_token is not None and run.lease_token == takeover_token)
+    )
+
+
+def acquire(
+    run: RunRecord,
+    owner: LeaseOwner,
+    *,
+    now: float,
+    duration: float,
+    takeover_token: int | None = None,
+) -> tuple[RunRecord, Lease] | None:
+    """`Store.acquire_lease` on one record: the leased record and its lease, or ``None`` when
+    the lease is not free (see `lease_free`). The token is incremented, the status becomes
+    ``running``, ``error_text`` and ``wake_at`` are cleared, ``updated_at`` is ``now``, and
+    taking a lease someone still held counts one more ``recoveries``."""
+    if not lease_free(run, now, takeover_token):
+        return None
+    expires = now + duration
+    run = replace(
+        run,
+        recoveries=run.recoveries + (run.lease_owner is not None),
+        status=RunStatus.RUNNING,
+        error_text=None,
+        wake_at=None,
+        updated_at=now,
+        lease_owner=owner.owner,
+        lease_host=owner.host,
+        lease_pid=owner.pid,
+        lease_token=run.lease_token + 1,
+        lease_expires_at=expires,
+    )
+    return run, Lease(run.id, owner, run.lease_token, expires)
+
+
+def fenced(run: RunRecord | None, lease: Lease) -> RunRecord:
+    """The run, if ``lease`` may still write to it (its token is the run's).
+
+    Raises:
+        LeaseLost: the run is gone, or someone acquired it since (its token moved on).
+    """
+    if run is None:
+        raise LeaseLost(lease.run_id, "the run no longer exists")
+    if run.lease_token != lease.token:
+        raise LeaseLost(lease.run_id, f"its fencing token is {run.lease_token}, not {lease.token}")
+    return run
+
+
+def renewed(run: RunRecord, expires: float) -> RunRecord:
+    """`Store.renew_lease` (after `fenced`): the new expiry; ``updated_at`` is left alone."""
+    return replace(run, lease_expires_at=expires)
+
+
+def released(run: RunRecord) -> RunRecord:
+    """The run without a lease holder: owner, host, pid and expiry cleared, the token kept
+    (`Store.release_lease` after `fenced`, and ``RunUpdate(release=True)``)."""
+    return replace(run, lease_owner=None, lease_host=None, lease_pid=None, lease_expires_at=None)
+
+
+# -- commits -------------------------------------------------------------------------------------
+
+
+def interruption(run: RunRecord) -> Interruption | None:
+    """What stops a ``check_requests`` commit (a step about to start): a pause request, or a
+    cancel request not yet delivered (``cancelled_seq`` unset). SQL: ``Statements.
+    insert_step_starting`` (``may_start``) and ``_sql._interruption``."""
+    cancel = run.cancel_requested and run.cancelled_seq is None
+    if cancel or run.pause_requested:
+        return Interruption(cancel=cancel, pause=run.pause_requested)
+    return None
+
+
+def updated(run: RunRecord, update: RunUpdate, now: float) -> RunRecord:
+    """A `RunUpdate` applied by `Store.commit`: ``updated_at`` becomes ``now``; a ``None``
+    ``result`` / ``error`` / ``cancelled_seq`` / ``wake_at`` keeps the stored value;
+    ``error_text`` is always replaced; ``release`` also `released` the lease.
+    SQL: ``Statements.update`` / ``update_release`` (``coalesce`` keeps a value)."""
+    run = replace(
+        run,
+        updated_at=now,
+        status=update.status,
+        result=run.result if update.result is None else update.result,
+        error=run.error if update.error is None else update.error,
+        error_text=update.error_text,
+        cancelled_seq=run.cancelled_seq if update.cancelled_seq is None else update.cancelled_seq,
+        wake_at=run.wake_at if update.wake_at is None else update.wake_at,
+    )
+    return released(run) if update.release else run
 
 
 def check_step_batch(run_id: str, steps: Sequence[StepRecord]) -> None:
@@ -33,9 +235,113 @@ def check_step_batch(run_id: str, steps: Sequence[StepRecord]) -> None:
         seen.add(step.seq)
 
 
+def check_new_steps(
+    run_id: str, recorded: Mapping[int, StepRecord], steps: Sequence[StepRecord]
+) -> None:
+    """Refuse to insert a step whose ``seq`` is already recorded (a step is written once).
+
+    Raises:
+        StoreError: naming the first such step.
+    """
+    clash = sorted(s.seq for s in steps if s.seq in recorded)
+    if clash:
+        raise StoreError(
+            f"cannot commit steps to run {run_id!r}: step {clash[0]} is already "
+            "recorded (a step is written once); nothing was written"
+        )
+
+
+def check_unrecorded(run_id: str, recorded: StepRecord | None, seq: int) -> None:
+    """Refuse to write over a step that is recorded with another status than ``started``
+    (an outcome, or a received signal, replaces only a ``started`` row, or fills a gap).
+
+    Raises:
+        StoreError: the step is already recorded as completed / failed.
+    """
+    if recorded is not None and recorded.status != StepStatus.STARTED:
+        raise StoreError(
+            f"cannot record the outcome of step {seq} of run {run_id!r}: it is already "
+            f"recorded as {recorded.status!r} (a step is written once); nothing was written"
+        )
+
+
+def check_outcomes(
+    run_id: str, recorded: Mapping[int, StepRecord], outcomes: Sequence[StepRecord]
+) -> None:
+    """`check_unrecorded` for each of a commit's ``outcomes``."""
+    for step in outcomes:
+        check_unrecorded(run_id, recorded.get(step.seq), step.seq)
+
+
+# -- requests and signals (no lease needed) ------------------------------------------------------
+
+
+def request_cancel(run: RunRecord, now: float) -> RunRecord:
+    """`Store.request_cancel`: an unfinished run gets ``cancel_requested``; a parked one that
+    nobody executes becomes due now, to be cancelled. SQL: ``Statements.request_cancel``."""
+    if not unfinished(run):
+        return run
+    wake_at = now if parked_idle(run) else run.wake_at
+    return replace(run, cancel_requested=True, wake_at=wake_at, updated_at=now)
+
+
+def request_pause(run: RunRecord, now: float) -> RunRecord:
+    """`Store.request_pause`: an unfinished run gets ``pause_requested``; one nobody executes
+    (``pending`` or parked, no lease owner) is ``paused`` at once. A leased run keeps its
+    status: its executor pauses it at its next step boundary (a ``check_requests`` commit is
+    refused with the `Interruption`). SQL: ``Statements.request_pause``."""
+    if not unfinished(run):
+        return run
+    idle = run.lease_owner is None and run.status in (RunStatus.PENDING, *PARKED)
+    status = RunStatus.PAUSED if idle else run.status
+    return replace(run, pause_requested=True, status=status, updated_at=now)
+
+
+def resume(run: RunRecord, now: float) -> RunRecord:
+    """`Store.resume`: an unfinished run loses ``pause_requested``; a ``paused`` one becomes
+    ``pending`` (runnable). SQL: ``Statements.resume``."""
+    if not unfinished(run):
+        return run
+    status = RunStatus.PENDING if run.status == RunStatus.PAUSED else run.status
+    return replace(run, pause_requested=False, status=status, updated_at=now)
+
+
+def request_rollback(run: RunRecord, now: float) -> RunRecord:
+    """`Store.request_rollback`: a ``completed`` run becomes ``compensating`` with
+    ``rollback_requested``; any other is left alone. SQL: ``Statements.request_rollback``."""
+    if run.status != RunStatus.COMPLETED:
+        return run
+    return replace(run, status=RunStatus.COMPENSATING, rollback_requested=True, updated_at=now)
+
+
+def signal_accepted(run: RunRecord) -> bool:
+    """Whether `Store.send_signal` buffers a signal for the run: it is unfinished."""
+    return unfinished(run)
+
+
+def on_signal(run: RunRecord, now: float) -> RunRecord:
+    """A buffered signal's effect on its run: a ``waiting`` run that nobody executes becomes
+    due now (``wake_at = now``); others are unchanged (a sleeping run wakes at its timer, a
+    running one finds the signal itself). ``updated_at`` is left alone.
+    SQL: ``Statements.wake_waiting``."""
+    if run.status == RunStatus.WAITING and run.lease_owner is None:
+        return replace(run, wake_at=now)
+    return run
+
+
+def woken(run: RunRecord, now: float) -> RunRecord:
+    """`Store.wake`: a parked run that nobody executes becomes due now; others are unchanged.
+    SQL: ``Statements.wake_parked``."""
+    return replace(run, wake_at=now) if parked_idle(run) else run
+
+
+# -- retention -----------------------------------------------------------------------------------
+
+
 def prunable(runs: Mapping[str, RunRecord], before: float) -> list[str]:
     """Ids of the finished runs last updated before ``before`` that no unfinished run refers
-    to: none of their ancestors (parent, the parent's parent...) is unfinished. Oldest first.
+    to: none of their ancestors (parent, the parent's parent...) is unfinished. Oldest first
+    (by ``updated_at``, then id).
 
     The SQL store spells the same rule as a recursive query (``Statements.prune_ids``).
     """
@@ -44,7 +350,7 @@ def prunable(runs: Mapping[str, RunRecord], before: float) -> list[str]:
     for run in runs.values():
         if run.parent_id is not None:
             children.setdefault(run.parent_id, []).append(run.id)
-    todo = [run.id for run in runs.values() if not RunStatus(run.status).finished]
+    todo = [run.id for run in runs.values() if unfinished(run)]
     while todo:
         run_id = todo.pop()
         if run_id in keep:
@@ -54,7 +360,7 @@ def prunable(runs: Mapping[str, RunRecord], before: float) -> list[str]:
     old = [
         run
         for run in runs.values()
-        if run.id not in keep and RunStatus(run.status).finished and run.updated_at < before
+        if run.id not in keep and not unfinished(run) and run.updated_at < before
     ]
     old.sort(key=lambda run: (run.updated_at, run.id))
     return [run.id for run in old]

@@ -388,6 +388,7 @@ class Statements:
             "lease_pid": sa.null(),
             "lease_expires_at": sa.null(),
         }
+        # `_rules.updated`: a None result / error / cancelled_seq / wake_at keeps the value
         changes = {
             "updated_at": bp("now"),
             "status": bp("new_status"),
@@ -400,7 +401,7 @@ class Statements:
             "wake_at": sa.func.coalesce(bp("new_wake_at", type_=sa.Double), c.wake_at),
         }
         oldest_first = (c.created_at, c.id)
-        free = sa.or_(
+        free = sa.or_(  # `_rules.lease_free`
             c.lease_owner.is_(None),
             c.lease_expires_at <= bp("now"),
             c.lease_token == bp("takeover"),
@@ -421,7 +422,7 @@ class Statements:
             .limit(bp("lim", type_=sa.Integer))
         )
         # Only runs in a status this version knows are acquired (an unknown one reads as
-        # blocked); taking a lease someone still holds counts a recovery.
+        # blocked); taking a lease someone still holds counts a recovery (`_rules.acquire`).
         unfinished = [sa.literal(s.value) for s in RunStatus if not s.finished]
         self.acquire = comp(
             runs.update()
@@ -446,25 +447,30 @@ class Statements:
         idle = c.lease_owner.is_(None)
         is_pending = c.status == _sql_literal(RunStatus.PENDING.value)
         is_parked = c.status.in_([_sql_literal(s) for s in parked_statuses()])
+        is_paused = c.status == _sql_literal(RunStatus.PAUSED.value)
+        # `_rules.runnable` (with `active`): a paused run is never runnable by time, not even
+        # with a lapsed lease; only `resume` un-pauses it.
         runnable = sa.or_(
             sa.and_(is_pending, idle),
             sa.and_(is_parked, idle, c.wake_at <= bp("now")),
-            sa.and_(c.lease_owner.is_not(None), c.lease_expires_at <= bp("now")),
+            sa.and_(c.lease_owner.is_not(None), c.lease_expires_at <= bp("now"), ~is_paused),
         )
         self._dialect = dialect
         self._claimable = (
             sa.select(*run_columns)
             .where(active, runnable)
-            .order_by(sa.func.coalesce(c.wake_at, c.created_at), c.id)
+            .order_by(sa.func.coalesce(c.wake_at, c.created_at), c.id)  # `_rules.claim_order`
             .limit(bp("lim", type_=sa.Integer))
             .with_for_update(skip_locked=True)
         )
         self._claimable_for: dict[tuple[str, ...], Compiled] = {}
         # When the next run becomes claimable: a pending one now, a parked one at its wake
-        # time, a leased one when its lease expires (a paused one only by a write).
+        # time, a leased one when its lease expires (a paused one only by a write); the
+        # minimum of `durable.store.due_at`.
         self._due = sa.select(
             sa.func.min(
                 sa.case(
+                    (is_paused, sa.null()),
                     (c.lease_owner.is_not(None), c.lease_expires_at),
                     (is_pending, c.created_at),
                     (is_parked, c.wake_at),
@@ -489,7 +495,7 @@ class Statements:
                 c.updated_at < bp("before"),
                 c.id.not_in(sa.select(keep.c.id)),
             )
-            .order_by(c.updated_at)
+            .order_by(c.updated_at, c.id)
             .limit(bp("lim", type_=sa.Integer))
             .with_for_update(skip_locked=True)
         )
@@ -509,8 +515,9 @@ class Statements:
                 updated_at=bp("now"),
             )
         )
+        # `_rules.leased_on`: the leased runs a worker may take over (not blocked, not paused)
         self._leased_on = sa.select(*run_columns).where(
-            active, c.lease_owner.is_not(None), c.lease_host == bp("host")
+            active, ~is_paused, c.lease_owner.is_not(None), c.lease_host == bp("host")
         )
         self._leased_on_for: dict[tuple[str, ...], Compiled] = {}
         self.delete_steps = comp(steps.delete().where(steps.c.run_id == bp("rid")))
@@ -540,17 +547,18 @@ class Statements:
                 sent.run_id == bp("rid"), sent.name == bp("name"), sent.sent_at == bp("now")
             )
         )
-        self.wake_parked = comp(
+        self.wake_parked = comp(  # `_rules.woken`
             runs.update()
             .where(by_id, c.status.in_(parked), c.lease_owner.is_(None))
             .values(wake_at=bp("now"))
         )
-        self.wake_waiting = comp(
+        self.wake_waiting = comp(  # `_rules.on_signal`
             runs.update()
             .where(by_id, c.status == sa.literal(RunStatus.WAITING.value), c.lease_owner.is_(None))
             .values(wake_at=bp("now"))
         )
         self.token = comp(sa.select(c.lease_token).where(by_id))
+        # `_rules.fenced` then `_rules.renewed` / `_rules.released`
         self.renew = comp(runs.update().where(fenced).values(lease_expires_at=bp("expires")))
         self.release = comp(runs.update().where(fenced).values(**released))
         # Steps without a run update: check the token under a row lock (Postgres FOR SHARE;
@@ -563,7 +571,7 @@ class Statements:
             .where(by_id)
             .with_for_update(read=True)
         )
-        may_start = sa.and_(
+        may_start = sa.and_(  # no `_rules.interruption`
             fenced,
             c.pause_requested == sa.false(),
             sa.or_(c.cancel_requested == sa.false(), c.cancelled_seq.is_not(None)),
@@ -666,6 +674,7 @@ class Statements:
             .where(sig.id == bp("sid"), sig.consumed_seq.is_(None))
             .values(consumed_seq=bp("seq"))
         )
+        # The requests: `_rules.request_cancel`, `request_pause`, `resume`, `request_rollback`.
         self.request_cancel = comp(
             runs.update()
             .where(by_id, c.status.not_in(finished))

@@ -1137,7 +1137,12 @@ class SQLStore:
         values = {**step_values(step), "rid": step.run_id, "result": payload}
         await cur.execute(self._s.replace_step.sql, self._s.replace_step.args(values))
         if cur.rowcount != 1:
-            await cur.execute(self._s.insert_step.sql, self._s.insert_step.args(values))
+            try:
+                await cur.execute(self._s.insert_step.sql, self._s.insert_step.args(values))
+            except self._integrity_error as exc:  # a finished step is never rewritten
+                if not _duplicate(exc):
+                    raise
+                raise self._already_recorded(lease, exc) from exc
         return payload
 
     async def wait_for_work(self, *, workflows: Sequence[str], now: float, within: float) -> None:

@@ -313,8 +313,8 @@ class Store(Protocol):
         first, as `acquire_lease` does for each. Concurrent claimers never get the same run.
 
         Runnable: ``pending`` and not leased; parked (``sleeping`` / ``waiting``, not leased)
-        with ``wake_at <= now``; or unfinished (not ``blocked``) with an expired lease (its
-        executor died).
+        with ``wake_at <= now``; or unfinished (not ``blocked`` or ``paused``) with an expired
+        lease (its executor died). A ``paused`` run is taken only after `resume`.
 
         Returns:
             The claimed runs (as they were before the claim) with their new leases.
@@ -495,7 +495,8 @@ class Store(Protocol):
         ...
 
     async def leased_on(self, host: str, *, workflows: Sequence[str]) -> list[RunRecord]:
-        """Unfinished runs of ``workflows`` whose lease is held by an executor on ``host``
+        """Unfinished runs of ``workflows`` (not ``blocked`` or ``paused``: those `claim`
+        would take once their lease lapsed) whose lease is held by an executor on ``host``
         (expired or not): a worker looks among them for runs whose executor process died, to
         take them over at once instead of after their lease."""
         ...

@@ -1,5 +1,5 @@
-"""`Store.prune` / `durable.prune` / `durable db prune`, and `Store.wait_for_work`, on every
-store."""
+"""`durable.prune` / `durable db prune`, and `Store.wait_for_work` across connections, on every
+store (the prune and wait_for_work contracts themselves are in `durable.testing.check_store`)."""
 
 from __future__ import annotations
 
@@ -35,37 +35,6 @@ async def _finish(store: Store, run_id: str, at: float, status: RunStatus) -> No
     await store.commit(lease, [step], now=at)
     await store.send_signal(run_id, "approve", b"yes", now=at)
     await store.commit(lease, update=RunUpdate(status, result=b"r", release=True), now=at)
-
-
-async def test_prune_deletes_only_old_finished_runs_with_their_steps_and_signals(
-    store: Store,
-) -> None:
-    day = 86_400.0
-    for i, status in enumerate([RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.COMPENSATED]):
-        await store.create_run(_run(f"old-{i}", 1_000.0))
-        await _finish(store, f"old-{i}", 1_000.0, status)
-    await store.create_run(_run("recent", 1_000.0))
-    await _finish(store, "recent", 40 * day, RunStatus.COMPLETED)
-    await store.create_run(_run("old-but-pending", 1_000.0))  # never finished: kept
-    await store.create_run(_run("old-but-parked", 1_000.0))
-    lease = await store.acquire_lease("old-but-parked", OWNER, now=1_000.0, duration=30)
-    assert lease is not None
-    parked = RunUpdate(RunStatus.SLEEPING, wake_at=90 * day, release=True)
-    await store.commit(lease, update=parked, now=1_000.0)
-
-    assert await store.prune(before=30 * day, limit=2) == 2  # one batch of two
-    assert await store.prune(before=30 * day, limit=2) == 1
-    assert await store.prune(before=30 * day, limit=2) == 0
-
-    left = {run.id for run in await store.list_runs(limit=100)}
-    assert left == {"recent", "old-but-pending", "old-but-parked"}
-    for i in range(3):
-        assert await store.load_steps(f"old-{i}") == []
-    assert [s.seq for s in await store.load_steps("recent")] == [1]
-    # the pruned id is free again: a new run with it starts from nothing
-    stored, created = await store.create_run(_run("old-0", 50 * day))
-    assert created and stored.status == RunStatus.PENDING
-    assert await store.load_steps("old-0") == []
 
 
 class _FixedClock:
@@ -148,12 +117,6 @@ def _twin(store: Store) -> Store:
 def _polls(store: Store) -> bool:
     """SQLite has no cross-process notification: its waits end every 50 ms."""
     return isinstance(store, SQLStore) and store.url.startswith("sqlite")
-
-
-async def test_wait_for_work_returns_at_once_when_a_run_is_pending(store: Store) -> None:
-    await store.create_run(_run("r", time.time()))
-    with anyio.fail_after(60):  # the wait asked for is 600 s
-        await store.wait_for_work(workflows=[WORKFLOW], now=time.time(), within=600)
 
 
 async def test_wait_for_work_wakes_when_another_connection_starts_a_run(store: Store) -> None:
