@@ -5,7 +5,16 @@ and completed work is never repeated: a crashed, redeployed or resumed run repla
 steps and continues where it stopped. See the README for the model and the guarantees.
 """
 
+from durable._client import (
+    WorkflowHandle,
+    execute,
+    get_handle,
+    run,
+    signal,
+    start,
+)
 from durable._codec import Codec, JSONCodec, PickleCodec
+from durable._config import ExecutorConfig, executor_config
 from durable._decorators import activity, workflow
 from durable._errors import (
     ActivityError,
@@ -34,15 +43,7 @@ from durable._errors import (
 )
 from durable._retention import prune
 from durable._retry import RetryPolicy
-from durable._runner import (
-    WorkflowHandle,
-    close_stores,
-    execute,
-    get_handle,
-    run,
-    signal,
-    start,
-)
+from durable._stores import close_stores
 from durable._types import Info, RunStatus, Step, StepKind, StepStatus
 from durable._worker import Worker
 from durable._workflow_api import (
@@ -67,6 +68,7 @@ __all__ = [
     "CodecNotAllowed",
     "CompensationFailed",
     "DurableError",
+    "ExecutorConfig",
     "Info",
     "JSONCodec",
     "LeaseLost",
@@ -97,6 +99,7 @@ __all__ = [
     "close_stores",
     "deprecate_patch",
     "execute",
+    "executor_config",
     "gather",
     "get_handle",
     "info",

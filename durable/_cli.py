@@ -30,7 +30,7 @@ from durable import _retention as retention
 from durable._errors import StoreError
 from durable._registry import registered_workflows
 from durable._retention import parse_age
-from durable._runner import DEFAULT_URL, resolve_store
+from durable._stores import DEFAULT_URL, resolve_store
 from durable._worker import Worker
 from durable.backends import SQLStore
 from durable.backends._redact import redact, secrets_in

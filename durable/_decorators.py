@@ -25,7 +25,7 @@ from durable._registry import ActivityDefinition, WorkflowDefinition, register_w
 from durable._retry import NO_RETRY, RetryPolicy
 from durable._saga import undo_definition
 
-__all__ = ["activity", "caller_location", "definition_of", "workflow"]
+__all__ = ["activity", "caller_location", "definition_of", "with_instance", "workflow"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -320,3 +320,9 @@ def activity(
         return _Durable(f, call, defn)
 
     return decorate if fn is None else decorate(fn)
+
+
+def with_instance(workflow: object, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A workflow method bound to an instance runs with that instance as its first argument."""
+    instance = getattr(workflow, "_self_instance", None)
+    return args if instance is None else (instance, *args)

@@ -6,7 +6,7 @@ import math
 from datetime import timedelta
 
 from durable._clock import Clock, SystemClock
-from durable._runner import resolve_store
+from durable._stores import resolve_store
 from durable.store import Store
 
 __all__ = ["prune"]

@@ -18,12 +18,12 @@ from typing import Any
 
 import anyio
 
-from durable._clock import Clock, SystemClock
+from durable._config import MIN_LEASE_SECONDS, ExecutorConfig
 from durable._decorators import definition_of
-from durable._engine import Interceptor, RunAbandoned
+from durable._engine import RunAbandoned
 from durable._errors import LeaseLost, NonDeterminismError, PayloadDecodeError, StoreError
+from durable._executor import HOST, Executor, holder_is_dead
 from durable._registry import WorkflowDefinition, registered_workflows
-from durable._runner import _HOST, MIN_LEASE_SECONDS, _drive, _holder_is_dead
 from durable._stores import using
 from durable._types import RunStatus
 from durable.store import Lease, LeaseOwner, RunRecord, Store, UnreadableRecord
@@ -60,6 +60,8 @@ class Worker:
             a run whose worker died is taken over by another worker after that.
         grace: seconds `stop` lets running steps finish before it cancels them.
         park_after: a wait longer than this parks the run (default 5 s).
+        config: every other timing of the executor, its clock and an activity interceptor
+            (`durable.ExecutorConfig`; ``lease`` and ``park_after`` override its fields).
 
     Raises:
         ValueError / TypeError: an argument is out of range or not a workflow.
@@ -71,25 +73,30 @@ class Worker:
         workflows: Iterable[Callable[..., Any]] | None = None,
         *,
         concurrency: int = 100,
-        lease: float = 30.0,
+        lease: float | None = None,
         grace: float = 10.0,
-        park_after: float = 5.0,
-        _clock: Clock | None = None,
-        _interceptor: Interceptor | None = None,
+        park_after: float | None = None,
+        config: ExecutorConfig | None = None,
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"Worker(concurrency=...) must be an int >= 1, not {concurrency!r}")
+        config = config or ExecutorConfig()
+        lease = config.lease_seconds if lease is None else lease
         for name, value in (("lease", lease), ("grace", grace), ("park_after", park_after)):
+            if value is None:
+                continue
             if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-                if not (name == "park_after" and value == 0 and _clock is not None):
-                    raise ValueError(f"Worker({name}=...) must be a number of seconds > 0")
+                raise ValueError(f"Worker({name}=...) must be a number of seconds > 0")
         if lease < MIN_LEASE_SECONDS:
             raise ValueError(
                 f"Worker(lease={lease!r}) is too short: a lease must last at least "
                 f"{MIN_LEASE_SECONDS:g} s (it is renewed every third of it, and a store round "
                 "trip must fit in that), or the worker loses its own runs"
             )
-        self._park_after = float(park_after)
+        changes: dict[str, float] = {"lease_seconds": float(lease)}
+        if park_after is not None:
+            changes["park_after"] = float(park_after)
+        self._config = config.replace(**changes)
         self._store_arg = store
         self._workflows: dict[str, WorkflowDefinition] | None = None
         if workflows is not None:
@@ -101,11 +108,10 @@ class Worker:
                 self._workflows[defn.name] = defn
         self._concurrency = concurrency
         self._lease = float(lease)
+        self._clock = self._config.clock
         self._grace = float(grace)
-        self._clock: Clock = _clock or SystemClock()
-        self._interceptor = _interceptor
         self.leases: dict[str, Lease] = {}  # the runs executing now, by id
-        self._owner = LeaseOwner(f"worker-{uuid.uuid4().hex}", _HOST, os.getpid())
+        self._owner = LeaseOwner(f"worker-{uuid.uuid4().hex}", HOST, os.getpid())
         self._stopping = False
         self._active = 0
         self._reported: set[str] = set()
@@ -193,17 +199,7 @@ class Worker:
     ) -> None:
         self.leases[run.id] = lease
         try:
-            await _drive(
-                store,
-                defn,
-                run,
-                lease,
-                self._clock,
-                self._lease,
-                self._park_after,
-                False,
-                interceptor=self._interceptor,
-            )
+            await Executor(store, self._config, wait_parked=False).drive(defn, run, lease)
         except RunAbandoned:
             log.debug("durable worker: run %r abandoned (a test's simulated crash)", run.id)
         except UnreadableRecord as exc:  # the run is blocked now: it is not claimed again
@@ -230,7 +226,7 @@ class Worker:
         if free <= 0:
             return []
         try:
-            held = await store.leased_on(_HOST, workflows=names)
+            held = await store.leased_on(HOST, workflows=names)
         except Exception:
             log.exception("durable worker: looking for runs of dead local executors failed")
             return []
@@ -238,7 +234,7 @@ class Worker:
         for run in held:
             if len(taken) >= free or run.lease_owner == self._owner.owner:
                 continue
-            if run.id in self.leases or not _holder_is_dead(run):
+            if run.id in self.leases or not holder_is_dead(run):
                 continue
             try:
                 lease = await store.acquire_lease(

@@ -3,6 +3,8 @@ the run from parking: the engine counts steps in flight, and such a step leaves 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import anyio
 import anyio.lowlevel
 import pytest
@@ -13,9 +15,9 @@ from durable.store import Store
 
 
 @pytest.fixture(autouse=True)
-def _quick_parking(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("durable._runner.PARK_AFTER_SECONDS", 0.1)
-    monkeypatch.setattr("durable._runner.PARK_POLL_SECONDS", 0.05)
+async def _quick_parking() -> AsyncIterator[None]:
+    with durable.executor_config(park_after=0.1, park_poll_seconds=0.05):
+        yield
 
 
 class Refused(Exception):

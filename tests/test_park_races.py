@@ -7,6 +7,7 @@ The request is injected at exactly that point: just before the parking commit.""
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -18,8 +19,9 @@ from durable.store import RunUpdate, Store
 
 
 @pytest.fixture(autouse=True)
-def _quick_parking(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("durable._runner.PARK_AFTER_SECONDS", 0.1)
+async def _quick_parking() -> AsyncIterator[None]:
+    with durable.executor_config(park_after=0.1):
+        yield
 
 
 class RequestBeforeParking:

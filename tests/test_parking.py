@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 
 import anyio
 import pytest
@@ -15,10 +16,10 @@ log: list[str] = []
 
 
 @pytest.fixture(autouse=True)
-def _quick_parking(monkeypatch: pytest.MonkeyPatch) -> None:
+async def _quick_parking() -> AsyncIterator[None]:
     log.clear()
-    monkeypatch.setattr("durable._runner.PARK_AFTER_SECONDS", 0.1)
-    monkeypatch.setattr("durable._runner.PARK_POLL_SECONDS", 0.05)
+    with durable.executor_config(park_after=0.1, park_poll_seconds=0.05):
+        yield
 
 
 @durable.activity

@@ -245,7 +245,7 @@ async def test_the_key_can_come_from_the_environment(
         handle = await durable.start(approval, 1, id="e", store=url)
         await handle.signal("approve", 1)
         assert await durable.execute(approval, 1, id="e", store=url) == 3
-        payloads = await all_payloads(durable._runner.resolve_store(url), "e")
+        payloads = await all_payloads(durable._stores.resolve_store(url), "e")
         assert payloads and all(p[:1] == SIGNED for p in payloads)
     finally:
         await durable.close_stores()

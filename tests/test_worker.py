@@ -209,10 +209,7 @@ def test_a_killed_workers_runs_are_taken_over_after_its_lease(sqlite_url: str, s
     assert min(taken_over) >= killed_at  # by the second worker, after the kill
 
 
-def test_a_parked_run_is_finished_by_a_later_worker_when_due(
-    sqlite_url: str, side: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("durable._runner.PARK_AFTER_SECONDS", 0.1)
+def test_a_parked_run_is_finished_by_a_later_worker_when_due(sqlite_url: str, side: Path) -> None:
 
     async def start_and_park() -> float:
         async with SQLStore(sqlite_url) as store:
@@ -233,7 +230,8 @@ def test_a_parked_run_is_finished_by_a_later_worker_when_due(
             assert run.lease_owner is None and run.wake_at is not None
             return run.wake_at
 
-    due = anyio.run(start_and_park)
+    with durable.executor_config(park_after=0.1):
+        due = anyio.run(start_and_park)
     worker = _spawn_worker(sqlite_url, side)
 
     async def wait() -> str:

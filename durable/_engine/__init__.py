@@ -45,8 +45,8 @@ import anyio
 import anyio.lowlevel
 
 from durable import _context
-from durable._clock import Clock
 from durable._codec import Payloads
+from durable._config import ExecutorConfig
 from durable._errors import (
     Cancelled,
     CompensationFailed,
@@ -69,7 +69,7 @@ from durable.store import (
 
 from ._activities import Activities
 from ._cancel import Cancellation
-from ._common import PARKED, ChildRunner, Interceptor, RunAbandoned, only_parks
+from ._common import PARKED, ChildRunner, Interceptor, Park, RunAbandoned, only_parks
 from ._in_flight import InFlight
 from ._journal import Journal
 from ._others import OtherRuns
@@ -90,15 +90,14 @@ class Engine:
         lease: Lease,
         defn: WorkflowDefinition,
         steps: list[StepRecord],
-        clock: Clock,
         child_runner: ChildRunner,
-        park_after: float | None = None,
-        interceptor: Interceptor | None = None,
+        config: ExecutorConfig,
         replay_only: bool = False,
-        lease_seconds: float = 30.0,
     ) -> None:
+        clock = config.clock
+        self.config = config
         self.store = store
-        self.interceptor = interceptor
+        self.interceptor = config.interceptor
         self.run_record = run
         self.defn = defn
         self.clock = clock
@@ -111,7 +110,7 @@ class Engine:
             clock=clock,
             payloads=Payloads(defn.codec, trust_of(store)),
             flight=self.flight,
-            lease_seconds=lease_seconds,
+            lease_seconds=config.lease_seconds,
         )
         self.cursor = ReplayCursor(
             run.id,
@@ -131,7 +130,7 @@ class Engine:
         self.failure_recorded = run.status == RunStatus.COMPENSATING and not run.rollback_requested
         self.activities = Activities(self)
         self.others = OtherRuns(self)
-        self.waits = Waits(self, park_after=park_after, pause_requested=run.pause_requested)
+        self.waits = Waits(self, park_after=config.park_after, pause_requested=run.pause_requested)
 
     @property
     def fatal(self) -> BaseException | None:
@@ -176,9 +175,19 @@ class Engine:
         except Exception as exc:
             failure = exc
         except BaseException as exc:
-            if self.waits.parked is None or not only_parks(exc):
+            if self.waits.parked is None:
                 raise
-            parked = True
+            if only_parks(exc):
+                parked = True
+            else:
+                # One branch parked while another ended otherwise (it took a cancel, say, in
+                # the moment between the decision to park and the unwinding): that outcome
+                # wins and the park is dropped.
+                rest = exc.split(Park)[1] if isinstance(exc, BaseExceptionGroup) else exc
+                if not isinstance(rest, Exception):
+                    raise
+                self.waits.parked = None
+                failure = rest
         finally:
             current_scope().reset(scope_token)
             _context.leave_run(token)

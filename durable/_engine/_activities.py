@@ -29,10 +29,7 @@ from ._journal import StepCall
 if TYPE_CHECKING:
     from . import Engine
 
-__all__ = ["HALT_SECONDS", "Activities"]
-
-HALT_SECONDS = 5.0
-"""How long a resumed, compensating run waits for its recorded failure to be raised again."""
+__all__ = ["Activities"]
 
 
 class Activities:
@@ -182,7 +179,7 @@ class Activities:
         """A step that was still running when the run failed, met again while the run is
         resumed to finish compensating: it waits to be cancelled, as it was the first time,
         by the replayed failure. If that never comes, the code has diverged."""
-        with anyio.move_on_after(HALT_SECONDS):
+        with anyio.move_on_after(self._e.config.halt_seconds):
             await anyio.sleep_forever()
         self._e.fatal = self._cursor.nondeterminism(
             seq,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from durable._config import Interceptor
 from durable._errors import LeaseLost, NonDeterminismError, PayloadDecodeError, StoreError
-from durable._registry import ActivityDefinition, WorkflowDefinition
-from durable._types import Info
+from durable._registry import WorkflowDefinition
 
 __all__ = [
     "FATAL",
@@ -24,12 +24,6 @@ ChildRunner = Callable[
 ]
 """Runs a child workflow ``(defn, child_id, args, kwargs, parent_id)`` to its outcome."""
 
-Interceptor = Callable[
-    [ActivityDefinition, Info, tuple[Any, ...], dict[str, Any], Callable[[], Awaitable[Any]]],
-    Awaitable[Any],
-]
-"""Wraps every activity attempt: ``(defn, info, args, kwargs, proceed) -> awaitable``, where
-``proceed()`` runs the activity itself (tests use it to fail, crash or replace attempts)."""
 
 FATAL = (NonDeterminismError, LeaseLost, PayloadDecodeError, StoreError)
 """Errors that stop the run where they happen: the workflow cannot catch them and go on."""

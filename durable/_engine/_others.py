@@ -24,11 +24,7 @@ from ._journal import StepCall
 if TYPE_CHECKING:
     from . import Engine
 
-__all__ = ["SIGNAL_FALLBACK_SECONDS", "OtherRuns"]
-
-SIGNAL_FALLBACK_SECONDS = 30.0
-"""A wait for a signal or a parked child's outcome is woken by the write that ends it
-(`Store.watch`); it also looks again this often, in case a wake-up was missed."""
+__all__ = ["OtherRuns"]
 
 
 class OtherRuns:
@@ -136,7 +132,10 @@ class OtherRuns:
                 self._flight.leave()
                 try:
                     await self._e.waits.nap(
-                        seq, SIGNAL_FALLBACK_SECONDS, long_wait=True, watch=(child_id,)
+                        seq,
+                        self._e.config.signal_fallback_seconds,
+                        long_wait=True,
+                        watch=(child_id,),
                     )
                 finally:
                     self._flight.enter()

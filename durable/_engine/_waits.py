@@ -23,7 +23,6 @@ from durable.store import RunUpdate, StepRecord
 
 from ._common import Park
 from ._journal import StepCall
-from ._others import SIGNAL_FALLBACK_SECONDS
 
 if TYPE_CHECKING:
     from . import Engine
@@ -140,7 +139,7 @@ class Waits:
             started = recorded.started_at
             deadline = self._journal.load(recorded.result, seq, "deadline")
             await self._journal.commit((), RunUpdate(RunStatus.WAITING))
-        poll = SIGNAL_FALLBACK_SECONDS
+        poll = self._e.config.signal_fallback_seconds
         waiting_since = self._clock.time()
         self.wake[seq] = (StepKind.SIGNAL, deadline)
         try:
@@ -182,7 +181,7 @@ class Waits:
             if self._park_after is not None and not long_wait:
                 limits.append(waiting_since + self._park_after - now)
             await self.nap(seq, max(min(limits), 0.0), long_wait, watch=(self._run.id,))
-            poll = SIGNAL_FALLBACK_SECONDS
+            poll = self._e.config.signal_fallback_seconds
 
     async def _begin_wait(self, record: StepRecord, update: RunUpdate | None) -> None:
         """Record a timer or signal wait as it starts (refused while a request is pending,

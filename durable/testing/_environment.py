@@ -14,11 +14,13 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from durable._decorators import definition_of
+from durable._client import WorkflowHandle
+from durable._config import ExecutorConfig
+from durable._decorators import definition_of, with_instance
 from durable._engine import RunAbandoned
 from durable._errors import LeaseLost
+from durable._recording import ensure_run, outcome
 from durable._registry import ActivityDefinition, WorkflowDefinition, registered_workflows
-from durable._runner import WorkflowHandle, _ensure_run, _outcome, _with_instance
 from durable._types import Info, Step
 from durable._worker import Worker
 from durable.backends import MemoryStore
@@ -150,9 +152,7 @@ class WorkflowEnvironment:
             concurrency=10_000,
             lease=self._lease,
             grace=0.05,
-            park_after=0,
-            _clock=self.clock,
-            _interceptor=self._intercept,
+            config=ExecutorConfig(clock=self.clock, interceptor=self._intercept, park_after=0),
         )
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
@@ -195,8 +195,8 @@ class WorkflowEnvironment:
         """Record a run (as `durable.start` does, at the virtual time); the environment's
         worker executes it. Returns its handle."""
         defn = _workflow(workflow)
-        await _ensure_run(
-            self._store, defn, id, _with_instance(workflow, args), kwargs, None, self.clock
+        await ensure_run(
+            self._store, defn, id, with_instance(workflow, args), kwargs, None, self.clock
         )
         return self.get_handle(id)
 
@@ -388,7 +388,8 @@ class _EnvHandle(WorkflowHandle):
     """A handle whose ``result()`` skips time while it waits."""
 
     def __init__(self, env: WorkflowEnvironment, id: str) -> None:
-        super().__init__(id, env.store, _clock=env.clock)
+        super().__init__(id, env.store)
+        self._clock = env.clock
         self._env = env
 
     async def result(self, timeout: float | None = None) -> Any:
@@ -400,7 +401,7 @@ class _EnvHandle(WorkflowHandle):
                 while True:
                     run = await self._record()
                     if run.status.finished:
-                        return _outcome(self._store, run)
+                        return outcome(self._store, run)
                     await anyio.sleep(0.001)
 
         return await self._env._skip_while(wait)

@@ -6,11 +6,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from durable._config import ExecutorConfig
 from durable._decorators import definition_of
 from durable._engine import ReplayEnd
+from durable._executor import Executor
 from durable._history import load_history
 from durable._registry import WorkflowDefinition
-from durable._runner import _drive
 from durable.backends import MemoryStore
 from durable.store import LeaseOwner
 
@@ -65,7 +66,9 @@ async def replay(
         started = await store.get_run(run.id)
         assert started is not None
         try:
-            await _drive(store, defn, started, lease, clock, 3600, 0, False, replay_only=True)
+            config = ExecutorConfig(clock=clock, lease_seconds=3600, park_after=0)
+            executor = Executor(store, config, wait_parked=False)
+            await executor.drive(defn, started, lease, replay_only=True)
         except ReplayEnd:
             return
         except BaseExceptionGroup as group:

@@ -51,7 +51,8 @@ async def sleep_until(due: float) -> float:
 
 
 async def main(url: str) -> None:
-    worker = durable.Worker(url, [sleep_until], concurrency=200, park_after=0.2, _clock=CLOCK)
+    config = durable.ExecutorConfig(clock=CLOCK)
+    worker = durable.Worker(url, [sleep_until], concurrency=200, park_after=0.2, config=config)
     async with anyio.create_task_group() as tg:
 
         async def on_signals(*, task_status: anyio.abc.TaskStatus[None]) -> None:

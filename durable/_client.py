@@ -1,0 +1,468 @@
+"""The client: `run`, `execute`, `start`, `signal`, `get_handle` and `WorkflowHandle`.
+
+Every entry point checks its arguments, resolves the store (`durable._stores`) and hands the
+run to an `Executor` (`durable._executor`) configured by `durable.executor_config` (default:
+the production timings). A handle reads and writes the run through the store, from any process
+that reaches it; `result()` waits on the store's notifications (`Store.watch`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import anyio
+
+from durable import _context
+from durable._clock import Clock
+from durable._config import current_config
+from durable._decorators import caller_location, definition_of, with_instance
+from durable._errors import (
+    DurableError,
+    NotAWorkflowError,
+    RunningLoopError,
+    WorkflowNotFound,
+)
+from durable._executor import Executor
+from durable._history import dump_history
+from durable._names import check_name
+from durable._recording import ensure_run, outcome, payloads_of
+from durable._registry import WorkflowDefinition, lookup_workflow
+from durable._signals import send_signal
+from durable._stores import resolve_store, using
+from durable._types import RunStatus, Step, StepKind, StepStatus
+from durable.store import RunRecord, Store
+
+__all__ = [
+    "RESULT_FALLBACK_SECONDS",
+    "WorkflowHandle",
+    "execute",
+    "get_handle",
+    "run",
+    "signal",
+    "start",
+]
+
+R = TypeVar("R")
+
+RESULT_FALLBACK_SECONDS = 1.0
+"""`WorkflowHandle.result` reads the run when a write to it wakes it, and at least this often."""
+
+
+# -- argument checks ---------------------------------------------------------------------------
+
+
+def _workflow_definition(workflow: object, call: str, run_id: object) -> WorkflowDefinition:
+    defn = definition_of(workflow)
+    if isinstance(defn, WorkflowDefinition):
+        return defn
+    what = f"the @activity {defn.name!r}" if defn is not None else repr(workflow)
+    raise NotAWorkflowError(
+        f"durable.{call}(..., id={run_id!r}) needs a function decorated with @durable.workflow, "
+        f"but got {what}; decorate the async function with @durable.workflow (activities run "
+        "inside workflows)"
+    )
+
+
+def _check_id(run_id: object, call: str) -> str:
+    if not isinstance(run_id, str) or not run_id.strip():
+        raise ValueError(
+            f"durable.{call}() needs id=<non-empty string>, the run's idempotency key (for "
+            f"example an order number), not {run_id!r}"
+        )
+    return check_name(run_id, f"durable.{call}(..., id=...): the id")
+
+
+# -- public entry points -----------------------------------------------------------------------
+
+
+def execute(
+    workflow: Callable[..., Coroutine[Any, Any, R]],
+    /,
+    *args: Any,
+    id: str,
+    store: Store | str | None = None,
+    **kwargs: Any,
+) -> Coroutine[Any, Any, R]:
+    """Run (or resume) the run ``id`` of ``workflow`` in this task until it finishes.
+
+    ``await durable.execute(workflow, *args, id=..., **kwargs)``. The same id again never
+    repeats completed work: a finished run returns its recorded result (or raises its recorded
+    error) without executing anything; an unfinished one resumes. A resumed run uses the
+    arguments recorded when it started.
+
+    Inside a workflow, it starts a child run under the given id (``store`` must be left out:
+    children live in their parent's store) whose outcome is one step of the parent, like
+    calling the workflow directly, which picks the id ``"<parent id>/<step>"``.
+
+    Args:
+        workflow: a ``@durable.workflow`` function.
+        *args: its positional arguments.
+        id: the run id, the idempotency key of this run.
+        store: a store, a URL, or ``None`` for ``DURABLE_URL`` / ``sqlite:///durable.db``.
+        **kwargs: its keyword arguments.
+
+    Returns:
+        The workflow's result.
+
+    Raises:
+        WorkflowIdConflict: ``id`` is recorded for another workflow.
+        NonDeterminismError: the code diverged from the run's history (the run is blocked).
+        Exception: whatever the workflow raised (the run is failed).
+    """
+    defn = _workflow_definition(workflow, "execute", id)
+    _check_id(id, "execute")
+    args = with_instance(workflow, args)
+    ctx = _context.current_or_none()
+    if ctx is not None:
+        if store is not None:
+            raise ValueError(
+                f"durable.execute(..., id={id!r}) inside a workflow starts a child run in the "
+                "parent's store; leave out store="
+            )
+        return ctx.call_workflow(defn, args, kwargs, caller_location(), child_id=id)
+    return _execute_top(defn, id, store, args, kwargs)
+
+
+async def _execute_top(
+    defn: WorkflowDefinition,
+    run_id: str,
+    store: Store | str | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    with using(store) as resolved:
+        return await Executor(resolved, current_config()).execute(defn, run_id, args, kwargs)
+
+
+def _refuse_running_loop(run_id: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        running = "trio" in sys.modules and _in_trio()
+    else:
+        running = True
+    if running:
+        raise RunningLoopError(
+            f"durable.run(..., id={run_id!r}) was called inside a running event loop; it would "
+            "block that loop. Use 'await durable.execute(workflow, ..., id=...)' from async code "
+            "instead"
+        )
+
+
+def _in_trio() -> bool:
+    trio = sys.modules["trio"]
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return False
+    return True
+
+
+def run(
+    workflow: Callable[..., Coroutine[Any, Any, R]],
+    /,
+    *args: Any,
+    id: str,
+    store: Store | str | None = None,
+    **kwargs: Any,
+) -> R:
+    """Synchronous `execute`: run or resume run ``id`` until it finishes and return its result.
+
+    Raises:
+        RunningLoopError: called from inside a running event loop (use `execute`).
+        (and everything `execute` raises)
+    """
+    defn = _workflow_definition(workflow, "run", id)
+    _check_id(id, "run")
+    args = with_instance(workflow, args)
+    _refuse_running_loop(id)
+    with using(store) as resolved:
+        executor = Executor(resolved, current_config())
+        result: R = anyio.run(functools.partial(executor.execute, defn, id, args, kwargs))
+    return result
+
+
+async def start(
+    workflow: Callable[..., Any],
+    /,
+    *args: Any,
+    id: str,
+    store: Store | str | None = None,
+    **kwargs: Any,
+) -> WorkflowHandle:
+    """Record run ``id`` as pending (unless it exists) and return its handle without running it.
+
+    A later `run` / `execute` of the same id (or a worker) executes it.
+
+    Raises:
+        WorkflowIdConflict: ``id`` is recorded for another workflow.
+    """
+    defn = _workflow_definition(workflow, "start", id)
+    _check_id(id, "start")
+    args = with_instance(workflow, args)
+    resolved = resolve_store(store)
+    await ensure_run(resolved, defn, id, args, kwargs, None, current_config().clock)
+    return WorkflowHandle(id, resolved)
+
+
+def signal(
+    id: str,
+    name: str,
+    payload: Any = None,
+    *,
+    idempotency_key: str | None = None,
+    store: Store | str | None = None,
+) -> Coroutine[Any, Any, None]:
+    """Send signal ``name`` with ``payload`` to run ``id``, from any process.
+
+    The signal is buffered until the run's next ``durable.wait_signal(name)`` consumes it
+    (signals of one name are consumed in the order sent, each by exactly one wait).
+
+    Called from workflow code it is a step (kind ``signal_send``): sent once, however often
+    the sending run replays (``store`` must be left out: it goes through the run's store).
+
+    Args:
+        id: the receiving run.
+        name: the signal name.
+        payload: any value the receiving workflow's codec can encode.
+        idempotency_key: a second send with the same key to the same run is a no-op (it
+            returns normally and buffers nothing), so a sender that retries (an activity, a
+            webhook handler) sends once. Inside a workflow it defaults to
+            ``"<sending run id>/<step>"``.
+        store: a store, a URL, or ``None`` for ``DURABLE_URL`` / ``sqlite:///durable.db``.
+
+    Raises:
+        WorkflowNotFound: no such run.
+        WorkflowFinished: the run has finished; the signal was not recorded.
+        SerializationError: the payload cannot be encoded.
+    """
+    _check_id(id, "signal")
+    ctx = _context.current_or_none()
+    if ctx is not None:
+        if store is not None:
+            raise ValueError(
+                f"durable.signal({id!r}, ...) inside a workflow is a step of the run and goes "
+                "through the run's store; leave out store="
+            )
+        return _as_coroutine(ctx.send_signal(id, name, payload, idempotency_key, caller_location()))
+    return send_signal(
+        resolve_store(store), id, name, payload, now=time.time(), key=idempotency_key
+    )
+
+
+async def _as_coroutine(awaitable: Awaitable[None]) -> None:
+    await awaitable
+
+
+def get_handle(id: str, store: Store | str | None = None) -> WorkflowHandle:
+    """A handle on run ``id``. Only builds the handle: nothing is read until it is used."""
+    _check_id(id, "get_handle")
+    return WorkflowHandle(id, store)
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+class WorkflowHandle:
+    """A reference to one run, usable from any process that can reach its store.
+
+    Args:
+        id: the run id.
+        store: the store that records the run, or its URL (opened on first use), or ``None``
+            for ``DURABLE_URL`` / ``sqlite:///durable.db``.
+    """
+
+    def __init__(self, id: str, store: Store | str | None = None) -> None:
+        self._id = id
+        self._store_arg = store
+        self._clock: Clock = current_config().clock
+
+    @property
+    def _store(self) -> Store:
+        # A URL is resolved at each use: the store opened for it may have been closed since
+        # (durable.close_stores(), or more URLs in use than DURABLE_MAX_OPEN_STORES).
+        return resolve_store(self._store_arg)
+
+    @property
+    def id(self) -> str:
+        """The run id."""
+        return self._id
+
+    def __repr__(self) -> str:
+        return f"WorkflowHandle(id={self._id!r})"
+
+    async def _record(self) -> RunRecord:
+        run = await self._store.get_run(self._id)
+        if run is None:
+            raise WorkflowNotFound(self._id)
+        return run
+
+    async def status(self) -> RunStatus:
+        """The run's current status.
+
+        Raises:
+            WorkflowNotFound: no such run.
+        """
+        return (await self._record()).status
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """Wait until the run finishes and return its result (or raise its error).
+
+        Never executes the run: another process (or a `run` / `execute` call) must. A run that
+        is ``blocked`` is waited for too, since compatible code may resume it.
+
+        Args:
+            timeout: seconds to wait at most; ``None`` waits forever.
+
+        Raises:
+            TimeoutError: the run did not finish within ``timeout``.
+            WorkflowNotFound: no such run.
+        """
+        if timeout is not None and (not math.isfinite(timeout) or timeout < 0):
+            raise ValueError(f"timeout must be a finite number of seconds >= 0, not {timeout!r}")
+        store = self._store
+        with anyio.fail_after(timeout):
+            while True:
+                run = await self._record()
+                if run.status.finished:
+                    return outcome(store, run)
+                # Recording the outcome rings the run's watchers (in any process, where the
+                # store can tell); the fallback reads again after RESULT_FALLBACK_SECONDS.
+                await store.watch([self._id], within=RESULT_FALLBACK_SECONDS)
+
+    async def signal(
+        self, name: str, payload: Any = None, *, idempotency_key: str | None = None
+    ) -> None:
+        """Send signal ``name`` with ``payload`` to this run (see `durable.signal`: from
+        workflow code it is a step, and ``idempotency_key`` makes a repeated send a no-op)."""
+        ctx = _context.current_or_none()
+        if ctx is not None:
+            location = caller_location()
+            await ctx.send_signal(self._id, name, payload, idempotency_key, location)
+            return
+        now = self._clock.time()
+        await send_signal(self._store, self._id, name, payload, now=now, key=idempotency_key)
+
+    async def pause(self) -> None:
+        """Stop the run at its next step boundary: the steps in flight finish and are
+        recorded, then the run is ``paused`` and released; no executor takes it until
+        `resume`. A run nobody executes right now is paused at once.
+
+        Raises:
+            WorkflowNotFound: no such run.
+        """
+        if await self._store.request_pause(self._id, now=self._clock.time()) is None:
+            raise WorkflowNotFound(self._id)
+
+    async def resume(self) -> None:
+        """Let a paused run continue: it becomes ``pending`` for the next executor (a
+        worker, or a waiting `run` / `execute`).
+
+        Raises:
+            WorkflowNotFound: no such run.
+        """
+        if await self._store.resume(self._id, now=self._clock.time()) is None:
+            raise WorkflowNotFound(self._id)
+
+    async def cancel(self) -> None:
+        """Ask for the run to be cancelled.
+
+        Its executor raises `durable.Cancelled` into the workflow at the next step boundary
+        (at once if it is sleeping); unless the workflow catches it, the compensations of
+        completed activities run and the run ends ``cancelled``. A run nobody executes right
+        now is cancelled when it is next executed. Cancelling a finished run does nothing.
+
+        Raises:
+            WorkflowNotFound: no such run.
+        """
+        if await self._store.request_cancel(self._id, now=self._clock.time()) is None:
+            raise WorkflowNotFound(self._id)
+
+    async def rollback(self) -> None:
+        """Undo a ``completed`` run: run the compensations of all its activities, newest
+        first, durably, and end it ``compensated``. Runs here, in this task; the workflow must
+        be importable in this process. Calling it again on a compensated run does nothing; a
+        rollback interrupted by a crash resumes where it stopped.
+
+        Raises:
+            WorkflowNotFound: no such run.
+            CompensationFailed: some undos still failed after their retries (the run ends
+                ``compensation_failed``).
+            DurableError: the run is not completed (nothing to roll back), or its workflow is
+                not registered in this process.
+        """
+        current = await self._record()
+        defn = lookup_workflow(current.workflow)
+        if defn is None:
+            raise DurableError(
+                f"cannot roll back run {self._id!r}: its workflow {current.workflow!r} is not "
+                "registered in this process; import the module that defines it first"
+            )
+        run = await self._store.request_rollback(self._id, now=self._clock.time())
+        if run is None:
+            raise WorkflowNotFound(self._id)
+        if run.status == RunStatus.COMPENSATED:
+            return
+        if not run.rollback_requested:
+            hint = (
+                "it failed or was cancelled, so its undos already ran"
+                if run.status in (RunStatus.FAILED, RunStatus.CANCELLED)
+                else "wait until it completes, then roll it back"
+            )
+            raise DurableError(
+                f"run {self._id!r} is {run.status}; only a completed run can be rolled back: {hint}"
+            )
+        if run.status.finished:  # compensation_failed after an earlier rollback
+            outcome(self._store, run)
+        executor = Executor(self._store, current_config().replace(clock=self._clock))
+        await executor.execute(defn, self._id, (), {}, run.parent_id, check_args=False)
+
+    async def export_history(self) -> str:
+        """The run and its recorded steps as JSON text, payloads included as stored, to keep
+        as a regression test: `durable.testing.replay` checks that today's code replays it.
+
+        Raises:
+            WorkflowNotFound: no such run.
+        """
+        run = await self._record()
+        return dump_history(run, await self._store.load_steps(self._id))
+
+    async def history(self) -> list[Step]:
+        """Every recorded step of the run, in step order, with decoded results and errors.
+
+        Raises:
+            WorkflowNotFound: no such run.
+            PayloadDecodeError: a step's payload cannot be decoded (names run and step).
+        """
+        run = await self._record()
+        payloads = payloads_of(self._store, run.workflow)
+        steps = []
+        for rec in await self._store.load_steps(self._id):
+            failed = rec.status == StepStatus.FAILED
+            payload = rec.error if failed else rec.result
+            value = None
+            if rec.status != StepStatus.STARTED:  # an intent has no outcome yet
+                what = "error" if failed else "result"
+                value = payloads.loads(payload or b"", run_id=self._id, seq=rec.seq, what=what)
+            steps.append(
+                Step(
+                    seq=rec.seq,
+                    kind=StepKind(rec.kind),
+                    name=rec.name,
+                    status=StepStatus(rec.status),
+                    attempts=rec.attempts,
+                    started_at=_utc(rec.started_at),
+                    finished_at=_utc(rec.finished_at),
+                    result=None if failed else value,
+                    error=value if failed and isinstance(value, BaseException) else None,
+                )
+            )
+        return steps
