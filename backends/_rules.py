@@ -1,7 +1,7 @@
 """The store's semantics as pure functions on records: one source of truth for every backend.
 
 `MemoryStore` is a dict, a lock and these functions. `SQLStore` spells the same rules as SQL
-statements (`._schema.Statements`, whose comments point back here); the differential test
+statements (`._statements.Statements`, whose comments point back here); the differential test
 (``tests/backends/test_differential.py``) applies one random operation sequence to both and
 compares every record after every operation, so the two spellings cannot drift apart.
 

@@ -1,10 +1,9 @@
 """`SQLStore`: the store protocol on SQLite (one file, zero setup) or Postgres (many workers).
 
 Every statement is a SQLAlchemy Core statement over the tables of `._schema` (see
-`._schema.Statements`), compiled once per store for its dialect and then executed straight on the
-DBAPI cursor: the per-call overhead of a
-SQLAlchemy ``Connection`` would cost more than the SQLite work itself on the hot path (one
-`SQLStore.commit` per activity step).
+`._statements.Statements`), compiled once per store for its dialect and then executed straight
+on the DBAPI cursor: the per-call overhead of a SQLAlchemy ``Connection`` would cost more than
+the SQLite work itself on the hot path (one `SQLStore.commit` per activity step).
 
 SQLite: one persistent connection guarded by a `threading.Lock`; the calls run synchronously on
 the calling thread (cheaper than a thread hop). The driver's implicit transactions are switched
@@ -64,9 +63,7 @@ from ._redact import redact, secrets_in
 from ._rules import check_step_batch
 from ._schema import (
     SCHEMA_VERSION,
-    Compiled,
     DurableModel,
-    Statements,
     migration_ddl,
     run_from_row,
     run_values,
@@ -76,6 +73,7 @@ from ._schema import (
     unknown_status_text,
 )
 from ._sqlite import BUSY_SLICE_SECONDS, SQLiteRunner
+from ._statements import Compiled, Statements
 from ._verify import NOT_APPLIED
 
 if TYPE_CHECKING:  # the driver is imported only when a postgresql:// URL is opened
