@@ -189,7 +189,7 @@ def released(run: RunRecord) -> RunRecord:
 def interruption(run: RunRecord) -> Interruption | None:
     """What stops a ``check_requests`` commit (a step about to start): a pause request, or a
     cancel request not yet delivered (``cancelled_seq`` unset). SQL: ``Statements.
-    insert_step_starting`` (``may_start``) and ``_sql._interruption``."""
+    insert_step_starting`` (``may_start``) and ``_sql_commits.interruption``."""
     cancel = run.cancel_requested and run.cancelled_seq is None
     if cancel or run.pause_requested:
         return Interruption(cancel=cancel, pause=run.pause_requested)

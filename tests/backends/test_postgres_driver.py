@@ -51,7 +51,7 @@ async def test_a_query_without_a_reply_is_given_up(
 
     with anyio.fail_after(20):  # a hang guard: the query itself would take 30 s
         with pytest.raises(durable.StoreError, match="no reply"):
-            await pg._call(False, stall)
+            await pg._calls.call(False, stall)
     assert await pg.get_run("nothing") is None  # the store goes on working
 
 
