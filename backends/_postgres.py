@@ -2,13 +2,8 @@
 event loop, retries through outages, re-reads when a commit's outcome is unknown, and
 ``LISTEN``/``NOTIFY`` wake-ups.
 
-Driver: psycopg 3's libpq binding (`psycopg.pq`, its C implementation with ``psycopg[binary]``),
-in non-blocking mode: a query is sent, and the task waits for the socket with
-`anyio.wait_readable`, so the same code runs under asyncio and trio and no thread is involved
-(psycopg's async connections are asyncio-only, and running its blocking ones in a worker
-thread cost ~180 µs per statement on the project's machine, more than half of what a Postgres
-commit costs: `benchmarks/RESULTS.md`). Parameters are sent as text (``bytes`` as binary) and
-results come back in binary, decoded by column type: the store's statements use only a few types.
+The connections, their cursor and the pool are `._pg_conn`'s (psycopg 3's libpq binding in
+non-blocking mode, waited on with `anyio`: asyncio and trio alike, no thread).
 
 Transient failures (the server restarting, a dropped connection, too many connections, a
 deadlock or serialization failure) are retried with backoff for up to ``reconnect_timeout``
@@ -23,7 +18,7 @@ it returns; not applied: run it again), so nothing is lost or written twice. Cal
 Only the transaction itself is shielded from cancellation: once started it finishes (or
 fails), so a connection never goes back to the pool in the middle of a query; waiting for a free
 connection and the pauses between retries can be cancelled. Every query has a deadline
-(`QUERY_TIMEOUT`): a server that stops answering breaks the connection (and the call is
+(`._pg_conn.QUERY_TIMEOUT`): a server that stops answering breaks the connection (and the call is
 retried) instead of holding the task forever; TCP keepalives (which `SQLStore` adds to a URL
 that sets none) find a dead peer even on an idle connection.
 """
@@ -31,21 +26,16 @@ that sets none) find a dead peer even on an idle connection.
 from __future__ import annotations
 
 import logging
-import struct
-import threading
-from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
-import anyio.to_thread
 import psycopg
-from psycopg import errors as pg_errors
-from psycopg import pq
 
-from durable.store import PoolTimeout, StoreError
+from durable.store import StoreError
 
 from ._doorbell import Doorbell
+from ._pg_conn import QUERY_TIMEOUT, PgConnection, PgCursor, PgPool
 from ._redact import redact, secrets_in
 from ._verify import NOT_APPLIED
 
@@ -58,19 +48,6 @@ _T = TypeVar("_T")
 
 _FIRST_DELAY = 0.05
 _MAX_DELAY = 1.0
-_POOL_TIMEOUT = 60.0
-
-QUERY_TIMEOUT = 30.0
-"""The longest a query may wait for the server's reply; then the connection is given up as
-broken (the call is retried like any dropped connection)."""
-
-
-_OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
-_BINARY = pq.Format.BINARY
-_TEXT = pq.Format.TEXT
-_SQLSTATE = pq.DiagnosticField.SQLSTATE
-_BYTES_LIKE = (bytes, bytearray, memoryview)  # sent in binary
-_MAX_FIELD = 0x3FFFFFFF  # Postgres holds at most 1 GB in one field (and in one message)
 
 # SQLSTATEs worth retrying besides class 08 (connection exceptions); an error without one
 # means the connection failed, which is retried as well. Everything else is permanent.
@@ -86,278 +63,9 @@ _TRANSIENT_STATES = frozenset(
     }
 )
 
-_INT8 = struct.Struct(">q").unpack
-_FLOAT8 = struct.Struct(">d").unpack
-_FLOAT4 = struct.Struct(">f").unpack
-
-
-def _int(value: bytes) -> int:
-    return int.from_bytes(value, "big", signed=True)
-
-
-_DECODERS: dict[int, Callable[[bytes], Any]] = {
-    16: lambda v: v == b"\x01",  # bool
-    17: bytes,  # bytea
-    19: bytes.decode,  # name
-    20: _int,  # int8
-    21: _int,  # int2
-    23: _int,  # int4
-    25: bytes.decode,  # text
-    700: lambda v: _FLOAT4(v)[0],  # float4
-    701: lambda v: _FLOAT8(v)[0],  # float8
-    1042: bytes.decode,  # bpchar
-    1043: bytes.decode,  # varchar
-}
-
-
-def _param(value: Any) -> bytes | None:
-    if value is None:
-        return value
-    if isinstance(value, bytes):
-        if len(value) > _MAX_FIELD:  # the server would drop the connection: not an outage
-            raise pg_errors.ProgramLimitExceeded(
-                f"a value of {len(value):,} bytes is larger than the 1 GB a Postgres field holds"
-            )
-        return value
-    if isinstance(value, str):
-        try:
-            return value.encode()
-        except UnicodeEncodeError as exc:  # a lone surrogate: no database can store it
-            raise pg_errors.CharacterNotInRepertoire(
-                f"invalid text: {exc.object[exc.start : exc.end]!r} is not a character UTF-8 "
-                "can encode"
-            ) from None
-    if isinstance(value, bool):
-        return b"t" if value else b"f"
-    if isinstance(value, int):
-        return str(value).encode()
-    if isinstance(value, float):
-        return repr(value).encode()
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    raise TypeError(f"durable's Postgres store cannot send a {type(value).__name__} parameter")
-
-
-class PgCursor:
-    """The part of a DBAPI cursor the store's transactions use, over one connection; its
-    `execute` is awaited. Results are read whole into memory (the store's queries are small)."""
-
-    __slots__ = ("_conn", "_rows", "rowcount")
-
-    def __init__(self, conn: _Connection) -> None:
-        self._conn = conn
-        self._rows: list[tuple[Any, ...]] = []
-        self.rowcount = -1
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        """Run one statement with ``$n`` placeholders."""
-        result = await self._conn.query(sql, params)
-        self._rows = _rows(result)
-        tuples = result.command_tuples
-        self.rowcount = tuples if tuples is not None else -1
-
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Run one statement per parameter row; ``rowcount`` is their total."""
-        total = 0
-        for params in rows:
-            await self.execute(sql, params)
-            total += max(self.rowcount, 0)
-        self.rowcount = total
-
-    def fetchone(self) -> tuple[Any, ...] | None:
-        """The next row of the last statement, or ``None``."""
-        return self._rows.pop(0) if self._rows else None
-
-    def fetchall(self) -> list[tuple[Any, ...]]:
-        """The remaining rows of the last statement."""
-        rows, self._rows = self._rows, []
-        return rows
-
-
-def _rows(result: pq.abc.PGresult) -> list[tuple[Any, ...]]:
-    ntuples = result.ntuples
-    if not ntuples:
-        return []
-    nfields = result.nfields
-    decoders = []
-    for col in range(nfields):
-        oid = result.ftype(col)
-        try:
-            decoders.append(_DECODERS[oid])
-        except KeyError:
-            name = (result.fname(col) or b"?").decode()
-            raise StoreError(f"durable cannot read column {name!r} of type oid {oid}") from None
-    get = result.get_value
-    rows = []
-    for row in range(ntuples):
-        values = []
-        for col in range(nfields):
-            raw = get(row, col)
-            values.append(None if raw is None else decoders[col](raw))
-        rows.append(tuple(values))
-    return rows
-
-
-class _Connection:
-    """One libpq connection in non-blocking mode; one task uses it at a time."""
-
-    __slots__ = ("_pg",)
-
-    def __init__(self, pgconn: pq.abc.PGconn) -> None:
-        pgconn.nonblocking = 1
-        self._pg = pgconn
-
-    @property
-    def broken(self) -> bool:
-        return self._pg.status != pq.ConnStatus.OK  # a finished connection is BAD too
-
-    @property
-    def idle(self) -> bool:
-        return self._pg.transaction_status == pq.TransactionStatus.IDLE
-
-    def close(self) -> None:
-        self._pg.finish()
-
-    async def query(self, sql: str, params: Sequence[Any] = ()) -> pq.abc.PGresult:
-        """Send one statement, wait for its result; raise psycopg's error for a failure."""
-        pg = self._pg
-        if params:
-            values = [_param(v) for v in params]
-            formats = [_BINARY if isinstance(v, _BYTES_LIKE) else _TEXT for v in params]
-            pg.send_query_params(sql.encode(), values, None, formats, _BINARY)
-        else:
-            pg.send_query_params(sql.encode(), None, None, None, _BINARY)
-        result = None
-        with anyio.move_on_after(QUERY_TIMEOUT) as deadline:
-            await self._flush()
-            while True:
-                while pg.is_busy():
-                    await anyio.wait_readable(pg.socket)
-                    pg.consume_input()
-                got = pg.get_result()
-                if got is None:
-                    break
-                result = got
-        if deadline.cancelled_caught:
-            pg.finish()  # the reply may still come: the connection cannot be reused
-            raise psycopg.OperationalError(
-                f"the server sent no reply within {QUERY_TIMEOUT:g} s (QUERY_TIMEOUT)"
-            )
-        if result is None or pg.status != pq.ConnStatus.OK:
-            message = pg.get_error_message() or "the connection was lost"
-            raise psycopg.OperationalError(message)
-        if result.status not in _OK:
-            raise _error(result)
-        return result
-
-    async def _flush(self) -> None:
-        pg = self._pg
-        while pg.flush():
-            await anyio.wait_writable(pg.socket)
-
-    def notifications(self) -> list[str]:
-        """Read what arrived: the payloads of the notifications in it."""
-        pg = self._pg
-        pg.consume_input()
-        payloads = []
-        while (notice := pg.notifies()) is not None:
-            payloads.append(notice.extra.decode())
-        if pg.status != pq.ConnStatus.OK:
-            raise psycopg.OperationalError(pg.get_error_message() or "the connection was lost")
-        return payloads
-
-    @property
-    def socket(self) -> int:
-        return self._pg.socket
-
-
-def _error(result: pq.abc.PGresult) -> psycopg.Error:
-    message = (result.error_message or b"").decode(errors="replace").strip()
-    code = result.error_field(_SQLSTATE)
-    try:
-        cls = pg_errors.lookup(code.decode()) if code else psycopg.DatabaseError
-    except KeyError:
-        cls = psycopg.DatabaseError
-    return cls(message)
-
 
 class _CommitUnknown(Exception):
     """Internal: the connection broke while the commit was in flight."""
-
-
-class _Pool:
-    """Up to ``limit`` open connections, of which ``keep`` stay open when idle; callers wait
-    (at most ``_POOL_TIMEOUT`` s) for one.
-
-    Bookkeeping is guarded by a thread lock and waiters are woken through a `Doorbell`, so the
-    pool holds nothing bound to one event loop (a store may outlive the loop that opened it)."""
-
-    def __init__(self, conninfo: str, keep: int, limit: int) -> None:
-        self._conninfo = conninfo.encode()
-        self._keep = keep
-        self._limit = limit
-        self._idle: deque[_Connection] = deque()
-        self._open = 0
-        self._lock = threading.Lock()
-        self._freed = Doorbell()
-        self.closed = False  # then connections given back are closed, not kept
-
-    async def connect(self) -> _Connection:
-        """A new connection outside the pool (blocking libpq connect, in a worker thread)."""
-        pgconn = await anyio.to_thread.run_sync(pq.PGconn.connect, self._conninfo)
-        if pgconn.status != pq.ConnStatus.OK:
-            message = (pgconn.get_error_message() or "cannot connect").strip()
-            pgconn.finish()
-            raise psycopg.OperationalError(message)
-        return _Connection(pgconn)
-
-    async def take(self, url: str) -> _Connection:
-        deadline = anyio.current_time() + _POOL_TIMEOUT
-        while True:
-            with self._lock:
-                if self._idle:
-                    return self._idle.pop()
-                opening = self._open < self._limit
-                if opening:
-                    self._open += 1
-            if opening:
-                try:
-                    return await self.connect()
-                except BaseException:
-                    with self._lock:
-                        self._open -= 1
-                    raise
-            left = deadline - anyio.current_time()
-            if left <= 0:
-                raise PoolTimeout(
-                    f"the durable store {url!r} has no free connection: all {self._limit} "
-                    f"stayed busy for {_POOL_TIMEOUT:g} s; raise SQLStore(pool_size=...) or "
-                    "lower the worker's concurrency"
-                )
-            await self._freed.wait(left)
-
-    def give(self, conn: _Connection) -> None:
-        """Return a connection; a broken one, one left inside a transaction, or one beyond
-        ``keep`` idle ones is closed."""
-        with self._lock:
-            kept = (
-                not self.closed and not conn.broken and conn.idle and len(self._idle) < self._keep
-            )
-            if kept:
-                self._idle.append(conn)
-            else:
-                self._open -= 1
-        if not kept:
-            conn.close()
-        self._freed.ring()
-
-    def drop_idle(self) -> None:
-        """Close the idle connections (after a server restart they are all dead)."""
-        with self._lock:
-            idle, self._idle = list(self._idle), deque()
-            self._open -= len(idle)
-        for conn in idle:
-            conn.close()
 
 
 class PostgresRunner:
@@ -385,13 +93,13 @@ class PostgresRunner:
         # pool_size as soon as they were given back made a busy worker reconnect all the time
         # (a server process forked per connect, the connect itself on a worker thread), which
         # delayed lease renewals past short leases.
-        self._pool = _Pool(conninfo, 2 * pool_size, 2 * pool_size)
+        self._pool = PgPool(conninfo, 2 * pool_size, 2 * pool_size)
         self._url = url
         self._secrets = secrets_in(conninfo)
         self._reconnect_timeout = reconnect_timeout
         self.channel = channel
         self._notify_sql = "SELECT pg_notify($1, $2)"
-        self._listener: _Connection | None = None
+        self._listener: PgConnection | None = None
         self._listening = False  # a task reads the listening connection
         self._doorbell = doorbell  # rung for each notification heard (payload: the run id)
         self._reader_left = Doorbell()  # the reading task stopped: another one takes over
@@ -472,7 +180,7 @@ class PostgresRunner:
 
     async def _in_transaction(
         self,
-        conn: _Connection,
+        conn: PgConnection,
         fn: Callable[..., Awaitable[_T]],
         args: tuple[Any, ...],
         *,
@@ -510,12 +218,12 @@ class PostgresRunner:
         finally:
             self._pool.give(conn)
 
-    async def _commit(self, conn: _Connection) -> None:
+    async def _commit(self, conn: PgConnection) -> None:
         """``COMMIT`` (a method of its own so tests can lose its reply)."""
         await conn.query("COMMIT")
 
     @staticmethod
-    async def _rollback(conn: _Connection) -> None:
+    async def _rollback(conn: PgConnection) -> None:
         if conn.broken:
             return
         try:
@@ -577,7 +285,7 @@ class PostgresRunner:
                 self._close_listener()
             await anyio.sleep(within)
 
-    async def _open_listener(self) -> _Connection:
+    async def _open_listener(self) -> PgConnection:
         listener = await self._pool.connect()
         try:
             await listener.query(f'LISTEN "{self.channel}"')

@@ -1,7 +1,7 @@
 """The store's semantics as pure functions on records: one source of truth for every backend.
 
 `MemoryStore` is a dict, a lock and these functions. `SQLStore` spells the same rules as SQL
-statements (`._schema.Statements`, whose comments point back here); the differential test
+statements (`._statements.Statements`, whose comments point back here); the differential test
 (``tests/backends/test_differential.py``) applies one random operation sequence to both and
 compares every record after every operation, so the two spellings cannot drift apart.
 
@@ -189,7 +189,7 @@ def released(run: RunRecord) -> RunRecord:
 def interruption(run: RunRecord) -> Interruption | None:
     """What stops a ``check_requests`` commit (a step about to start): a pause request, or a
     cancel request not yet delivered (``cancelled_seq`` unset). SQL: ``Statements.
-    insert_step_starting`` (``may_start``) and ``_sql._interruption``."""
+    insert_step_starting`` (``may_start``) and ``_sql_commits.interruption``."""
     cancel = run.cancel_requested and run.cancelled_seq is None
     if cancel or run.pause_requested:
         return Interruption(cancel=cancel, pause=run.pause_requested)

@@ -1,4 +1,5 @@
-"""`SQLiteRunner`: runs `SQLStore`'s transactions on its one SQLite connection.
+"""`SQLiteRunner`: runs `SQLStore`'s transactions on its one SQLite connection, through a
+`SQLiteCursor`.
 
 A write starts with ``BEGIN IMMEDIATE`` (the database's write lock) and a read is one
 autocommit statement. A transaction runs on the calling thread under a lock, without
@@ -15,14 +16,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
 
 from durable.store import StoreError
 
-__all__ = ["BUSY_SLICE_SECONDS", "POLL_SECONDS", "SQLiteRunner"]
+__all__ = ["BUSY_SLICE_SECONDS", "POLL_SECONDS", "SQLiteCursor", "SQLiteRunner"]
 
 _T = TypeVar("_T")
 
@@ -31,6 +32,31 @@ BUSY_SLICE_SECONDS = 0.05
 
 POLL_SECONDS = 0.05
 """How often a waiting task looks whether another process committed (``data_version``)."""
+
+
+class SQLiteCursor:
+    """The sqlite3 cursor with the awaitable `execute` the store's transactions call (they are
+    shared with Postgres, whose statements do wait)."""
+
+    __slots__ = ("_cur", "fetchall", "fetchone", "raw")
+
+    def __init__(self, cur: Any) -> None:
+        self._cur = self.raw = cur
+        self.fetchone = cur.fetchone
+        self.fetchall = cur.fetchall
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._cur.execute(sql, params)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._cur.executemany(sql, rows)
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cur.rowcount)
+
+    def close(self) -> None:
+        self._cur.close()
 
 
 class SQLiteRunner:

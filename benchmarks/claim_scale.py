@@ -22,7 +22,7 @@ import psycopg
 import sqlalchemy as sa
 
 from durable.backends import SQLStore
-from durable.backends._schema import Statements
+from durable.backends._statements import Statements
 from durable.store import LeaseOwner, RunRecord, RunStatus
 
 sys.path.insert(0, str(Path(__file__).parent))

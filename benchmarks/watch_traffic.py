@@ -62,21 +62,22 @@ _method: contextvars.ContextVar[str] = contextvars.ContextVar("method", default=
 
 class Counting:
     """Forwards to a `SQLStore` and counts the statements (or transactions) it sends to the
-    database, by the store method that sent them: every one goes through ``SQLStore._call``.
-    Waiting on the Postgres listening connection is not a statement and is not counted."""
+    database, by the store method that sent them: every one goes through the store's
+    ``_calls.call``. Waiting on the Postgres listening connection is not a statement and is
+    not counted."""
 
     def __init__(self, store: Any) -> None:
         self._store = store
         self.calls: collections.Counter[str] = collections.Counter()
         self.counting = False
-        send = store._call
+        send = store._calls.call
 
         async def counted_call(*args: Any, **kwargs: Any) -> Any:
             if self.counting:
                 self.calls[_method.get()] += 1
             return await send(*args, **kwargs)
 
-        store._call = counted_call
+        store._calls.call = counted_call
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._store, name)

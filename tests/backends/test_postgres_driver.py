@@ -22,7 +22,7 @@ async def pg(fresh_postgres_url: str) -> AsyncIterator[SQLStore]:
 
 
 def test_every_column_type_of_the_schema_has_a_decoder(fresh_postgres_url: str) -> None:
-    from durable.backends._postgres import _DECODERS
+    from durable.backends._pg_conn import DECODERS
 
     anyio.run(SQLStore(fresh_postgres_url).close)  # creates the schema
 
@@ -37,21 +37,21 @@ def test_every_column_type_of_the_schema_has_a_decoder(fresh_postgres_url: str) 
             """
         ).fetchall()
     assert {r[0] for r in rows} >= {"durable_runs", "durable_steps", "durable_signals"}
-    missing = [f"{t}.{c} ({name}, oid {oid})" for t, c, oid, name in rows if oid not in _DECODERS]
+    missing = [f"{t}.{c} ({name}, oid {oid})" for t, c, oid, name in rows if oid not in DECODERS]
     assert not missing, f"no decoder for: {missing}"
 
 
 async def test_a_query_without_a_reply_is_given_up(
     pg: SQLStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("durable.backends._postgres.QUERY_TIMEOUT", 0.3)
+    monkeypatch.setattr("durable.backends._pg_conn.QUERY_TIMEOUT", 0.3)
 
     async def stall(cur: Any) -> None:
         await cur.execute("SELECT pg_sleep(30)")
 
     with anyio.fail_after(20):  # a hang guard: the query itself would take 30 s
         with pytest.raises(durable.StoreError, match="no reply"):
-            await pg._call(False, stall)
+            await pg._calls.call(False, stall)
     assert await pg.get_run("nothing") is None  # the store goes on working
 
 
@@ -64,7 +64,7 @@ async def test_a_full_pool_raises_pool_timeout_and_the_wait_can_be_cancelled(
         with anyio.move_on_after(0.2) as waiting:
             await pg.get_run("x")
         assert waiting.cancelled_caught  # cancelled while it waited for a connection
-        monkeypatch.setattr("durable.backends._postgres._POOL_TIMEOUT", 0.2)
+        monkeypatch.setattr("durable.backends._pg_conn.POOL_TIMEOUT", 0.2)
         with pytest.raises(durable.PoolTimeout, match="no free connection"):
             await pg.get_run("x")
     finally:

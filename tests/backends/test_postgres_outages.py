@@ -17,7 +17,7 @@ import pytest
 from conftest import require_postgres
 
 from durable.backends import SQLStore
-from durable.backends import _postgres as pg_backend
+from durable.backends import _pg_conn as pg_conn
 from durable.store import (
     LeaseOwner,
     RunRecord,
@@ -83,7 +83,7 @@ def lose_reply(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[bool], Non
     """``lose_reply(applied)`` makes the next ``COMMIT`` (or one-statement write outside a
     transaction, which is its own commit) break the connection: after the server committed
     (``applied=True``, the reply is lost) or before it was sent."""
-    original = pg_backend._Connection.query
+    original = pg_conn.PgConnection.query
     armed: list[bool] = []
 
     async def query(self: Any, sql: str, params: Sequence[Any] = ()) -> Any:
@@ -96,7 +96,7 @@ def lose_reply(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[bool], Non
         self.close()  # the socket is gone: the caller cannot tell what happened
         raise psycopg.OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(pg_backend._Connection, "query", query)
+    monkeypatch.setattr(pg_conn.PgConnection, "query", query)
     yield armed.append
     assert not armed, "the armed commit was never reached"
 

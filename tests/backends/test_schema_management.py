@@ -24,8 +24,8 @@ from durable.backends._schema import (
     PRUNE_INDEX,
     SCHEMA_VERSION,
     SIGNAL_KEY_INDEX,
-    Statements,
 )
+from durable.backends._statements import Statements
 
 
 def _engine(url: str) -> sa.Engine:

@@ -284,7 +284,7 @@ def test_the_schema_and_statements_compile_for_postgres() -> None:
     from sqlalchemy.dialects.postgresql import psycopg
     from sqlalchemy.schema import CreateTable
 
-    from durable.backends._schema import Statements
+    from durable.backends._statements import Statements
 
     dialect = psycopg.dialect()  # type: ignore[no-untyped-call]
     statements = Statements(dialect)

@@ -1,0 +1,236 @@
+"""`SQLStore`'s reads of runs and steps, and its writes to runs and leases: recording a run,
+acquiring and claiming leases (atomic conditional ``UPDATE``s; claiming uses ``FOR UPDATE SKIP
+LOCKED``), blocking runs this version cannot read, and pruning finished ones."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import Any
+
+from durable.store import Lease, LeaseOwner, RunRecord, RunStatus, StepRecord, StoreError
+
+from ._schema import run_from_row, run_values, step_from_row, unknown_status_text
+from ._sql_calls import Calls, execute, fetch_all, fetch_one
+from ._sql_errors import duplicate
+from ._statements import Compiled
+from ._verify import NOT_APPLIED
+
+__all__ = ["Runs"]
+
+
+class _RunExists(Exception):
+    """Internal: the run id is already recorded (raised inside the insert's transaction)."""
+
+
+class Runs:
+    """Reading and recording runs, leasing them, and the upkeep of the runs table, for one
+    store."""
+
+    def __init__(self, calls: Calls) -> None:
+        self._calls = calls
+        self._s = calls.s
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """The run with this id, or ``None``."""
+        row = await self._calls.call(
+            False, fetch_one, self._s.get_run, {"rid": run_id}, run_id=run_id
+        )
+        return None if row is None else run_from_row(row)
+
+    async def list_runs(self, *, status: RunStatus | None, limit: int) -> list[RunRecord]:
+        """Runs, optionally only those with ``status``, oldest first (see `SQLStore.list_runs`)."""
+        self._calls.check_open()
+        if limit <= 0:
+            return []
+        values: dict[str, Any] = {"lim": limit}
+        statement = self._s.list_all
+        if status is not None:
+            statement = self._s.list_status
+            values["filter_status"] = str(status)
+        rows = await self._calls.call(False, fetch_all, statement, values)
+        return [run_from_row(row) for row in rows]
+
+    async def load_steps(self, run_id: str) -> list[StepRecord]:
+        """Every recorded step of the run, ordered by ``seq``."""
+        rows = await self._calls.call(
+            False, fetch_all, self._s.load_steps, {"rid": run_id}, run_id=run_id
+        )
+        return [step_from_row(row) for row in rows]
+
+    async def leased_on(self, host: str, *, workflows: Sequence[str]) -> list[RunRecord]:
+        """Unfinished runs of ``workflows`` leased by an executor on ``host``."""
+        if not workflows:
+            return []
+        statement = self._s.leased_on(tuple(sorted(set(workflows))))
+        rows = await self._calls.call(False, fetch_all, statement, {"host": host})
+        return [run_from_row(row) for row in rows]
+
+    async def create_run(self, run: RunRecord) -> tuple[RunRecord, bool]:
+        """Insert ``run`` unless a run with its id exists (see `SQLStore.create_run`)."""
+        try:
+            values = run_values(run)
+            await self._calls.call(
+                True,
+                self._insert_run,
+                values,
+                verify=partial(self._verify_insert_run, values),
+                notify=True,
+                run_id=run.id,
+            )
+        except _RunExists as exc:
+            # Someone recorded the id first (maybe at the same moment): theirs is the run.
+            existing = await self.get_run(run.id)
+            if existing is None:
+                raise StoreError(
+                    f"cannot record run {run.id!r} in {self._calls.url!r}: "
+                    f"{self._calls.say.reason(exc.__cause__ or exc)}"
+                ) from exc
+            return existing, False
+        return run, True
+
+    async def _insert_run(self, cur: Any, values: Mapping[str, Any]) -> None:
+        try:
+            await execute(cur, self._s.insert_run, values)
+        except self._calls.integrity_error as exc:
+            if not duplicate(exc):
+                raise  # another constraint: not a run recorded first
+            raise _RunExists() from exc
+
+    async def _verify_insert_run(self, values: Mapping[str, Any], cur: Any) -> Any:
+        row = await fetch_one(cur, self._s.get_run, {"rid": values["id"]})
+        if row is not None and run_values(run_from_row(row)) == values:
+            return None
+        return NOT_APPLIED  # not there (or someone else's: the retry reports it)
+
+    async def acquire_lease(
+        self,
+        run_id: str,
+        owner: LeaseOwner,
+        *,
+        now: float,
+        duration: float,
+        takeover_token: int | None = None,
+    ) -> Lease | None:
+        """Atomically take the lease on an unfinished run (see `SQLStore.acquire_lease`)."""
+        expires = now + duration
+        values = {
+            "rid": run_id,
+            "owner": owner.owner,
+            "host": owner.host,
+            "pid": owner.pid,
+            "expires": expires,
+            "now": now,
+            "takeover": takeover_token,
+        }
+        token = await self._calls.call(
+            True,
+            self._acquire,
+            values,
+            verify=partial(self._verify_acquire, values),
+            run_id=run_id,
+        )
+        return None if token is None else Lease(run_id, owner, token, expires)
+
+    async def _verify_acquire(self, values: Mapping[str, Any], cur: Any) -> Any:
+        owned = {"owner": values["owner"], "expires": values["expires"]}
+        for run_id, token in await fetch_all(cur, self._s.leased_by, owned):
+            if run_id == values["rid"]:
+                return int(token)
+        return NOT_APPLIED
+
+    async def _acquire(self, cur: Any, values: Mapping[str, Any]) -> int | None:
+        if await execute(cur, self._s.acquire, values) != 1:
+            return None
+        row = await fetch_one(cur, self._s.token, {"rid": values["rid"]})
+        return int(row[0])
+
+    async def claim(
+        self,
+        owner: LeaseOwner,
+        *,
+        now: float,
+        duration: float,
+        limit: int,
+        workflows: Sequence[str],
+    ) -> list[tuple[RunRecord, Lease]]:
+        """Atomically lease up to ``limit`` runnable runs of ``workflows`` (see
+        `SQLStore.claim`)."""
+        if limit <= 0 or not workflows:
+            return []
+        statement = self._s.claimable(tuple(sorted(set(workflows))))
+        values = {"now": now, "lim": limit}
+        owned = {"owner": owner.owner, "expires": now + duration}
+        return await self._calls.call(
+            True,
+            self._claim,
+            statement,
+            values,
+            owner,
+            now,
+            duration,
+            verify=partial(self._forget_claim, owned),
+        )
+
+    async def _forget_claim(self, owned: Mapping[str, Any], cur: Any) -> list[Any]:
+        """After a claim whose commit outcome is unknown: expire whatever it leased, so any
+        worker (this one included) claims those runs again at once."""
+        await execute(cur, self._s.expire_leases_of, owned)
+        return []
+
+    async def _claim(
+        self,
+        cur: Any,
+        statement: Compiled,
+        values: Mapping[str, Any],
+        owner: LeaseOwner,
+        now: float,
+        duration: float,
+    ) -> list[tuple[RunRecord, Lease]]:
+        claimed = []
+        for row in await fetch_all(cur, statement, values):
+            run = run_from_row(row)
+            acquire = {
+                "rid": run.id,
+                "owner": owner.owner,
+                "host": owner.host,
+                "pid": owner.pid,
+                "expires": now + duration,
+                "now": now,
+                "takeover": run.lease_token,
+            }
+            token = await self._acquire(cur, acquire)
+            if token is not None:
+                claimed.append((run, Lease(run.id, owner, token, now + duration)))
+        return claimed
+
+    async def block_unreadable(self, *, now: float, limit: int) -> list[RunRecord]:
+        """Make runs whose stored status this version does not know ``blocked``; the runs
+        blocked now."""
+        if limit <= 0:
+            return []
+        return await self._calls.call(True, self._block_unreadable, now, limit)
+
+    async def _block_unreadable(self, cur: Any, now: float, limit: int) -> list[RunRecord]:
+        blocked = []
+        for run_id, status in await fetch_all(cur, self._s.unknown_status, {"lim": limit}):
+            text = unknown_status_text(run_id, status)
+            values = {"rid": run_id, "old_status": status, "text": text, "now": now}
+            if await execute(cur, self._s.block_run, values) == 1:
+                row = await fetch_one(cur, self._s.get_run, {"rid": run_id})
+                blocked.append(run_from_row(row))
+        return blocked
+
+    async def prune(self, *, before: float, limit: int) -> int:
+        """Delete up to ``limit`` finished runs (see `SQLStore.prune`); how many were."""
+        if limit <= 0:
+            return 0
+        values = {"before": before, "lim": limit}
+        return await self._calls.call(True, self._prune, values)
+
+    async def _prune(self, cur: Any, values: Mapping[str, Any]) -> int:
+        ids = [{"rid": row[0]} for row in await fetch_all(cur, self._s.prune_ids, values)]
+        if ids:
+            for statement in (self._s.delete_signals, self._s.delete_steps, self._s.delete_run):
+                await cur.executemany(statement.sql, [statement.args(v) for v in ids])
+        return len(ids)
