@@ -15,7 +15,7 @@ Helper steps (`now`, `uuid4`, `random`) are buffered and committed in the same t
 the next step or outcome, and always before the next activity starts, so no side effect can
 observe a value that a crash could change.
 
-Every step with an effect starts with a write (`Engine.begin`): its ``started`` row, counting
+Every step with an effect starts with a write (`Gate.begin`): its ``started`` row, counting
 the attempt, fenced by the lease's token, and refused by the store while a pause or an
 undelivered cancel is pending. So no step starts after `cancel()` / `pause()` returned, an
 executor whose run was taken over starts nothing, and an attempt cut off by a crash is still
@@ -25,24 +25,21 @@ counted. Before each attempt the lease must also outlive it by this process's cl
 The engine is split by state, then by operation. State: `ReplayCursor` (where the replay
 stands; pure), `Journal` (the only writer; owns the fatal error), `InFlight` (what is under
 way, so the run parks or pauses only when nothing is), `Cancellation` (where a cancel is
-delivered), `Compensator` (the saga stacks, in `durable._saga`). Operations: `Activities`
-(activities, retries, compensations), `OtherRuns` (child runs, signals sent), `Waits` (timers,
-signal waits, parking, pausing). `Engine` wires them, runs the workflow and decides its outcome,
+delivered), `Compensator` (the saga stacks, in `durable._saga`). Operations: `Gate` (the
+step boundary: numbering, starting a step, delivering a cancel), `Activities` (activities,
+retries, compensations), `OtherRuns` (child runs, signals sent), `Waits` (timers, signal
+waits, parking, pausing), `Helpers` (now, uuid4, random, version markers). `Engine` wires them, runs the workflow and decides its outcome,
 and is the run's `RunContext`; the executor talks to it only through `lease_renewed`,
 `set_paused`, `request_cancel`, `waits_in_memory`, `children`, `fatal` and `finished`.
 """
 
 from __future__ import annotations
 
-import random as _random
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NoReturn
-
-import anyio
-import anyio.lowlevel
 
 from durable import _context
 from durable._codec import Payloads
@@ -50,16 +47,13 @@ from durable._config import ExecutorConfig
 from durable._errors import (
     Cancelled,
     CompensationFailed,
-    NonDeterminismError,
-    NotInWorkflowError,
     SerializationError,
 )
 from durable._registry import ActivityDefinition, WorkflowDefinition
 from durable._saga import Compensator, current_scope
 from durable._trust import trust_of
-from durable._types import Info, RunStatus, StepKind
+from durable._types import Info, RunStatus
 from durable.store import (
-    Interruption,
     Lease,
     RunRecord,
     RunUpdate,
@@ -70,6 +64,8 @@ from durable.store import (
 from ._activities import Activities
 from ._cancel import Cancellation
 from ._common import PARKED, ChildRunner, Interceptor, Park, RunAbandoned, only_parks
+from ._gate import Gate
+from ._helpers import Helpers
 from ._in_flight import InFlight
 from ._journal import Journal
 from ._others import OtherRuns
@@ -128,6 +124,8 @@ class Engine:
         # Resuming a run whose failure is recorded (it was compensating): its replay re-raises
         # that failure, so a step that never completed before it must not start again.
         self.failure_recorded = run.status == RunStatus.COMPENSATING and not run.rollback_requested
+        self.gate = Gate(self)
+        self.helpers = Helpers(self)
         self.activities = Activities(self)
         self.others = OtherRuns(self)
         self.waits = Waits(self, park_after=config.park_after, pause_requested=run.pause_requested)
@@ -281,80 +279,6 @@ class Engine:
 
     # -- step bookkeeping ------------------------------------------------------------------
 
-    def step(
-        self, kind: StepKind, name: str, location: str | None
-    ) -> tuple[int, StepRecord | None]:
-        if self.fatal is not None:
-            raise self.fatal
-        if self.journal.closed:
-            raise NotInWorkflowError(
-                f"a {kind} step ({name!r}) was called by a task of run {self.run_record.id!r} "
-                "after the run had ended; await every task a workflow starts before it returns "
-                "(use durable.gather or a task group, which wait for all their tasks)"
-            )
-        try:
-            return self.cursor.next(kind, name, location)
-        except NonDeterminismError as exc:
-            self.fatal = exc
-            raise
-
-    async def begin(
-        self,
-        record: StepRecord,
-        *,
-        replaces: bool = False,
-        check_requests: bool = True,
-        update: RunUpdate | None = None,
-        relaxed: bool = False,
-    ) -> None:
-        """Record that a step starts, before anything of it happens (with the buffered helper
-        steps). ``replaces``: the step's ``started`` row exists (a retry, or an attempt cut
-        off by a crash) and is rewritten. ``check_requests``: the store refuses it while a
-        pause or an undelivered cancel is pending, so no step starts after `cancel()` /
-        `pause()` returned; this step then takes the cancellation (`Cancelled`) or parks
-        the run ``paused`` (it starts when the run is resumed). ``relaxed``: the record only
-        counts an attempt, so the store need not wait for the disk (see `Store.commit`)."""
-        while True:
-            stopped = await self.journal.commit(
-                () if replaces else [record],
-                update,
-                outcomes=[record] if replaces else (),
-                check_requests=check_requests,
-                relaxed=relaxed,
-            )
-            if stopped is None:
-                return
-            await self._interrupted(record.seq, stopped)
-
-    async def _interrupted(self, seq: int, stopped: Interruption) -> None:
-        """Step ``seq`` was refused by a request: deliver the cancellation here, park the run
-        paused, or (when another step is delivering the cancellation) wait for that and
-        return so the caller tries again (a workflow may catch `Cancelled` and go on)."""
-        if stopped.cancel:
-            self.request_cancel()
-            self.cancellation.claim_refused(seq)
-            if self.cancellation.at == seq:
-                await self.deliver_cancel(seq)
-            if self.cancellation.unrecorded:
-                # Another step took the delivery when it was called (it raises `Cancelled`
-                # when awaited, whenever that is): record where, so this one may go on.
-                await self._record_cancel(self.cancellation.at)
-            self.flight.leave()  # this step waits: it must not keep the run from parking
-            try:
-                await self.cancellation.delivered.wait()
-                # The delivering step's `Cancelled` is on its way to a task group that will
-                # cancel this branch too: let it, before this step starts.
-                await anyio.lowlevel.checkpoint()
-            finally:
-                self.flight.enter()
-            return
-        self.waits.pause_requested = True
-        self.flight.leave()  # _pause_here waits for the other steps in flight
-        try:
-            await self.waits.pause_here()
-        finally:
-            self.flight.enter()
-
     # -- RunContext: steps (each kind in its own part) ---------------------------------------
 
     def call_activity(
@@ -427,56 +351,21 @@ class Engine:
         self.cancellation.request()
         self.waits.wake_all()
 
-    async def deliver_cancel(self, seq: int) -> NoReturn:
-        await self._record_cancel(seq)
-        raise Cancelled(self.run_record.id)
-
-    async def _record_cancel(self, seq: int | None) -> None:
-        """First delivery at step ``seq``: record where, so replays raise it at that step."""
-        if self.cancellation.to_record(seq):
-            await self.journal.commit((), RunUpdate(RunStatus.RUNNING, cancelled_seq=seq))
-            self.cancellation.delivered.set()
-
-    def _helper(self, kind: StepKind, location: str | None, make: Callable[[], Any]) -> Any:
-        seq, recorded = self.step(kind, str(kind), location)
-        if recorded is not None:
-            return self.journal.replayed(recorded)
-        value = make()
-        what = f"value of {kind}() (run {self.run_record.id!r}, step {seq})"
-        self.journal.buffer(
-            seq, kind, str(kind), self.journal.payloads.dumps(value, what=what), location
-        )
-        return value
-
-    # -- RunContext: versioning ------------------------------------------------------------
-
     def patched(self, change_id: str, location: str | None, *, deprecated: bool = False) -> bool:
-        """True when the run takes the new path of ``change_id``: its history has the marker
-        here (it took the new path before), or the run reaches this point for the first time
-        and started under this very code version (the marker is recorded). False when the
-        history has another step here (recorded before the change: nothing is consumed) or the
-        run started under other code. ``deprecated``: only consume a marker, never record."""
-        if self.fatal is not None:
-            raise self.fatal
-        taken, marker_seq = self.cursor.patched(change_id, deprecated=deprecated)
-        if marker_seq is not None:
-            marker = self.journal.payloads.dumps(True, what=f"marker of change {change_id!r}")
-            self.journal.buffer(marker_seq, StepKind.PATCH, change_id, marker, location)
-        return taken
+        """Whether the run takes the new path of ``change_id`` (see `Helpers.patched`)."""
+        return self.helpers.patched(change_id, location, deprecated=deprecated)
 
     def now(self, location: str | None) -> datetime:
         """The current time (UTC), recorded."""
-        return self._helper(  # type: ignore[no-any-return]
-            StepKind.NOW, location, lambda: datetime.fromtimestamp(self.clock.time(), UTC)
-        )
+        return self.helpers.now(location)
 
     def uuid4(self, location: str | None) -> uuid.UUID:
         """A random UUID, recorded."""
-        return self._helper(StepKind.UUID4, location, uuid.uuid4)  # type: ignore[no-any-return]
+        return self.helpers.uuid4(location)
 
     def random(self, location: str | None) -> float:
         """A random float in [0, 1), recorded."""
-        return self._helper(StepKind.RANDOM, location, _random.random)  # type: ignore[no-any-return]
+        return self.helpers.random(location)
 
     def info(self) -> Info:
         """Run id, workflow name and the number of the last step called."""

@@ -58,9 +58,9 @@ class Activities:
         instance: Any = None,
     ) -> Awaitable[Any]:
         """Number the call now; return an awaitable that replays or executes it."""
-        seq, recorded = self._e.step(StepKind.ACTIVITY, defn.name, location)
+        seq, recorded = self._e.gate.step(StepKind.ACTIVITY, defn.name, location)
         if self._cancel.claim_at_call(seq, recorded):
-            return self._e.deliver_cancel(seq)
+            return self._e.gate.deliver_cancel(seq)
         if recorded is not None and recorded.status != StepStatus.STARTED:
             if defn.undo is None:
                 return self._journal.replay(recorded)
@@ -154,7 +154,7 @@ class Activities:
         while True:
             attempt += 1
             await self._journal.fresh_lease()  # before the attempt is recorded: no phantom attempts
-            await self._e.begin(
+            await self._e.gate.begin(
                 self._journal.started(call, attempt),
                 replaces=recorded,
                 # the first attempt made here is refused while a request is pending (a step
@@ -192,7 +192,7 @@ class Activities:
 
     async def compensate(self, undo: Undo) -> None:
         undoes = f"undo of step {undo.seq}"
-        seq, recorded = self._e.step(StepKind.COMPENSATION, undo.defn.name, undoes)
+        seq, recorded = self._e.gate.step(StepKind.COMPENSATION, undo.defn.name, undoes)
         if recorded is not None:
             if recorded.location != undoes:  # same undo function, another activity's undo
                 self._e.fatal = self._cursor.nondeterminism(

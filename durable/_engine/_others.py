@@ -57,9 +57,9 @@ class OtherRuns:
     ) -> Coroutine[Any, Any, Any]:
         """Number the call now; return an awaitable that replays it or runs the child run
         (under ``child_id``, by default ``"<run id>/<step>"``)."""
-        seq, recorded = self._e.step(StepKind.CHILD, defn.name, location)
+        seq, recorded = self._e.gate.step(StepKind.CHILD, defn.name, location)
         if self._cancel.claim_at_call(seq, recorded):
-            return self._e.deliver_cancel(seq)
+            return self._e.gate.deliver_cancel(seq)
         if recorded is not None and recorded.status != StepStatus.STARTED:
             return self._journal.replay(recorded)
         if self._e.failure_recorded:
@@ -86,7 +86,7 @@ class OtherRuns:
             started = self._clock.time() if intent is None else intent.started_at
             call = StepCall(seq, StepKind.CHILD, defn.name, location, started)
             if intent is None:  # the child step is recorded as started before the child is
-                await self._e.begin(self._journal.started(call, 1))
+                await self._e.gate.begin(self._journal.started(call, 1))
             child_id = child_id or f"{self._run.id}/{seq}"
             try:
                 value = await self._await_child(seq, defn, args, kwargs, child_id)
@@ -153,9 +153,9 @@ class OtherRuns:
     ) -> Awaitable[None]:
         """Number the send now; the awaitable sends it once, however often the run replays
         (its idempotency key is ``"<run id>/<step>"`` unless one is given)."""
-        seq, recorded = self._e.step(StepKind.SIGNAL_SEND, name, location)
+        seq, recorded = self._e.gate.step(StepKind.SIGNAL_SEND, name, location)
         if self._cancel.claim_at_call(seq, recorded):
-            return self._e.deliver_cancel(seq)
+            return self._e.gate.deliver_cancel(seq)
         if recorded is not None and recorded.status != StepStatus.STARTED:
             return self._journal.replay(recorded)
         if self._e.failure_recorded:
@@ -184,7 +184,7 @@ class OtherRuns:
             call = StepCall(seq, StepKind.SIGNAL_SEND, name, location, started)
             if intent is None:
                 record = self._journal.started(call, 1)
-                await self._e.begin(record, replaces=seq in self._cursor.overwrite)
+                await self._e.gate.begin(record, replaces=seq in self._cursor.overwrite)
             try:
                 await send_signal(
                     self._store, run_id, name, payload, now=self._clock.time(), key=key

@@ -63,9 +63,9 @@ class Waits:
 
     def sleep(self, seconds: float, location: str | None) -> Awaitable[None]:
         """Number the timer step now; the awaitable records its due time and waits for it."""
-        seq, recorded = self._e.step(StepKind.TIMER, "sleep", location)
+        seq, recorded = self._e.gate.step(StepKind.TIMER, "sleep", location)
         if self._cancel.at == seq:
-            return self._e.deliver_cancel(seq)
+            return self._e.gate.deliver_cancel(seq)
         return self._sleep(seq, seconds, recorded, location)
 
     async def _sleep(
@@ -107,14 +107,14 @@ class Waits:
         finally:
             self.wake.pop(seq, None)
         if self._cancel.at == seq:
-            await self._e.deliver_cancel(seq)
+            await self._e.gate.deliver_cancel(seq)
         await self._journal.commit((), RunUpdate(RunStatus.RUNNING))
 
     def wait_signal(self, name: str, timeout: float | None, location: str | None) -> Awaitable[Any]:
         """Number the wait now; the awaitable returns the next signal's payload."""
-        seq, recorded = self._e.step(StepKind.SIGNAL, name, location)
+        seq, recorded = self._e.gate.step(StepKind.SIGNAL, name, location)
         if self._cancel.at == seq:
-            return self._e.deliver_cancel(seq)
+            return self._e.gate.deliver_cancel(seq)
         return self._wait_signal(seq, name, timeout, recorded, location)
 
     async def _wait_signal(
@@ -156,7 +156,7 @@ class Waits:
             if self.parked is not None:
                 raise Park  # the run parks: the parking commit takes a cancel on
             if self._cancel.claim_at_wait(seq):
-                await self._e.deliver_cancel(seq)
+                await self._e.gate.deliver_cancel(seq)
             outcome = self._journal.record(call, 1)
             received = await self._journal.receive_signal(name, outcome)
             if received is not None:
@@ -188,7 +188,7 @@ class Waits:
         like every step: see `_begin`); counted in flight meanwhile."""
         self._flight.enter()
         try:
-            await self._e.begin(record, update=update)
+            await self._e.gate.begin(record, update=update)
         finally:
             self._flight.leave()
 
