@@ -28,9 +28,10 @@ way, so the run parks or pauses only when nothing is), `Cancellation` (where a c
 delivered), `Compensator` (the saga stacks, in `durable._saga`). Operations: `Gate` (the
 step boundary: numbering, starting a step, delivering a cancel), `Activities` (activities,
 retries, compensations), `OtherRuns` (child runs, signals sent), `Waits` (timers, signal
-waits, parking, pausing), `Helpers` (now, uuid4, random, version markers). `Engine` wires them, runs the workflow and decides its outcome,
-and is the run's `RunContext`; the executor talks to it only through `lease_renewed`,
-`set_paused`, `request_cancel`, `waits_in_memory`, `children`, `fatal` and `finished`.
+waits, parking, pausing), `Helpers` (now, uuid4, random, version markers). `Engine` wires
+them, runs the workflow and decides its outcome, and is the run's `RunContext`; the executor
+talks to it only through `lease_renewed`, `set_paused`, `request_cancel`, `waits_in_memory`,
+`children`, `fatal` and `finished`.
 """
 
 from __future__ import annotations
