@@ -35,7 +35,7 @@ from durable._names import check_name
 from durable._recording import ensure_run, outcome, payloads_of
 from durable._registry import WorkflowDefinition, lookup_workflow
 from durable._signals import send_signal
-from durable._stores import resolve_store, using
+from durable._stores import open_store, resolve_store, using, using_async
 from durable._types import RunStatus, Step, StepKind, StepStatus
 from durable.store import RunRecord, Store
 
@@ -137,7 +137,7 @@ async def _execute_top(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
-    with using(store) as resolved:
+    async with using_async(store) as resolved:
         return await Executor(resolved, current_config()).execute(defn, run_id, args, kwargs)
 
 
@@ -207,7 +207,7 @@ async def start(
     defn = _workflow_definition(workflow, "start", id)
     _check_id(id, "start")
     args = with_instance(workflow, args)
-    resolved = resolve_store(store)
+    resolved = await open_store(store)
     await ensure_run(resolved, defn, id, args, kwargs, None, current_config().clock)
     return WorkflowHandle(id, resolved)
 
@@ -252,9 +252,13 @@ def signal(
                 "through the run's store; leave out store="
             )
         return _as_coroutine(ctx.send_signal(id, name, payload, idempotency_key, caller_location()))
-    return send_signal(
-        resolve_store(store), id, name, payload, now=time.time(), key=idempotency_key
-    )
+    return _send(store, id, name, payload, idempotency_key)
+
+
+async def _send(
+    store: Store | str | None, id: str, name: str, payload: Any, key: str | None
+) -> None:
+    await send_signal(await open_store(store), id, name, payload, now=time.time(), key=key)
 
 
 async def _as_coroutine(awaitable: Awaitable[None]) -> None:
@@ -291,6 +295,11 @@ class WorkflowHandle:
         # (durable.close_stores(), or more URLs in use than DURABLE_MAX_OPEN_STORES).
         return resolve_store(self._store_arg)
 
+    async def _opened(self) -> Store:
+        """The store, opened (for a URL, on a worker thread, so the event loop never waits for
+        a database to connect)."""
+        return await open_store(self._store_arg)
+
     @property
     def id(self) -> str:
         """The run id."""
@@ -300,7 +309,8 @@ class WorkflowHandle:
         return f"WorkflowHandle(id={self._id!r})"
 
     async def _record(self) -> RunRecord:
-        run = await self._store.get_run(self._id)
+        store = await self._opened()
+        run = await store.get_run(self._id)
         if run is None:
             raise WorkflowNotFound(self._id)
         return run
@@ -328,7 +338,7 @@ class WorkflowHandle:
         """
         if timeout is not None and (not math.isfinite(timeout) or timeout < 0):
             raise ValueError(f"timeout must be a finite number of seconds >= 0, not {timeout!r}")
-        store = self._store
+        store = await self._opened()
         with anyio.fail_after(timeout):
             while True:
                 run = await self._record()
@@ -343,13 +353,14 @@ class WorkflowHandle:
     ) -> None:
         """Send signal ``name`` with ``payload`` to this run (see `durable.signal`: from
         workflow code it is a step, and ``idempotency_key`` makes a repeated send a no-op)."""
+        store = await self._opened()
         ctx = _context.current_or_none()
         if ctx is not None:
             location = caller_location()
             await ctx.send_signal(self._id, name, payload, idempotency_key, location)
             return
         now = self._clock.time()
-        await send_signal(self._store, self._id, name, payload, now=now, key=idempotency_key)
+        await send_signal(store, self._id, name, payload, now=now, key=idempotency_key)
 
     async def pause(self) -> None:
         """Stop the run at its next step boundary: the steps in flight finish and are
@@ -359,7 +370,8 @@ class WorkflowHandle:
         Raises:
             WorkflowNotFound: no such run.
         """
-        if await self._store.request_pause(self._id, now=self._clock.time()) is None:
+        store = await self._opened()
+        if await store.request_pause(self._id, now=self._clock.time()) is None:
             raise WorkflowNotFound(self._id)
 
     async def resume(self) -> None:
@@ -369,7 +381,8 @@ class WorkflowHandle:
         Raises:
             WorkflowNotFound: no such run.
         """
-        if await self._store.resume(self._id, now=self._clock.time()) is None:
+        store = await self._opened()
+        if await store.resume(self._id, now=self._clock.time()) is None:
             raise WorkflowNotFound(self._id)
 
     async def cancel(self) -> None:
@@ -383,7 +396,8 @@ class WorkflowHandle:
         Raises:
             WorkflowNotFound: no such run.
         """
-        if await self._store.request_cancel(self._id, now=self._clock.time()) is None:
+        store = await self._opened()
+        if await store.request_cancel(self._id, now=self._clock.time()) is None:
             raise WorkflowNotFound(self._id)
 
     async def rollback(self) -> None:
@@ -399,6 +413,7 @@ class WorkflowHandle:
             DurableError: the run is not completed (nothing to roll back), or its workflow is
                 not registered in this process.
         """
+        store = await self._opened()
         current = await self._record()
         defn = lookup_workflow(current.workflow)
         if defn is None:
@@ -406,7 +421,7 @@ class WorkflowHandle:
                 f"cannot roll back run {self._id!r}: its workflow {current.workflow!r} is not "
                 "registered in this process; import the module that defines it first"
             )
-        run = await self._store.request_rollback(self._id, now=self._clock.time())
+        run = await store.request_rollback(self._id, now=self._clock.time())
         if run is None:
             raise WorkflowNotFound(self._id)
         if run.status == RunStatus.COMPENSATED:
@@ -421,8 +436,8 @@ class WorkflowHandle:
                 f"run {self._id!r} is {run.status}; only a completed run can be rolled back: {hint}"
             )
         if run.status.finished:  # compensation_failed after an earlier rollback
-            outcome(self._store, run)
-        executor = Executor(self._store, current_config().replace(clock=self._clock))
+            outcome(store, run)
+        executor = Executor(store, current_config().replace(clock=self._clock))
         await executor.execute(defn, self._id, (), {}, run.parent_id, check_args=False)
 
     async def export_history(self) -> str:
@@ -432,8 +447,9 @@ class WorkflowHandle:
         Raises:
             WorkflowNotFound: no such run.
         """
+        store = await self._opened()
         run = await self._record()
-        return dump_history(run, await self._store.load_steps(self._id))
+        return dump_history(run, await store.load_steps(self._id))
 
     async def history(self) -> list[Step]:
         """Every recorded step of the run, in step order, with decoded results and errors.
@@ -442,10 +458,11 @@ class WorkflowHandle:
             WorkflowNotFound: no such run.
             PayloadDecodeError: a step's payload cannot be decoded (names run and step).
         """
+        store = await self._opened()
         run = await self._record()
-        payloads = payloads_of(self._store, run.workflow)
+        payloads = payloads_of(store, run.workflow)
         steps = []
-        for rec in await self._store.load_steps(self._id):
+        for rec in await store.load_steps(self._id):
             failed = rec.status == StepStatus.FAILED
             payload = rec.error if failed else rec.result
             value = None

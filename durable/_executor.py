@@ -248,7 +248,7 @@ class Executor:
                 lease = await store.renew_lease(lease, now=clock.time(), duration=duration)
                 engine.lease_renewed(lease)
             except LeaseLost as exc:
-                engine.fatal = exc
+                engine.lose_lease(exc)
                 scope.cancel()
                 return
             except Exception:
@@ -257,7 +257,7 @@ class Executor:
                     continue
                 # Past its expiry another executor may take the run over at any moment, so
                 # this one must stop running side effects.
-                engine.fatal = LeaseLost(lease.run_id, "could not renew it before it expired")
+                engine.lose_lease(LeaseLost(lease.run_id, "could not renew it before it expired"))
                 scope.cancel()
                 return
             renew_at = clock.time() + duration / 3

@@ -13,12 +13,23 @@ import importlib
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+import anyio
+import anyio.to_thread
 
 from durable.store import Store
 
-__all__ = ["DEFAULT_URL", "close_stores", "max_open", "resolve_store", "using"]
+__all__ = [
+    "DEFAULT_URL",
+    "close_stores",
+    "max_open",
+    "open_store",
+    "resolve_store",
+    "using",
+    "using_async",
+]
 
 DEFAULT_URL = "sqlite:///durable.db"
 _MAX_OPEN = 8
@@ -84,6 +95,27 @@ def using(store: Store | str | None) -> Iterator[Store]:
             _evict()
 
 
+async def open_store(store: Store | str | None) -> Store:
+    """`resolve_store` for async code: a store not open yet is opened on a worker thread (a
+    database's connect and schema check never block the event loop)."""
+    if isinstance(store, Store):
+        return store
+    with _lock:
+        entry = _opened.get(_url(store))
+        if entry is not None:
+            _opened.move_to_end(_url(store))
+            return entry.store
+    return await anyio.to_thread.run_sync(resolve_store, store)
+
+
+@asynccontextmanager
+async def using_async(store: Store | str | None) -> AsyncIterator[Store]:
+    """`using` for async code: the store is opened on a worker thread (see `open_store`)."""
+    await open_store(store)
+    with using(store) as opened:
+        yield opened
+
+
 async def close_stores() -> None:
     """Close every store durable opened for a URL in this process (``store="sqlite:///..."``,
     ``DURABLE_URL``, the default ``durable.db``): their files and connections are released.
@@ -97,12 +129,18 @@ async def close_stores() -> None:
         await store.close()
 
 
-def _entry(store: str | object | None) -> _Opened:
-    """The entry for a URL (opened if needed, made the most recent). Called under `_lock`."""
+def _url(store: object) -> str:
+    """The URL a ``store=`` argument names (``None``: ``DURABLE_URL`` or the default)."""
     if store is None:
         store = os.environ.get("DURABLE_URL") or DEFAULT_URL
     if not isinstance(store, str):
         raise TypeError(f"store= must be a durable store or a URL string, not {store!r}")
+    return store
+
+
+def _entry(store: object) -> _Opened:
+    """The entry for a URL (opened if needed, made the most recent). Called under `_lock`."""
+    store = _url(store)
     entry = _opened.get(store)
     if entry is None:
         entry = _opened[store] = _Opened(_open_store(store))

@@ -24,7 +24,7 @@ from durable._engine import RunAbandoned
 from durable._errors import LeaseLost, NonDeterminismError, PayloadDecodeError, StoreError
 from durable._executor import HOST, Executor, holder_is_dead
 from durable._registry import WorkflowDefinition, registered_workflows
-from durable._stores import using
+from durable._stores import using_async
 from durable._types import RunStatus
 from durable.store import Lease, LeaseOwner, RunRecord, Store, UnreadableRecord
 
@@ -129,7 +129,7 @@ class Worker:
 
     async def run(self) -> None:
         """Claim and execute runnable runs until `stop` is called (or this task is cancelled)."""
-        with using(self._store_arg) as store:  # a store opened for a URL stays open meanwhile
+        async with using_async(self._store_arg) as store:  # stays open while it serves
             await self._serve(store)
 
     async def _serve(self, store: Store) -> None:

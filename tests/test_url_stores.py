@@ -131,3 +131,51 @@ async def test_a_worker_keeps_its_url_store_open_while_it_serves(
         with anyio.fail_after(60):
             assert await handle.result() == 15
         worker.stop()
+
+
+async def test_opening_a_store_for_a_url_does_not_block_the_event_loop() -> None:
+    """A server that accepts the connection and never answers: opening the store waits for
+    its connect timeout on a worker thread, while the loop's other tasks run."""
+    pytest.importorskip("psycopg")
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])  # accepted, never answered
+            except OSError:
+                continue
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    port = listener.getsockname()[1]
+    url = f"postgresql://nobody@127.0.0.1:{port}/db?connect_timeout=2"
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.sleep(0.01)
+            ticks += 1
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            with pytest.raises(durable.StoreError):
+                await durable.start(tripler, 1, id="never", store=url)
+            assert ticks >= 1  # the loop ran while the store was being opened
+            tg.cancel_scope.cancel()
+    finally:
+        stop.set()
+        acceptor.join()
+        for conn in held:
+            conn.close()
+        listener.close()

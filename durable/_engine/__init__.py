@@ -30,8 +30,8 @@ step boundary: numbering, starting a step, delivering a cancel), `Activities` (a
 retries, compensations), `OtherRuns` (child runs, signals sent), `Waits` (timers, signal
 waits, parking, pausing), `Helpers` (now, uuid4, random, version markers). `Engine` wires
 them, runs the workflow and decides its outcome, and is the run's `RunContext`; the executor
-talks to it only through `lease_renewed`, `set_paused`, `request_cancel`, `waits_in_memory`,
-`children`, `fatal` and `finished`.
+talks to it only through `lease_renewed`, `set_paused`, `request_cancel`, `lose_lease`,
+`waits_in_memory`, `children`, `fatal` and `finished` (read only).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from durable._config import ExecutorConfig
 from durable._errors import (
     Cancelled,
     CompensationFailed,
+    LeaseLost,
     SerializationError,
 )
 from durable._registry import ActivityDefinition, WorkflowDefinition
@@ -137,7 +138,7 @@ class Engine:
         return self.journal.fatal
 
     @fatal.setter
-    def fatal(self, error: BaseException | None) -> None:
+    def fatal(self, error: BaseException | None) -> None:  # for the engine's own parts
         self.journal.fatal = error
 
     @property
@@ -339,6 +340,11 @@ class Engine:
     def children(self) -> frozenset[str]:
         """Ids of the child runs in flight (a cancel of this run is passed on to them)."""
         return frozenset(self.others.children)
+
+    def lose_lease(self, error: LeaseLost) -> None:
+        """The executor could not keep the lease: nothing more of the run may be written or
+        started (``error`` becomes the run's fatal error)."""
+        self.journal.fatal = error
 
     def set_paused(self, paused: bool) -> None:
         """The run's ``pause_requested`` as the executor last read it."""
