@@ -31,6 +31,7 @@ from typing import Any
 
 import anyio
 import pytest
+from support import Crash
 
 import durable
 from durable import RetryPolicy, RunStatus, StepKind, StepStatus
@@ -447,10 +448,6 @@ async def test_a_retry_after_a_swallowed_timeout_records_the_retry_result(store:
 
 
 # -- 3. a signal sent from workflow code is sent once -----------------------------------------
-
-
-class Crash(BaseException):
-    """Like a killed process: nothing records it, the run is executed again from its history."""
 
 
 crashes: dict[str, int] = {}

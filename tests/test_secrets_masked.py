@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 import psycopg
 import pytest
-from conftest import require_postgres
+from support import require_postgres
 
 import durable
 from durable.backends import SQLStore

@@ -7,17 +7,13 @@ from datetime import timedelta
 
 import anyio
 import pytest
-from conftest import eventually
+from support import Crash, eventually
 
 import durable
 from durable import RunStatus, StepKind, StepStatus
 from durable.store import Store
 
 log: list[str] = []
-
-
-class Crash(BaseException):
-    """Like a killed process: nothing records it."""
 
 
 crash_next: list[bool] = []

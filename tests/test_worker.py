@@ -13,7 +13,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import eventually
+from support import eventually
 
 import durable
 from durable import RunStatus
