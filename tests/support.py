@@ -30,24 +30,29 @@ imports APP from here)."""
 # -- waiting for a state -----------------------------------------------------------------------
 
 
-async def eventually(what: str, check: Callable[[], Awaitable[bool]], within: float = 60.0) -> None:
-    """Poll ``check`` until it is true. ``within`` only bounds a hang (it fails the test with
+async def eventually(
+    what: str, check: Callable[[], Awaitable[bool]], within: float = 60.0, every: float = 0.005
+) -> None:
+    """Poll ``check`` (every ``every`` seconds: more for a check that costs, such as a query
+    over many rows) until it is true. ``within`` only bounds a hang (it fails the test with
     ``what``): it is never a speed requirement, so a test must not rely on it to prove one."""
     with anyio.move_on_after(within):
         for _ in range(10_000_000):  # a state in another task or process: polled
             if await check():
                 return
-            await anyio.sleep(0.005)
+            await anyio.sleep(every)
     raise AssertionError(f"{what} did not happen within {within} s")
 
 
-def eventually_sync(what: str, check: Callable[[], bool], within: float = 60.0) -> None:
+def eventually_sync(
+    what: str, check: Callable[[], bool], within: float = 60.0, every: float = 0.005
+) -> None:
     """`eventually` for a test that is not async (one that drives processes)."""
     deadline = time.monotonic() + within
     while not check():
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what} did not happen within {within} s")
-        time.sleep(0.005)
+        time.sleep(every)
 
 
 # -- a crash -----------------------------------------------------------------------------------
