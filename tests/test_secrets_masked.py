@@ -5,8 +5,6 @@ line, in every form a store URL can carry one (``user:pw@host``, ``?password=...
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +12,7 @@ from pathlib import Path
 import anyio
 import psycopg
 import pytest
-from support import require_postgres
+from support import durable_cli, require_postgres
 
 import durable
 from durable.backends import SQLStore
@@ -166,17 +164,6 @@ async def test_a_worker_log_shows_the_store_masked(
     assert not any(SECRET in m for m in messages)
 
 
-def _durable(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "durable", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-
-
 @pytest.mark.parametrize("url", [REFUSING[0], REFUSING[1], REFUSING[3]])
 def test_the_command_line_never_shows_the_password(tmp_path: Path, url: str) -> None:
     (tmp_path / "one_app.py").write_text(
@@ -184,7 +171,7 @@ def test_the_command_line_never_shows_the_password(tmp_path: Path, url: str) -> 
         "    return 1\n"
     )
     for args in (("worker", "one_app", "--store", url), ("db", "init", url)):
-        done = _durable(tmp_path, *args)
+        done = durable_cli(tmp_path, *args)
         assert done.returncode == 2, done.stderr
         assert SECRET not in done.stdout + done.stderr
         assert "***" in done.stderr
@@ -192,7 +179,7 @@ def test_the_command_line_never_shows_the_password(tmp_path: Path, url: str) -> 
 
 def test_db_init_prints_the_url_masked(tmp_path: Path, fresh_postgres_url: str) -> None:
     url = _with_password(fresh_postgres_url)
-    done = _durable(tmp_path, "db", "init", url)
+    done = durable_cli(tmp_path, "db", "init", url)
     assert done.returncode == 0, done.stderr
     assert SECRET not in done.stdout + done.stderr
     assert "postgres:***@" in done.stdout
