@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import psycopg
 import pytest
-from support import durable_cli, require_postgres
+from support import durable_cli, eventually, require_postgres
 
 import durable
 from durable.backends import SQLStore
@@ -150,14 +150,14 @@ async def test_a_worker_log_shows_the_store_masked(
     async def noop() -> None:
         return None
 
+    async def claiming() -> bool:
+        return any("claiming runs" in r.getMessage() for r in caplog.records)
+
     caplog.set_level(logging.INFO, logger="durable.worker")
     worker = durable.Worker(store, [noop])
     async with anyio.create_task_group() as tg:
         tg.start_soon(worker.run)
-        for _ in range(500):  # at most 10 s
-            if any("claiming runs" in r.getMessage() for r in caplog.records):
-                break
-            await anyio.sleep(0.02)
+        await eventually("the worker's first log line", claiming, within=10)
         worker.stop()
     messages = [r.getMessage() for r in caplog.records]
     assert any("***" in m for m in messages)
