@@ -2,16 +2,16 @@
 
 It has exactly the semantics of `SQLStore` (leases, fencing, atomic acquire, all-or-nothing
 commit) but keeps nothing after the process ends: it is a dict, a lock and the pure rules of
-`._rules`, which the SQL statements spell too. Every method does its work without awaiting,
+`._rules`, which the SQL statements spell too. The dicts, and the writes that change several of
+them at once, are `._memory_tables`; `._memory_leases` and `._memory_requests` (requests and
+signals) work on the same dicts under the same lock. Every method does its work without awaiting,
 so it is atomic within one event loop, and under a `threading.Lock`, so it is also safe to share
 with worker threads. Records are frozen dataclasses, so handing them out is safe.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import replace
+from collections.abc import Collection, Iterable, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -24,12 +24,13 @@ from durable.store import (
     RunStatus,
     RunUpdate,
     StepRecord,
-    StoreError,
     due_at,
 )
 
 from . import _rules as rules
-from ._doorbell import Doorbell
+from ._memory_leases import Leases
+from ._memory_requests import Requests
+from ._memory_tables import Tables
 
 __all__ = ["MemoryStore"]
 
@@ -57,20 +58,13 @@ class MemoryStore:
         self.payload_trust = PayloadTrust.configure(
             secret_keys, allowed_codecs, owner="MemoryStore"
         )
-        self._lock = threading.Lock()
-        self._runs: dict[str, RunRecord] = {}
-        self._steps: dict[str, dict[int, StepRecord]] = {}
-        self._signals: dict[str, list[tuple[str, bytes]]] = {}
-        self._signal_keys: dict[str, set[str]] = {}  # idempotency keys of signals, by run
-        self._closed = False
-        self._doorbell = Doorbell()
+        self._tables = Tables()
+        self._doorbell = self._tables.doorbell
+        self._leases = Leases(self._tables)
+        self._requests = Requests(self._tables)
 
     def __repr__(self) -> str:
-        return f"MemoryStore(runs={len(self._runs)})"
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreError("this MemoryStore is closed; create a new one")
+        return f"MemoryStore(runs={len(self._tables.runs)})"
 
     async def create_run(self, run: RunRecord) -> tuple[RunRecord, bool]:
         """Insert ``run`` unless a run with its id exists.
@@ -78,20 +72,20 @@ class MemoryStore:
         Returns:
             ``(stored, created)``: the record now in the store, and whether this call created it.
         """
-        with self._lock:
-            self._check_open()
-            existing = self._runs.get(run.id)
+        with self._tables.lock:
+            self._tables.check_open()
+            existing = self._tables.runs.get(run.id)
             if existing is not None:
                 return existing, False
-            self._runs[run.id] = run
+            self._tables.runs[run.id] = run
         self._doorbell.ring(run.id)
         return run, True
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """The run with this id, or ``None``."""
-        with self._lock:
-            self._check_open()
-            return self._runs.get(run_id)
+        with self._tables.lock:
+            self._tables.check_open()
+            return self._tables.runs.get(run_id)
 
     async def list_runs(
         self, *, status: RunStatus | None = None, limit: int = 100
@@ -101,11 +95,11 @@ class MemoryStore:
         Returns:
             At most ``limit`` runs.
         """
-        with self._lock:
-            self._check_open()
+        with self._tables.lock:
+            self._tables.check_open()
             if limit <= 0:
                 return []
-            runs = [r for r in self._runs.values() if status is None or r.status == status]
+            runs = [r for r in self._tables.runs.values() if status is None or r.status == status]
         runs.sort(key=lambda r: (r.created_at, r.id))
         return runs[:limit]
 
@@ -124,18 +118,7 @@ class MemoryStore:
             The new lease, or ``None`` when the run is missing, finished, or leased to someone
             else.
         """
-        with self._lock:
-            self._check_open()
-            run = self._runs.get(run_id)
-            if run is None:
-                return None
-            acquired = rules.acquire(
-                run, owner, now=now, duration=duration, takeover_token=takeover_token
-            )
-            if acquired is None:
-                return None
-            self._runs[run_id], lease = acquired
-            return lease
+        return self._leases.acquire(run_id, owner, now, duration, takeover_token)
 
     async def claim(
         self,
@@ -152,15 +135,8 @@ class MemoryStore:
         Returns:
             The claimed runs (as before the claim) with their new leases.
         """
-        names = set(workflows)
-        with self._lock:
-            self._check_open()
-            candidates = [
-                r for r in self._runs.values() if r.workflow in names and rules.runnable(r, now)
-            ]
-        candidates.sort(key=rules.claim_order)
         claimed = []
-        for run in candidates[: max(limit, 0)]:
+        for run in self._leases.claimable(now, limit, workflows):
             lease = await self.acquire_lease(
                 run.id, owner, now=now, duration=duration, takeover_token=run.lease_token
             )
@@ -168,36 +144,23 @@ class MemoryStore:
                 claimed.append((run, lease))
         return claimed
 
-    def _fenced(self, lease: Lease) -> RunRecord:
-        return rules.fenced(self._runs.get(lease.run_id), lease)
-
     async def renew_lease(self, lease: Lease, *, now: float, duration: float) -> Lease:
         """Extend the lease to ``now + duration`` (``updated_at`` is left alone).
 
         Raises:
             LeaseLost: the run's token is no longer ``lease.token``.
         """
-        expires = now + duration
-        with self._lock:
-            self._check_open()
-            run = self._fenced(lease)
-            self._runs[lease.run_id] = rules.renewed(run, expires)
-        return replace(lease, expires_at=expires)
+        return self._leases.renew(lease, now, duration)
 
     async def release_lease(self, lease: Lease) -> None:
         """Clear owner / host / pid / expiry if the lease is still ours; otherwise do nothing."""
-        with self._lock:
-            self._check_open()
-            run = self._runs.get(lease.run_id)
-            if run is not None and run.lease_token == lease.token:
-                self._runs[lease.run_id] = rules.released(run)
-        self._doorbell.ring(lease.run_id)
+        self._leases.release(lease)
 
     async def load_steps(self, run_id: str) -> list[StepRecord]:
         """Every recorded step of the run, ordered by ``seq``."""
-        with self._lock:
-            self._check_open()
-            steps = self._steps.get(run_id, {})
+        with self._tables.lock:
+            self._tables.check_open()
+            steps = self._tables.steps.get(run_id, {})
             return [steps[seq] for seq in sorted(steps)]
 
     async def commit(
@@ -227,36 +190,7 @@ class MemoryStore:
                 another run, or an outcome has no ``started`` step to replace; nothing was
                 written.
         """
-        rules.check_step_batch(lease.run_id, [*steps, *outcomes])
-        with self._lock:
-            self._check_open()
-            run = self._fenced(lease)
-            if check_requests:
-                stopped = rules.interruption(run)
-                if stopped is not None:
-                    return stopped
-            recorded = self._steps.setdefault(lease.run_id, {})
-            rules.check_new_steps(lease.run_id, recorded, steps)
-            rules.check_outcomes(lease.run_id, recorded, outcomes)
-            for step in [*outcomes, *steps]:
-                recorded[step.seq] = step
-            if update is not None:
-                self._runs[lease.run_id] = rules.updated(run, update, now)
-        if update is not None and update.release:
-            self._doorbell.ring(lease.run_id)
-        return None
-
-    def _change(
-        self, run_id: str, now: float, change: Callable[[RunRecord, float], RunRecord]
-    ) -> RunRecord | None:
-        """Apply the rule ``change`` to the run (if there is one); return the run as it is now."""
-        with self._lock:
-            self._check_open()
-            run = self._runs.get(run_id)
-            if run is not None:
-                run = self._runs[run_id] = change(run, now)
-        self._doorbell.ring(run_id)
-        return run
+        return self._tables.commit(lease, steps, update, now, outcomes, check_requests)
 
     async def request_cancel(self, run_id: str, *, now: float) -> RunRecord | None:
         """Set ``cancel_requested`` on an unfinished run; a parked one becomes due now.
@@ -264,7 +198,7 @@ class MemoryStore:
         Returns:
             The run as it is now, or ``None`` when missing.
         """
-        return self._change(run_id, now, rules.request_cancel)
+        return self._requests.change(run_id, now, rules.request_cancel)
 
     async def request_pause(self, run_id: str, *, now: float) -> RunRecord | None:
         """Set ``pause_requested``; a run nobody executes is ``paused`` at once.
@@ -272,7 +206,7 @@ class MemoryStore:
         Returns:
             The run as it is now, or ``None`` when missing.
         """
-        return self._change(run_id, now, rules.request_pause)
+        return self._requests.change(run_id, now, rules.request_pause)
 
     async def resume(self, run_id: str, *, now: float) -> RunRecord | None:
         """Clear ``pause_requested``; a ``paused`` run becomes ``pending``.
@@ -280,7 +214,7 @@ class MemoryStore:
         Returns:
             The run as it is now, or ``None`` when missing.
         """
-        return self._change(run_id, now, rules.resume)
+        return self._requests.change(run_id, now, rules.resume)
 
     async def request_rollback(self, run_id: str, *, now: float) -> RunRecord | None:
         """Turn a ``completed`` run into a ``compensating`` one with ``rollback_requested``.
@@ -288,7 +222,7 @@ class MemoryStore:
         Returns:
             The run as it is now, or ``None`` when missing.
         """
-        return self._change(run_id, now, rules.request_rollback)
+        return self._requests.change(run_id, now, rules.request_rollback)
 
     async def send_signal(
         self,
@@ -304,28 +238,11 @@ class MemoryStore:
         Returns:
             The run (nothing recorded when it is finished), or ``None`` when missing.
         """
-        with self._lock:
-            self._check_open()
-            run = self._runs.get(run_id)
-            if run is not None and rules.signal_accepted(run):
-                if idempotency_key is not None:
-                    keys = self._signal_keys.setdefault(run_id, set())
-                    if idempotency_key in keys:
-                        return run
-                    keys.add(idempotency_key)
-                self._signals.setdefault(run_id, []).append((name, payload))
-                run = self._runs[run_id] = rules.on_signal(run, now)
-        self._doorbell.ring(run_id)
-        return run
+        return self._requests.send_signal(run_id, name, payload, now, idempotency_key)
 
     async def wake(self, run_id: str, *, now: float) -> None:
         """Make a parked run due now (see `durable.store.Store.wake`)."""
-        with self._lock:
-            self._check_open()
-            run = self._runs.get(run_id)
-            if run is not None:
-                self._runs[run_id] = rules.woken(run, now)
-        self._doorbell.ring(run_id)
+        self._requests.wake(run_id, now)
 
     async def receive_signal(
         self, lease: Lease, name: str, step: StepRecord, *, now: float
@@ -338,27 +255,15 @@ class MemoryStore:
         Raises:
             LeaseLost: the run's token is no longer ``lease.token``.
         """
-        rules.check_step_batch(lease.run_id, [step])
-        with self._lock:
-            self._check_open()
-            self._fenced(lease)
-            buffered = self._signals.get(lease.run_id, [])
-            index = next((i for i, (n, _) in enumerate(buffered) if n == name), None)
-            if index is None:
-                return None
-            recorded = self._steps.setdefault(lease.run_id, {})
-            rules.check_unrecorded(lease.run_id, recorded.get(step.seq), step.seq)
-            _, payload = buffered.pop(index)
-            recorded[step.seq] = replace(step, result=payload)
-            return payload
+        return self._requests.receive_signal(lease, name, step)
 
     async def wait_for_work(self, *, workflows: Sequence[str], now: float, within: float) -> None:
         """Return when a write in this process may have made a run runnable, when the next
         parked run or expiring lease of ``workflows`` is due, or after ``within`` seconds."""
         names = set(workflows)
-        with self._lock:
-            self._check_open()
-            due = [due_at(run) for run in self._runs.values() if run.workflow in names]
+        with self._tables.lock:
+            self._tables.check_open()
+            due = [due_at(run) for run in self._tables.runs.values() if run.workflow in names]
         soonest = min((d for d in due if d is not None), default=None)
         if soonest is not None:
             within = min(within, soonest - now)
@@ -366,7 +271,7 @@ class MemoryStore:
 
     async def watch(self, run_ids: Collection[str], *, within: float) -> bool:
         """Wait for a write of this process to one of ``run_ids`` (see `Store.watch`)."""
-        self._check_open()
+        self._tables.check_open()
         return await self._doorbell.watch(run_ids, within)
 
     def wake_waiters(self) -> None:
@@ -375,15 +280,12 @@ class MemoryStore:
 
     async def block_unreadable(self, *, now: float, limit: int = 100) -> list[RunRecord]:
         """Nothing to do: records in memory always hold statuses this version knows."""
-        self._check_open()
+        self._tables.check_open()
         return []
 
     async def leased_on(self, host: str, *, workflows: Sequence[str]) -> list[RunRecord]:
         """Unfinished runs of ``workflows`` leased by an executor on ``host``."""
-        names = set(workflows)
-        with self._lock:
-            self._check_open()
-            return [run for run in self._runs.values() if rules.leased_on(run, host, names)]
+        return self._leases.leased_on(host, workflows)
 
     async def prune(self, *, before: float, limit: int) -> int:
         """Delete up to ``limit`` finished runs last updated before ``before`` and without
@@ -392,22 +294,11 @@ class MemoryStore:
         Returns:
             How many runs were deleted.
         """
-        with self._lock:
-            self._check_open()
-            old = rules.prunable(self._runs, before)[: max(limit, 0)]
-            for run_id in old:
-                del self._runs[run_id]
-                self._steps.pop(run_id, None)
-                self._signals.pop(run_id, None)
-                self._signal_keys.pop(run_id, None)
-            return len(old)
+        return self._tables.prune(before, limit)
 
     async def close(self) -> None:
         """Make the store unusable (its data is dropped). Idempotent."""
-        with self._lock:
-            self._closed = True
-            self._runs.clear()
-            self._steps.clear()
+        self._tables.close()
 
     async def __aenter__(self) -> Self:
         """Return the store itself."""

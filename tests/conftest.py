@@ -1,30 +1,18 @@
-"""Shared fixtures: async tests run on asyncio and trio; store-backed tests on every store."""
+"""Shared fixtures and hooks: async tests run on asyncio and trio; store-backed tests on every
+store. Shared helpers are in ``support.py``."""
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import anyio
 import pytest
+from support import Processes, postgres_schema
 
 from durable.backends import MemoryStore, SQLStore
 from durable.store import Store
-
-
-async def eventually(what: str, check: Callable[[], Awaitable[bool]], within: float = 60.0) -> None:
-    """Poll ``check`` until it is true. ``within`` only bounds a hang (it fails the test with
-    ``what``): it is never a speed requirement, so a test must not rely on it to prove one."""
-    with anyio.move_on_after(within):
-        for _ in range(10_000_000):  # a state in another task or process: polled
-            if await check():
-                return
-            await anyio.sleep(0.005)
-    raise AssertionError(f"{what} did not happen within {within} s")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -68,61 +56,9 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-POSTGRES_URL = os.environ.get(
-    "DURABLE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
-
-
-def _postgres_problem() -> str | None:
-    """Why the test Postgres cannot be used, or ``None`` when it answers."""
-    try:
-        import psycopg
-    except ImportError:
-        return "psycopg is not installed (pip install 'psycopg[binary]')"
-    try:
-        psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
-    except psycopg.Error as exc:
-        return f"no Postgres answers at {POSTGRES_URL} ({exc})".strip()
-    return None
-
-
-def require_postgres() -> str:
-    """The test Postgres URL; fails the test in CI when it is missing, else skips it."""
-    problem = _postgres_problem()
-    if problem is None:
-        return POSTGRES_URL
-    if os.environ.get("CI"):
-        pytest.fail(f"Postgres tests must run in CI: {problem}")
-    pytest.skip(
-        f"{problem}; start Postgres (or set DURABLE_TEST_POSTGRES_URL) to run the Postgres tests"
-    )
-
-
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-@contextlib.contextmanager
-def postgres_schema(prefix: str = "durable_test") -> Iterator[str]:
-    """A Postgres URL whose tables live in a new schema of their own (its ``search_path``), so
-    test sessions (a developer's and CI's) can share one server; the schema is dropped after."""
-    import sqlalchemy as sa
-
-    base = require_postgres()
-    schema = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(
-        base.replace("postgresql://", "postgresql+psycopg://"), pool_pre_ping=True
-    )
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    separator = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -164,3 +100,13 @@ def _empty(url: str) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text("TRUNCATE durable_steps, durable_runs, durable_signals"))
     engine.dispose()
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    """The processes a test starts: whichever still run at its end are killed and reaped."""
+    started = Processes()
+    try:
+        yield started
+    finally:
+        started.close()

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import _postgres_problem, require_postgres
+from support import postgres_problem, require_postgres
 
 BENCH = Path(__file__).parent.parent / "benchmarks"
 
@@ -119,7 +119,7 @@ def test_side_by_side_suite_smoke(tmp_path: Path) -> None:
     assert "DBOS/durable" in proc.stdout and "µs/step, SQLite crash-safe" in proc.stdout
     figures = json.loads(out.read_text())
     labels = [row["label"] for row in figures["rows"]]
-    postgres_rows = 1 if _postgres_problem() is None else 0  # CI: must answer (other tests)
+    postgres_rows = 1 if postgres_problem() is None else 0  # CI: must answer (other tests)
     assert len(labels) == 9 + postgres_rows
     for row in figures["rows"]:
         if row["label"].startswith("bytes"):  # memory growth of 5 runs is noise: only present

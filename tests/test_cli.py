@@ -3,21 +3,10 @@ module without workflows); ``--debug`` shows the traceback instead."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-
-def _durable(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "durable", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+from support import durable_cli
 
 
 def _problems(stderr: str) -> list[str]:
@@ -28,7 +17,7 @@ def _problems(stderr: str) -> list[str]:
 def test_a_module_without_workflows_is_one_line_and_exit_2(tmp_path: Path) -> None:
     """`durable worker` on a module that defines no workflow says so in one line."""
     (tmp_path / "empty_app.py").write_text("X = 1\n")
-    done = _durable(tmp_path, "worker", "empty_app", "--store", f"sqlite:///{tmp_path}/w.db")
+    done = durable_cli(tmp_path, "worker", "empty_app", "--store", f"sqlite:///{tmp_path}/w.db")
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     (line,) = _problems(done.stderr)
@@ -41,11 +30,11 @@ def test_a_bad_store_url_is_one_line_and_exit_2(tmp_path: Path) -> None:
         "import durable\n\n@durable.workflow(name='cli.one')\nasync def one() -> int:\n"
         "    return 1\n"
     )
-    done = _durable(tmp_path, "worker", "one_app", "--store", "mysql://nowhere/db")
+    done = durable_cli(tmp_path, "worker", "one_app", "--store", "mysql://nowhere/db")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     (line,) = _problems(done.stderr)
     assert "mysql://nowhere/db" in line and "unknown scheme" in line
-    done = _durable(tmp_path, "db", "init", "mysql://nowhere/db")
+    done = durable_cli(tmp_path, "db", "init", "mysql://nowhere/db")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "mysql://nowhere/db" in done.stderr
 
@@ -53,7 +42,7 @@ def test_a_bad_store_url_is_one_line_and_exit_2(tmp_path: Path) -> None:
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     """With --debug the same mistake shows where it was raised."""
     (tmp_path / "empty_app.py").write_text("X = 1\n")
-    done = _durable(tmp_path, "--debug", "worker", "empty_app")
+    done = durable_cli(tmp_path, "--debug", "worker", "empty_app")
     assert done.returncode != 0 and "Traceback" in done.stderr
     assert "no @durable.workflow" in done.stderr
 
@@ -69,14 +58,14 @@ def test_a_worker_whose_database_refuses_fails_at_once_or_waits_when_asked(
     )
     url = "postgresql://postgres@127.0.0.1:1/test"
     started = time.monotonic()
-    done = _durable(tmp_path, "worker", "one_app", "--store", url)
+    done = durable_cli(tmp_path, "worker", "one_app", "--store", url)
     assert time.monotonic() - started < 15
     assert done.returncode == 2 and "Traceback" not in done.stderr
     (line,) = _problems(done.stderr)
     assert "'127.0.0.1', port 1" in line and "--wait-for-db" in line
 
     started = time.monotonic()
-    done = _durable(tmp_path, "worker", "one_app", "--store", url, "--wait-for-db", "1.5")
+    done = durable_cli(tmp_path, "worker", "one_app", "--store", url, "--wait-for-db", "1.5")
     assert 0.5 < time.monotonic() - started < 15
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "waited 1.5 s" in done.stderr and "retrying" in done.stderr

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Coroutine, Iterator
@@ -31,15 +29,15 @@ from typing import Any
 
 import anyio
 import pytest
+from support import PROGRAMS, Crash, Processes, eventually, read_log, stop
 
 import durable
 from durable import RetryPolicy, RunStatus, StepKind, StepStatus
 from durable.backends import SQLStore
 from durable.store import RunRecord, Store
 
-PROGRAMS = Path(__file__).parent / "programs"
 sys.path.insert(0, str(PROGRAMS))
-import race_app  # noqa: E402
+import race_app
 
 LOOPS = 20
 """Tries per race: the old 0.2 s polling lost the request in nearly every one."""
@@ -156,13 +154,16 @@ async def _execute_into(
 async def _until(
     store: Store, run_id: str, done: Callable[[RunRecord], bool], seconds: float = 30
 ) -> RunRecord:
-    with anyio.fail_after(seconds):
-        for _ in range(10_000_000):
-            run = await store.get_run(run_id)
-            if run is not None and done(run):
-                return run
-            await anyio.sleep(0.01)
-    raise AssertionError(f"run {run_id!r} never got there")
+    seen: list[RunRecord] = []
+
+    async def there() -> bool:
+        run = await store.get_run(run_id)
+        if run is not None and done(run):
+            seen.append(run)
+        return bool(seen)
+
+    await eventually(f"the state awaited of run {run_id!r}", there, within=seconds)
+    return seen[0]
 
 
 def _paused_or_finished(run: RunRecord) -> bool:
@@ -267,36 +268,16 @@ def worker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @contextlib.contextmanager
-def _worker(url: str, race_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _worker(processes: Processes, url: str, race_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A `durable worker race_app` process, ready to claim; stopped with SIGTERM after."""
-    log_path = race_dir / "worker.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "durable", "worker", "race_app", "--store", url],
-            cwd=PROGRAMS,
-            env={**os.environ, "RACE_DIR": str(race_dir)},
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
+    log = race_dir / "worker.log"
+    env = {**os.environ, "RACE_DIR": str(race_dir)}
+    proc = processes.spawn_worker("race_app", url, log, env=env)
     try:
-        _wait_ready(proc, log_path)
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, log_path.read_text()
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 60
-    while "durable worker: ready" not in log_path.read_text():
-        assert proc.poll() is None, f"the worker exited: {log_path.read_text()}"
-        assert time.monotonic() < deadline, "the worker was not ready within 60 s"
-        time.sleep(0.02)
+        stop(proc)
+    assert proc.returncode == 0, read_log(log)
 
 
 def _count(race_dir: Path, run_id: str, tag: str) -> int:
@@ -312,13 +293,12 @@ async def _start_runs(url: str, ids: list[str]) -> None:
 
 async def _when_first_runs(race_dir: Path, run_id: str) -> None:
     marker = anyio.Path(race_dir / f"{run_id}.first")
-    for _ in range(1_000_000):  # bounded by the caller's fail_after
-        if await marker.exists():
-            return
-        await anyio.sleep(0.005)
+    await eventually(f"the first activity of {run_id!r}", marker.exists)
 
 
-def test_cancel_is_never_lost_under_a_worker_process(worker_url: str, tmp_path: Path) -> None:
+def test_cancel_is_never_lost_under_a_worker_process(
+    processes: Processes, worker_url: str, tmp_path: Path
+) -> None:
     """Worker process: cancel returned mid-activity stops the next one; compensated, cancelled."""
     ids = [f"wc-{uuid.uuid4().hex[:8]}-{i}" for i in range(LOOPS)]
     anyio.run(_start_runs, worker_url, ids)
@@ -337,7 +317,7 @@ def test_cancel_is_never_lost_under_a_worker_process(worker_url: str, tmp_path: 
                     for run_id in ids:
                         tg.start_soon(cancel_one, store, run_id)
 
-    with _worker(worker_url, tmp_path):
+    with _worker(processes, worker_url, tmp_path):
         anyio.run(cancel_all)
     seen = {
         run_id: (
@@ -349,7 +329,9 @@ def test_cancel_is_never_lost_under_a_worker_process(worker_url: str, tmp_path: 
     assert seen == {run_id: (RunStatus.CANCELLED, 1, 0, 0, 1) for run_id in ids}
 
 
-def test_pause_is_never_lost_under_a_worker_process(worker_url: str, tmp_path: Path) -> None:
+def test_pause_is_never_lost_under_a_worker_process(
+    processes: Processes, worker_url: str, tmp_path: Path
+) -> None:
     """Worker process: pause returned mid-activity pauses before the next; resume runs each once."""
     ids = [f"wp-{uuid.uuid4().hex[:8]}-{i}" for i in range(LOOPS)]
     anyio.run(_start_runs, worker_url, ids)
@@ -374,7 +356,7 @@ def test_pause_is_never_lost_under_a_worker_process(worker_url: str, tmp_path: P
                     for run_id in ids:
                         tg.start_soon(pause_one, store, run_id)
 
-    with _worker(worker_url, tmp_path):
+    with _worker(processes, worker_url, tmp_path):
         anyio.run(pause_all)
     assert at_pause == {run_id: (RunStatus.PAUSED, 0) for run_id in ids}
     assert results == {run_id: ["one", "two", "three"] for run_id in ids}
@@ -447,10 +429,6 @@ async def test_a_retry_after_a_swallowed_timeout_records_the_retry_result(store:
 
 
 # -- 3. a signal sent from workflow code is sent once -----------------------------------------
-
-
-class Crash(BaseException):
-    """Like a killed process: nothing records it, the run is executed again from its history."""
 
 
 crashes: dict[str, int] = {}
@@ -556,14 +534,18 @@ async def test_a_key_already_consumed_is_still_a_no_op(store: Store) -> None:
     with anyio.fail_after(20):
         async with anyio.create_task_group() as tg:
             tg.start_soon(_execute_collects, outcome, store, "r3")
-            for _ in range(100_000):  # until "a" is consumed and the second wait recorded
-                if len(history := await handle.history()) >= 2:
-                    break
-                await anyio.sleep(0.01)
+            await eventually(  # until "a" is consumed and the second wait recorded
+                "two steps", lambda: _has_steps(handle, 2)
+            )
+            history = await handle.history()
             assert (history[0].status, history[0].result) == (StepStatus.COMPLETED, "a")
             await durable.signal("r3", "greet", "a again", idempotency_key="k", store=store)
             await durable.signal("r3", "greet", "b", idempotency_key="k2", store=store)
     assert outcome == [["a", "b"]]
+
+
+async def _has_steps(handle: durable.WorkflowHandle, count: int) -> bool:
+    return len(await handle.history()) >= count
 
 
 async def _execute_collects(outcome: list[object], store: Store, run_id: str) -> None:

@@ -6,33 +6,36 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from support import PROGRAMS, Processes, eventually_sync, python
 
-PROGRAM = Path(__file__).parent / "programs" / "three_activities.py"
-
-
-def _spawn(
-    url: str, side: Path, run_id: str, delay: float, backend: str = "asyncio"
-) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(PROGRAM), url, str(side), run_id, str(delay), backend],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+PROGRAM = PROGRAMS / "three_activities.py"
 
 
-def _wait_for_line(path: Path, prefix: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and any(line.startswith(prefix) for line in path.read_text().splitlines()):
-            return
-        time.sleep(0.005)
-    raise AssertionError(f"{prefix!r} never appeared in {path}")
+def _args(url: str, side: Path, run_id: str, delay: float, backend: str) -> list[str]:
+    return [str(PROGRAM), url, str(side), run_id, str(delay), backend]
+
+
+def _kill_at(
+    processes: Processes, url: str, side: Path, run_id: str, delay: float, backend: str = "asyncio"
+) -> subprocess.Popen[bytes]:
+    """Start the program; return once it is running (its log beside the side file)."""
+    log = side.with_suffix(".log")
+    return processes.spawn(_args(url, side, run_id, delay, backend), log)
+
+
+def _run(
+    url: str, side: Path, run_id: str, backend: str = "asyncio"
+) -> subprocess.CompletedProcess[str]:
+    """Run the program to its end (its activities do not wait)."""
+    return python(*_args(url, side, run_id, 0, backend), cwd=side.parent, timeout=60)
+
+
+def _has_line(path: Path, prefix: str) -> bool:
+    return path.exists() and any(line.startswith(prefix) for line in path.read_text().splitlines())
 
 
 def _lines(path: Path) -> list[str]:
@@ -40,46 +43,48 @@ def _lines(path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_sigkill_during_the_second_activity_then_resume(tmp_path: Path, backend: str) -> None:
+def test_sigkill_during_the_second_activity_then_resume(
+    processes: Processes, tmp_path: Path, backend: str
+) -> None:
     url = f"sqlite:///{tmp_path / 'crash.db'}"
     side = tmp_path / "side.txt"
-    proc = _spawn(url, side, "order-1", delay=60, backend=backend)
-    _wait_for_line(side, "second-start")
+    proc = _kill_at(processes, url, side, "order-1", delay=60, backend=backend)
+    eventually_sync("the second activity's start", lambda: _has_line(side, "second-start"))
     os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate()
+    proc.wait()
     assert proc.returncode == -signal.SIGKILL
 
-    rerun = _spawn(url, side, "order-1", delay=0, backend=backend)
-    out, err = rerun.communicate(timeout=60)
-    assert rerun.returncode == 0, err
-    assert out.strip() == "order-1-2-3"
+    rerun = _run(url, side, "order-1", backend=backend)
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.strip() == "order-1-2-3"
     lines = _lines(side)
     assert lines.count("first order-1/1") == 1
     assert lines.count("second-start order-1/2") == 2  # at-least-once: it was in flight
     assert lines.count("second-done order-1/2") == 1
     assert lines.count("third order-1/3") == 1
 
-    again = _spawn(url, side, "order-1", delay=0)  # finished: nothing executes
-    out, err = again.communicate(timeout=60)
-    assert again.returncode == 0, err
-    assert out.strip() == "order-1-2-3" and _lines(side) == lines
+    again = _run(url, side, "order-1")  # finished: nothing executes
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "order-1-2-3" and _lines(side) == lines
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
-def test_sigkill_at_a_random_moment_then_resume(tmp_path: Path, seed: int) -> None:
+def test_sigkill_at_a_random_moment_then_resume(
+    processes: Processes, tmp_path: Path, seed: int
+) -> None:
     rng = random.Random(seed)
     url = f"sqlite:///{tmp_path / 'crash.db'}"
     side = tmp_path / "side.txt"
-    proc = _spawn(url, side, "r", delay=0.1)
-    _wait_for_line(side, "first")  # the run has started: kill it somewhere in its steps
-    time.sleep(rng.uniform(0.0, 0.15))
+    proc = _kill_at(processes, url, side, "r", delay=0.1)
+    # the run has started: kill it somewhere in its steps
+    eventually_sync("the first activity", lambda: _has_line(side, "first"))
+    time.sleep(rng.uniform(0.0, 0.15))  # the moment of the kill: random on purpose
     os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate()
+    proc.wait()
     before = _lines(side)
-    rerun = _spawn(url, side, "r", delay=0)
-    out, err = rerun.communicate(timeout=60)
-    assert rerun.returncode == 0, err
-    assert out.strip() == "order-1-2-3"
+    rerun = _run(url, side, "r")
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.strip() == "order-1-2-3"
     lines = _lines(side)
     # Every activity completed; one that finished before the kill never ran again; only the one
     # in flight at the kill may have run twice (with the same idempotency key).

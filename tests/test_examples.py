@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import anyio
 import pytest
+from support import eventually, eventually_sync, python
 
 from durable import RunStatus
 from durable.backends import SQLStore
@@ -18,14 +18,8 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 pytestmark = pytest.mark.timeout(600)  # processes with timeouts of their own, up to 300 s
 
 
-def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
-    )
-
-
 def test_quickstart_shows_a_crash_and_a_resume(tmp_path: Path) -> None:
-    proc = _run(str(EXAMPLES / "quickstart.py"), cwd=tmp_path)
+    proc = python(str(EXAMPLES / "quickstart.py"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert out.count("reserve_stock(sku-42) runs") == 1  # recorded before the crash
@@ -35,10 +29,10 @@ def test_quickstart_shows_a_crash_and_a_resume(tmp_path: Path) -> None:
 
 
 def test_trip_booking_compensates_and_resumes_after_a_crash(tmp_path: Path) -> None:
-    crashed = _run(str(EXAMPLES / "trip_booking.py"), "--crash", cwd=tmp_path)
+    crashed = python(str(EXAMPLES / "trip_booking.py"), "--crash", cwd=tmp_path)
     assert crashed.returncode != 0
     assert "undo: return the car in Rome" in crashed.stdout
-    resumed = _run(str(EXAMPLES / "trip_booking.py"), cwd=tmp_path)
+    resumed = python(str(EXAMPLES / "trip_booking.py"), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert "undo: return the car in Rome" not in resumed.stdout  # recorded: not repeated
     assert "undo: cancel flight LH1838" in resumed.stdout
@@ -64,20 +58,18 @@ def test_approval_waits_for_a_decision_from_another_process(tmp_path: Path) -> N
 
     async def waiting() -> None:
         async with SQLStore(f"sqlite:///{tmp_path / 'durable.db'}") as store:
-            with anyio.fail_after(30):
-                for _ in range(10_000):
-                    run = await store.get_run("exp-1")
-                    if run is not None and run.status == RunStatus.WAITING:
-                        return
-                    await anyio.sleep(0.02)
+
+            async def waits() -> bool:
+                run = await store.get_run("exp-1")
+                return run is not None and run.status == RunStatus.WAITING
+
+            await eventually("the request's wait for a decision", waits, within=30)
 
     try:
-        deadline = time.monotonic() + 30
-        while not (tmp_path / "durable.db").exists():
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        db = tmp_path / "durable.db"
+        eventually_sync("the requester's database", db.exists, within=30)
         anyio.run(waiting)
-        approve = _run(str(EXAMPLES / "approval.py"), "approve", "exp-1", cwd=tmp_path)
+        approve = python(str(EXAMPLES / "approval.py"), "approve", "exp-1", cwd=tmp_path)
         assert approve.returncode == 0, approve.stderr
         out, err = requester.communicate(timeout=60)
     finally:
@@ -86,18 +78,20 @@ def test_approval_waits_for_a_decision_from_another_process(tmp_path: Path) -> N
             requester.communicate()
     assert requester.returncode == 0, err
     assert "paid out 12.50 EUR" in out and out.strip().endswith("exp-1: paid")
-    again = _run(str(EXAMPLES / "approval.py"), "approve", "exp-1", cwd=tmp_path)
+    again = python(str(EXAMPLES / "approval.py"), "approve", "exp-1", cwd=tmp_path)
     assert again.returncode == 1 and "completed" in again.stderr
 
 
 def test_the_example_tests_of_the_approval_workflow_pass() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_approval.py"],
+    proc = python(
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "test_approval.py",
         cwd=EXAMPLES,
-        capture_output=True,
-        text=True,
         timeout=300,
-        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "8 passed" in proc.stdout

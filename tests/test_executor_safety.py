@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 
 import anyio
 import pytest
-from conftest import eventually
+from support import Crash, FaultyStore, eventually
 
 import durable
 from durable import RunStatus, StepKind, StepStatus
-from durable.backends import MemoryStore
-from durable.store import Interruption, Lease, LeaseOwner, RunUpdate, StepRecord, Store
+from durable.store import LeaseOwner, Store
 
 ran: list[str] = []
 
@@ -22,10 +20,6 @@ ran: list[str] = []
 @pytest.fixture(autouse=True)
 def _clear() -> None:
     ran.clear()
-
-
-class Crash(BaseException):
-    """Stops the process's work without recording anything, like a kill."""
 
 
 crash_on: set[str] = set()
@@ -101,40 +95,6 @@ async def test_a_task_left_behind_cannot_write_to_a_finished_run(store: Store) -
         await durable.get_handle("orphan", store).result(timeout=1)
 
 
-class FlakyStore(MemoryStore):
-    """A MemoryStore whose commits of step outcomes can fail (as a locked or unreachable
-    database does) and always yield to the event loop (as a networked store does)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fail_next = 0
-
-    async def commit(
-        self,
-        lease: Lease,
-        steps: Sequence[StepRecord] = (),
-        update: RunUpdate | None = None,
-        *,
-        now: float,
-        outcomes: Sequence[StepRecord] = (),
-        check_requests: bool = False,
-        relaxed: bool = False,
-    ) -> Interruption | None:
-        await anyio.sleep(0.001)
-        if self.fail_next and any(s.status != StepStatus.STARTED for s in [*steps, *outcomes]):
-            self.fail_next -= 1
-            raise durable.StoreError("the database is locked (injected)")
-        return await super().commit(
-            lease,
-            steps,
-            update,
-            now=now,
-            outcomes=outcomes,
-            check_requests=check_requests,
-            relaxed=relaxed,
-        )
-
-
 @durable.workflow
 async def tolerant_of_everything() -> list[str]:
     out = []
@@ -147,7 +107,7 @@ async def tolerant_of_everything() -> list[str]:
 
 
 async def test_a_store_error_stops_the_executor_and_the_run_stays_resumable() -> None:
-    store = FlakyStore()
+    store = FaultyStore()
     store.fail_next = 1
     with pytest.raises(durable.StoreError, match="locked"):
         await durable.execute(tolerant_of_everything, id="fl", store=store)
@@ -166,7 +126,7 @@ async def helpers_in_branches() -> list[str]:
 
 
 async def test_buffered_helper_steps_are_committed_once_under_concurrency() -> None:
-    store = FlakyStore()
+    store = FaultyStore()
     result = await durable.execute(helpers_in_branches, id="hb", store=store)
     history = await durable.get_handle("hb", store).history()
     kinds = [s.kind for s in history]

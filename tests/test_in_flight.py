@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import anyio
 import anyio.lowlevel
 import pytest
+from support import eventually
 
 import durable
 from durable import RunStatus
@@ -53,14 +54,15 @@ async def drops_a_call_then_sleeps() -> str:
     return "woke"
 
 
+async def _parked(store: Store, run_id: str) -> bool:
+    run = await store.get_run(run_id)
+    return run is not None and run.status == RunStatus.SLEEPING and run.lease_owner is None
+
+
 async def _parks(store: Store, run_id: str) -> None:
-    with anyio.fail_after(30):
-        while True:
-            run = await store.get_run(run_id)
-            if run is not None and run.status == RunStatus.SLEEPING and run.lease_owner is None:
-                assert run.wake_at is not None
-                return
-            await anyio.sleep(0.01)
+    await eventually(f"the parking of run {run_id!r}", lambda: _parked(store, run_id))
+    run = await store.get_run(run_id)
+    assert run is not None and run.wake_at is not None
 
 
 @pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")
@@ -81,11 +83,5 @@ async def test_a_step_cancelled_before_it_started_does_not_stop_the_run_from_par
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(execute)
-        with anyio.fail_after(30):
-            while True:
-                run = await store.get_run("leak")
-                if run is not None and run.status == RunStatus.SLEEPING and run.lease_owner is None:
-                    break
-                await anyio.sleep(0.01)
+        await _parks(store, "leak")
         tg.cancel_scope.cancel()
-    assert run.wake_at is not None

@@ -6,23 +6,18 @@ quickstart, ``durable --help`` and the memory and SQLite tests there.)"""
 from __future__ import annotations
 
 import subprocess
-import sys
 import tempfile
 import textwrap
+from pathlib import Path
+
+from support import python
 
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter, outside the checkout (whose durable/ folder has no
     backends/ in it)."""
     with tempfile.TemporaryDirectory() as elsewhere:
-        return subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(code)],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-            cwd=elsewhere,
-        )
+        return python("-c", textwrap.dedent(code), cwd=Path(elsewhere), timeout=60)
 
 
 def test_importing_durable_does_not_import_the_postgres_driver() -> None:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import anyio
 import pytest
+from support import eventually
 
 import durable
 from durable import RunStatus
@@ -39,13 +40,16 @@ async def sleeps(seconds: float) -> str:
 
 async def _parked(store: Store, run_id: str, status: RunStatus) -> float:
     """Wait until the run is parked with ``status``; returns its wake_at (or 0.0)."""
-    with anyio.fail_after(60):  # a hang guard
-        for _ in range(100_000):
-            run = await store.get_run(run_id)
-            if run is not None and run.status == status and run.lease_owner is None:
-                return run.wake_at or 0.0
-            await anyio.sleep(0.005)
-    raise AssertionError(f"{run_id!r} never parked as {status}")
+    parked: list[float] = []
+
+    async def check() -> bool:
+        run = await store.get_run(run_id)
+        if run is not None and run.status == status and run.lease_owner is None:
+            parked.append(run.wake_at or 0.0)
+        return bool(parked)
+
+    await eventually(f"{run_id!r} parked as {status}", check)
+    return parked[0]
 
 
 async def test_a_long_sleep_parks_the_run_and_it_wakes_when_due(store: Store) -> None:

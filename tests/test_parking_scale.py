@@ -16,14 +16,14 @@ from pathlib import Path
 
 import anyio
 import pytest
+from support import PROGRAMS, Processes, eventually, stop, wait_for_log
 
 import durable
 from durable import RunStatus
 from durable.backends import SQLStore
 
-PROGRAMS = Path(__file__).parent / "programs"
 sys.path.insert(0, str(PROGRAMS))
-import parking_worker  # noqa: E402
+import parking_worker
 
 BENCH = Path(__file__).parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCH))
@@ -40,34 +40,23 @@ async def _count(store: SQLStore, status: RunStatus) -> int:
 
 
 async def _until_all(store: SQLStore, status: RunStatus) -> None:
-    with anyio.fail_after(HANG):
-        for _ in range(100_000):  # polls the store, as an operator's dashboard would
-            if await _count(store, status) >= RUNS:
-                return
-            await anyio.sleep(0.5)
+    async def all_there() -> bool:  # polls the store, as an operator's dashboard would
+        return await _count(store, status) >= RUNS
+
+    await eventually(f"{RUNS} runs {status.value}", all_there, within=HANG, every=0.5)
 
 
-def _start_worker(url: str, log: Path) -> subprocess.Popen[bytes]:
+def _start_worker(processes: Processes, url: str, log: Path) -> subprocess.Popen[bytes]:
     """The worker process, returned once it is ready (SIGTERM then stops it cleanly)."""
-    with log.open("wb") as out:
-        worker = subprocess.Popen(
-            [sys.executable, str(PROGRAMS / "parking_worker.py"), url],
-            cwd=PROGRAMS,
-            stdout=subprocess.DEVNULL,
-            stderr=out,
-        )
-    deadline = time.monotonic() + HANG
-    while b"ready" not in log.read_bytes():
-        assert worker.poll() is None, f"the worker exited: {log.read_text()}"
-        assert time.monotonic() < deadline, f"the worker never got ready: {log.read_text()}"
-        time.sleep(0.05)
+    worker = processes.spawn([str(PROGRAMS / "parking_worker.py"), url], log)
+    wait_for_log(worker, log, "ready", within=HANG)
     return worker
 
 
-def test_ten_thousand_parked_runs(tmp_path: Path) -> None:
+def test_ten_thousand_parked_runs(processes: Processes, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'many.db'}"
     log = tmp_path / "worker.log"
-    worker = _start_worker(url, log)
+    worker = _start_worker(processes, url, log)
 
     async def scenario() -> tuple[int, int, float, list[float]]:
         async with SQLStore(url) as store:
@@ -89,13 +78,7 @@ def test_ten_thousand_parked_runs(tmp_path: Path) -> None:
     try:
         idle, parked, due, woke = anyio.run(scenario)
     finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop(worker, timeout=60)
     assert worker.returncode == 0, log.read_text()
     grown_mib = (parked - idle) / 1024
     # Generous: about 5 KiB per run would still pass; measured ~0.6 KiB (benchmarks/wakeup.py).

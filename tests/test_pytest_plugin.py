@@ -4,12 +4,11 @@ module gets the ``durable_env`` fixture from the installed package (entry point
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from support import python
 
 USER_MODULE = """
 from datetime import timedelta
@@ -76,13 +75,8 @@ async def test_a_mocked_reminder(durable_env):
 def test_the_fixture_works_in_a_users_project(tmp_path: Path) -> None:
     (tmp_path / "billing.py").write_text(textwrap.dedent(USER_MODULE))
     (tmp_path / "test_billing.py").write_text(textwrap.dedent(USER_TESTS))
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_billing.py"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    proc = python(
+        "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_billing.py", cwd=tmp_path, timeout=300
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "6 passed" in proc.stdout, proc.stdout

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from support import eventually
 
 import durable
 from durable import RunStatus
@@ -236,6 +237,11 @@ async def test_a_run_held_by_another_host_is_taken_over_when_its_lease_expires(
     assert await handle.status() == RunStatus.COMPLETED
 
 
+async def _leased(store: Store, run_id: str) -> bool:
+    run = await store.get_run(run_id)
+    return run is not None and run.lease_owner is not None
+
+
 async def test_a_run_held_by_a_live_executor_is_waited_for(store: Store) -> None:
     gate = anyio.Event()
 
@@ -256,9 +262,9 @@ async def test_a_run_held_by_a_live_executor_is_waited_for(store: Store) -> None
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             tg.start_soon(run_once)
-            await anyio.sleep(0.1)
+            await eventually("the first executor's lease", lambda: _leased(store, "live"))
             tg.start_soon(run_once)  # the same id while the first executor holds the lease
-            await anyio.sleep(0.1)
+            await anyio.sleep(0.1)  # the second executor finds it held (not observable)
             gate.set()
     assert results == ["opened", "opened"]
     (only,) = await durable.get_handle("live", store).history()

@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import eventually
+from support import Crash, eventually
 
 import durable
 from durable import RetryPolicy, RunStatus, StepKind, StepStatus
@@ -18,10 +18,6 @@ crash_in: set[str] = set()
 fail_always: set[str] = set()
 
 FAST = RetryPolicy(max_attempts=3, initial_interval=0.001, max_interval=0.001)
-
-
-class Crash(BaseException):
-    """Like a killed process: nothing records it."""
 
 
 class Declined(Exception):

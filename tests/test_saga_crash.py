@@ -4,33 +4,28 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-PROGRAM = Path(__file__).parent / "programs" / "saga_trip.py"
+from support import PROGRAMS, Processes, eventually_sync, python
+
+PROGRAM = PROGRAMS / "saga_trip.py"
 
 
-def _run(url: str, side: Path, hold: bool) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(PROGRAM), url, str(side), "trip-1", "1" if hold else "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def _args(url: str, side: Path, hold: bool) -> list[str]:
+    return [str(PROGRAM), url, str(side), "trip-1", "1" if hold else "0"]
 
 
-def test_sigkill_between_two_undos_then_resume(tmp_path: Path) -> None:
+def test_sigkill_between_two_undos_then_resume(processes: Processes, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'saga.db'}"
     side = tmp_path / "side.txt"
-    proc = _run(url, side, hold=True)
-    deadline = time.monotonic() + 30
-    while "hotel undo waiting" not in (side.read_text() if side.exists() else ""):
-        assert time.monotonic() < deadline, "the hotel undo never started"
-        time.sleep(0.01)
+    proc = processes.spawn(_args(url, side, hold=True), tmp_path / "held.log")
+    eventually_sync(
+        "the start of the hotel undo",
+        lambda: "hotel undo waiting" in (side.read_text() if side.exists() else ""),
+        within=30,
+    )
     os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate()
+    proc.wait()
     lines = side.read_text().splitlines()
     assert lines == [
         "flight LH1",
@@ -40,10 +35,9 @@ def test_sigkill_between_two_undos_then_resume(tmp_path: Path) -> None:
         "hotel undo waiting",
     ]
 
-    rerun = _run(url, side, hold=False)
-    out, err = rerun.communicate(timeout=60)
-    assert rerun.returncode == 0, err
-    assert out.strip() == "failed: card declined"
+    rerun = python(*_args(url, side, hold=False), cwd=tmp_path, timeout=60)
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.strip() == "failed: card declined"
     lines = side.read_text().splitlines()
     for effect in (
         "flight LH1",

@@ -5,26 +5,21 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from conftest import eventually
+from support import Crash, FaultyStore, eventually
 
 import durable
 from durable import RetryPolicy, RunStatus, StepKind
-from durable.backends import MemoryStore, SQLStore
+from durable.backends import SQLStore
 from durable.backends._schema import SCHEMA_VERSION
-from durable.store import Interruption, Lease, RunRecord, RunUpdate, StepRecord, Store
+from durable.store import RunRecord, Store
 
 log: list[str] = []
 crash_in: set[str] = set()
-
-
-class Crash(BaseException):
-    """Like a killed process: nothing records it."""
 
 
 class Declined(Exception):
@@ -56,38 +51,6 @@ def _effect(name: str) -> None:
     log.append(name)
 
 
-class SlowStore(MemoryStore):
-    """A MemoryStore whose chosen commits take a while, as a remote database's can."""
-
-    def __init__(self, slow: Any) -> None:
-        super().__init__()
-        self.slow = slow
-
-    async def commit(
-        self,
-        lease: Lease,
-        steps: Sequence[StepRecord] = (),
-        update: RunUpdate | None = None,
-        *,
-        now: float,
-        outcomes: Sequence[StepRecord] = (),
-        check_requests: bool = False,
-        relaxed: bool = False,
-    ) -> Interruption | None:
-        delay = self.slow([*steps, *outcomes], update)
-        if delay:
-            await anyio.sleep(delay)
-        return await super().commit(
-            lease,
-            steps,
-            update,
-            now=now,
-            outcomes=outcomes,
-            check_requests=check_requests,
-            relaxed=relaxed,
-        )
-
-
 async def release_seat(seat: str, delay: float) -> None:
     _effect(f"release {seat}")
 
@@ -112,7 +75,7 @@ async def seats() -> None:
 
 async def test_undo_order_is_the_same_after_a_crash_when_commits_lag() -> None:
     # 1A finishes first, but its commit returns after 1B's: the order must not depend on that.
-    store = SlowStore(
+    store = FaultyStore(
         lambda steps, update: 0.1 if any(s.seq == 1 and s.status != "started" for s in steps) else 0
     )
     crash_in.add("release 1B")
@@ -137,7 +100,7 @@ async def naps_a_day() -> str:
 
 
 async def test_a_cancel_seen_while_the_sleep_is_being_recorded_is_not_lost() -> None:
-    store = SlowStore(
+    store = FaultyStore(
         lambda steps, update: 0.5 if update is not None and update.status == "sleeping" else 0
     )
 

@@ -9,21 +9,19 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import psycopg
 import pytest
+from support import PROGRAMS, Processes, durable_cli, eventually_sync, wait_for_log
 
 import durable
 from durable.backends import SQLStore
 
-PROGRAMS = Path(__file__).parent / "programs"
 sys.path.insert(0, str(PROGRAMS))
-import pg_orders  # noqa: E402
+import pg_orders
 
 RUNS = 1000
 
@@ -34,14 +32,7 @@ pytestmark = pytest.mark.timeout(600)
 @pytest.fixture
 def pg(fresh_postgres_url: str) -> str:
     """An empty schema with durable's tables (``durable db init``) and the side table."""
-    init = subprocess.run(
-        [sys.executable, "-m", "durable", "db", "init", fresh_postgres_url],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=PROGRAMS,
-    )
+    init = durable_cli(PROGRAMS, "db", "init", fresh_postgres_url, timeout=120)
     assert init.returncode == 0, init.stderr
     with psycopg.connect(fresh_postgres_url, autocommit=True) as conn:
         conn.execute(pg_orders.SIDE_TABLE)
@@ -49,50 +40,26 @@ def pg(fresh_postgres_url: str) -> str:
 
 
 def _spawn(
-    into: list[subprocess.Popen[bytes]],
+    processes: Processes,
     url: str,
     logs: Path,
     count: int = 4,
     lease: float = 30.0,
     step_seconds: float = 0.0,
-) -> None:
-    """Start `count` worker processes together (each added to ``into`` as it starts, so the
-    fixture stops it whatever happens; logs go to files in ``logs``); return once every one
-    of them has claimed from the store, so runs started afterwards reach all of them."""
-    started: list[tuple[subprocess.Popen[bytes], Path]] = []
+) -> list[subprocess.Popen[bytes]]:
+    """Start `count` worker processes together (logs go to files in ``logs``); return them
+    once every one of them has claimed from the store, so runs started afterwards reach all
+    of them."""
+    options = ("--concurrency", "50", "--lease", str(lease), "--grace", "5")
+    args = ["-m", "durable", "worker", "pg_orders", "--store", url, *options]
+    env = {**os.environ, "SIDE_URL": url, "STEP_SECONDS": str(step_seconds)}
+    started = []
     for _ in range(count):
         log = logs / f"worker-{uuid.uuid4().hex[:8]}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    *("-m", "durable", "worker", "pg_orders"),
-                    *("--store", url, "--concurrency", "50", "--lease", str(lease)),
-                    *("--grace", "5"),
-                ],
-                cwd=PROGRAMS,
-                env={**os.environ, "SIDE_URL": url, "STEP_SECONDS": str(step_seconds)},
-                stdout=subprocess.DEVNULL,
-                stderr=out,
-            )
-        into.append(proc)
-        started.append((proc, log))
-    deadline = time.monotonic() + 60
+        started.append((processes.spawn(args, log, env), log))
     for proc, log in started:
-        while "durable worker: claiming runs of" not in log.read_text():
-            assert proc.poll() is None, f"the worker exited before it was ready: {log.read_text()}"
-            assert time.monotonic() < deadline, "the worker did not get ready within 60 s"
-            time.sleep(0.05)
-
-
-@pytest.fixture
-def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        wait_for_log(proc, log, "durable worker: claiming runs of")
+    return [proc for proc, _ in started]
 
 
 def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -116,16 +83,20 @@ def _counts(url: str) -> dict[str, int]:
 
 
 def _wait_until(url: str, done: int, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    counts: dict[str, int] = {}
+
+    def completed() -> bool:
+        nonlocal counts
         try:
             counts = _counts(url)
         except psycopg.OperationalError:
             counts = {}  # the server is restarting
-        if counts.get("completed", 0) >= done:
-            return
-        assert time.monotonic() < deadline, f"runs still unfinished: {counts}"
-        time.sleep(0.2)
+        return counts.get("completed", 0) >= done
+
+    try:  # a query per look, so a look every 0.2 s
+        eventually_sync(f"{done} completed runs", completed, within=timeout, every=0.2)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; runs still unfinished: {counts}") from None
 
 
 def _executions(url: str) -> list[tuple[str, int, str, int]]:
@@ -143,9 +114,9 @@ def _by_activity(
 
 
 def test_four_workers_complete_a_thousand_runs_running_each_activity_once(
-    pg: str, workers: list[subprocess.Popen[bytes]], tmp_path: Path
+    pg: str, processes: Processes, tmp_path: Path
 ) -> None:
-    _spawn(workers, pg, tmp_path)
+    workers = _spawn(processes, pg, tmp_path)
     anyio.run(_start_runs, pg, RUNS)
     _wait_until(pg, RUNS)
     _stop_all(workers)
@@ -160,9 +131,9 @@ def test_four_workers_complete_a_thousand_runs_running_each_activity_once(
 
 
 def test_a_sigkilled_workers_runs_are_finished_by_the_others(
-    pg: str, workers: list[subprocess.Popen[bytes]], tmp_path: Path
+    pg: str, processes: Processes, tmp_path: Path
 ) -> None:
-    _spawn(workers, pg, tmp_path, lease=2.0)
+    workers = _spawn(processes, pg, tmp_path, lease=2.0)
     anyio.run(_start_runs, pg, RUNS)
     _wait_until(pg, RUNS // 4)
     victim = workers[0]
@@ -205,11 +176,9 @@ def _restart_postgres() -> None:
 
 
 @pytest.mark.alone  # the restart breaks every connection to the server, other tests' too
-def test_workers_ride_out_a_postgres_restart(
-    pg: str, workers: list[subprocess.Popen[bytes]], tmp_path: Path
-) -> None:
+def test_workers_ride_out_a_postgres_restart(pg: str, processes: Processes, tmp_path: Path) -> None:
     runs = 400
-    _spawn(workers, pg, tmp_path, step_seconds=0.3)  # ~3 s of work in all
+    workers = _spawn(processes, pg, tmp_path, step_seconds=0.3)  # ~3 s of work in all
     anyio.run(_start_runs, pg, runs)
     _wait_until(pg, runs // 4)
     _restart_postgres()

@@ -5,8 +5,6 @@ line, in every form a store URL can carry one (``user:pw@host``, ``?password=...
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +12,7 @@ from pathlib import Path
 import anyio
 import psycopg
 import pytest
-from conftest import require_postgres
+from support import durable_cli, eventually, require_postgres
 
 import durable
 from durable.backends import SQLStore
@@ -152,29 +150,18 @@ async def test_a_worker_log_shows_the_store_masked(
     async def noop() -> None:
         return None
 
+    async def claiming() -> bool:
+        return any("claiming runs" in r.getMessage() for r in caplog.records)
+
     caplog.set_level(logging.INFO, logger="durable.worker")
     worker = durable.Worker(store, [noop])
     async with anyio.create_task_group() as tg:
         tg.start_soon(worker.run)
-        for _ in range(500):  # at most 10 s
-            if any("claiming runs" in r.getMessage() for r in caplog.records):
-                break
-            await anyio.sleep(0.02)
+        await eventually("the worker's first log line", claiming, within=10)
         worker.stop()
     messages = [r.getMessage() for r in caplog.records]
     assert any("***" in m for m in messages)
     assert not any(SECRET in m for m in messages)
-
-
-def _durable(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "durable", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
 
 
 @pytest.mark.parametrize("url", [REFUSING[0], REFUSING[1], REFUSING[3]])
@@ -184,7 +171,7 @@ def test_the_command_line_never_shows_the_password(tmp_path: Path, url: str) -> 
         "    return 1\n"
     )
     for args in (("worker", "one_app", "--store", url), ("db", "init", url)):
-        done = _durable(tmp_path, *args)
+        done = durable_cli(tmp_path, *args)
         assert done.returncode == 2, done.stderr
         assert SECRET not in done.stdout + done.stderr
         assert "***" in done.stderr
@@ -192,7 +179,7 @@ def test_the_command_line_never_shows_the_password(tmp_path: Path, url: str) -> 
 
 def test_db_init_prints_the_url_masked(tmp_path: Path, fresh_postgres_url: str) -> None:
     url = _with_password(fresh_postgres_url)
-    done = _durable(tmp_path, "db", "init", url)
+    done = durable_cli(tmp_path, "db", "init", url)
     assert done.returncode == 0, done.stderr
     assert SECRET not in done.stdout + done.stderr
     assert "postgres:***@" in done.stdout

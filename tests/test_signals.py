@@ -7,17 +7,13 @@ from datetime import timedelta
 
 import anyio
 import pytest
-from conftest import eventually
+from support import Crash, eventually
 
 import durable
 from durable import RunStatus, StepKind, StepStatus
 from durable.store import Store
 
 log: list[str] = []
-
-
-class Crash(BaseException):
-    """Like a killed process: nothing records it."""
 
 
 crash_next: list[bool] = []
@@ -47,13 +43,11 @@ async def approval(order: str) -> str:
 
 
 async def _wait_status(store: Store, run_id: str, status: RunStatus) -> None:
-    with anyio.fail_after(10):
-        for _ in range(1000):  # polls the store, as another process would
-            run = await store.get_run(run_id)
-            if run is not None and run.status == status:
-                return
-            await anyio.sleep(0.01)
-    raise AssertionError(f"run {run_id!r} never became {status}")
+    async def reached() -> bool:  # polls the store, as another process would
+        run = await store.get_run(run_id)
+        return run is not None and run.status == status
+
+    await eventually(f"run {run_id!r} {status}", reached, within=10)
 
 
 async def test_a_waiting_run_gets_the_signal_sent_meanwhile(store: Store) -> None:

@@ -16,66 +16,26 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import anyio
 import pytest
+from support import PROGRAMS, Processes, eventually_sync, read_log, stop
 
 import durable
 from durable import RunStatus, StepKind, StepStatus
 from durable.backends import SQLStore
 
-PROGRAMS = Path(__file__).parent / "programs"
 sys.path.insert(0, str(PROGRAMS))
-import crash_app  # noqa: E402
+import crash_app
 
 RUNS_PER_ROUND = 20
 """Runs frozen together in the stale-executor test (one round per store)."""
 
 MAX_RERUNS = 10
 """Crash-loop tests give up after this many `durable.run` processes."""
-
-
-class Processes:
-    """Every subprocess a test starts; all of them are killed and reaped at teardown."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self._logs: list[IO[bytes]] = []
-
-    def spawn(self, args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-        out = log.open("wb")
-        self._logs.append(out)
-        proc = subprocess.Popen(
-            [sys.executable, *args],
-            cwd=PROGRAMS,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        self.procs.append(proc)
-        return proc
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)  # a frozen one dies as well
-                proc.kill()
-            proc.wait()
-        for out in self._logs:
-            out.close()
-
-
-@pytest.fixture
-def procs() -> Iterator[Processes]:
-    processes = Processes()
-    try:
-        yield processes
-    finally:
-        processes.close()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -107,34 +67,13 @@ def _counts(side: Path) -> Counter[tuple[str, str]]:
     return Counter((run_id, tag) for run_id, tag, *_ in _lines(side))
 
 
-def _log(path: Path) -> str:
-    return path.read_text(errors="replace") if path.exists() else ""
-
-
-def _spawn_worker(
-    procs: Processes, url: str, side: Path, log: Path, lease: float, **extra: str
+def _worker(
+    processes: Processes, url: str, side: Path, log: Path, lease: float, **extra: str
 ) -> subprocess.Popen[bytes]:
     """Start ``durable worker crash_app`` and return once it is ready to claim runs."""
-    args = ["-m", "durable", "worker", "crash_app", "--store", url]
-    args += ["--lease", str(lease), "--grace", "5"]
-    proc = procs.spawn(args, _env(side, **extra), log)
-    deadline = time.monotonic() + 30
-    while "durable worker: ready" not in _log(log):
-        assert proc.poll() is None, f"the worker exited ({proc.returncode}):\n{_log(log)}"
-        assert time.monotonic() < deadline, f"the worker never got ready:\n{_log(log)}"
-        time.sleep(0.02)
-    return proc
-
-
-def _stop_worker(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (the worker lets its runs finish, up to --grace) and reap it."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    options = ("--lease", str(lease), "--grace", "5")
+    env = _env(side, **extra)
+    return processes.spawn_worker("crash_app", url, log, *options, env=env, within=30)
 
 
 def _is_stopped(pid: int) -> bool:
@@ -175,34 +114,35 @@ def _ids(prefix: str, n: int) -> list[str]:
 
 
 def test_a_thawed_stale_worker_starts_no_step_its_successor_owns(
-    procs: Processes, url: str, side: Path, tmp_path: Path
+    processes: Processes, url: str, side: Path, tmp_path: Path
 ) -> None:
     """A worker SIGSTOPped after step 1 and thawed after a successor finished runs no step again."""
     ids = _ids("stale", RUNS_PER_ROUND)
     _start_runs(url, crash_app.stale, ids)
     gate = tmp_path / "gate"
     frozen_log, successor_log = tmp_path / "frozen.log", tmp_path / "successor.log"
-    frozen = _spawn_worker(
-        procs, url, side, frozen_log, 1.0, FREEZE_AT=str(len(ids)), GATE_FILE=str(gate)
+    frozen = _worker(
+        processes, url, side, frozen_log, 1.0, FREEZE_AT=str(len(ids)), GATE_FILE=str(gate)
     )
+
     # Every run records step 1, then waits in workflow code; the last one to get there
     # SIGSTOPs the worker (a point where it has no store transaction open).
-    deadline = time.monotonic() + 30
-    while not _is_stopped(frozen.pid):
-        assert frozen.poll() is None, _log(frozen_log)
-        assert time.monotonic() < deadline, f"the worker never froze:\n{_log(frozen_log)}"
-        time.sleep(0.01)
+    def frozen_now() -> bool:
+        assert frozen.poll() is None, read_log(frozen_log)
+        return _is_stopped(frozen.pid)
+
+    eventually_sync("the worker's freezing", frozen_now, within=30)
     assert sum(1 for _, tag, *_ in _lines(side) if tag == "gate") == len(ids)
     gate.touch()  # once thawed, its runs go on to step 2 unless it sees it lost them
 
-    successor = _spawn_worker(procs, url, side, successor_log, 1.0)
+    successor = _worker(processes, url, side, successor_log, 1.0)
     try:
         statuses = _wait_finished(url, ids, timeout=30)  # its leases expire, the runs move
     finally:
         frozen.send_signal(signal.SIGCONT)
-        _stop_worker(frozen)  # SIGTERM lets whatever it started finish first
-        _stop_worker(successor)
-    assert frozen.returncode == 0, _log(frozen_log)  # thawed, it drained its runs and exited
+        stop(frozen)  # SIGTERM lets whatever it started finish first
+        stop(successor)
+    assert frozen.returncode == 0, read_log(frozen_log)  # thawed, it drained its runs and exited
     assert set(statuses.values()) == {RunStatus.COMPLETED}, statuses
 
     lines = _lines(side)
@@ -210,7 +150,7 @@ def test_a_thawed_stale_worker_starts_no_step_its_successor_owns(
     twice = sorted(f"{run_id} {tag}" for (run_id, tag), n in counts.items() if n > 1)
     assert not twice, (
         f"side effects repeated by the thawed worker: {twice}\n--- thawed worker log:\n"
-        f"{_log(frozen_log)}"
+        f"{read_log(frozen_log)}"
     )
     for run_id in ids:
         for tag in ("s1", "s2", "s3"):
@@ -244,19 +184,22 @@ def test_worker_rejects_a_lease_below_the_minimum() -> None:
 
 
 def test_worker_command_rejects_a_lease_below_the_minimum(
-    procs: Processes, side: Path, tmp_path: Path
+    processes: Processes, side: Path, tmp_path: Path
 ) -> None:
     """`durable worker MOD --lease 0.1` exits non-zero with the message, before serving."""
     log = tmp_path / "worker.log"
     url = f"sqlite:///{tmp_path / 'lease.db'}"
     args = ["-m", "durable", "worker", "crash_app", "--store", url, "--lease", "0.1"]
-    proc = procs.spawn(args, _env(side), log)
-    deadline = time.monotonic() + 30
-    while proc.poll() is None:
-        assert "durable worker: ready" not in _log(log), f"--lease 0.1 accepted:\n{_log(log)}"
-        assert time.monotonic() < deadline, f"the worker neither failed nor got ready:\n{_log(log)}"
-        time.sleep(0.02)
-    output = _log(log)
+    proc = processes.spawn(args, log, _env(side))
+
+    def exited() -> bool:
+        assert "durable worker: ready" not in read_log(log), (
+            f"--lease 0.1 accepted:\n{read_log(log)}"
+        )
+        return proc.poll() is not None
+
+    eventually_sync("the worker's exit", exited, within=30)
+    output = read_log(log)
     assert proc.returncode != 0, output
     assert _names_the_minimum(output), output
     assert "durable worker: ready" not in output
@@ -266,7 +209,7 @@ def test_worker_command_rejects_a_lease_below_the_minimum(
 
 
 def _run_until_not_killed(
-    procs: Processes, url: str, side: Path, tmp_path: Path, workflow: str, run_id: str
+    processes: Processes, url: str, side: Path, tmp_path: Path, workflow: str, run_id: str
 ) -> list[subprocess.Popen[bytes]]:
     """`durable.run` the run in a new process again and again while each dies of SIGKILL
     (at most `MAX_RERUNS` processes); all of them, the last one first if it survived."""
@@ -274,11 +217,11 @@ def _run_until_not_killed(
     for n in range(MAX_RERUNS):
         log = tmp_path / f"run-{n}.log"
         args = ["-c", "import crash_app; crash_app.main()", workflow, run_id, url]
-        proc = procs.spawn(args, _env(side), log)
+        proc = processes.spawn(args, log, _env(side))
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"durable.run hung:\n{_log(log)}") from None
+            raise AssertionError(f"durable.run hung:\n{read_log(log)}") from None
         ran.append(proc)
         if proc.returncode != -signal.SIGKILL:
             return ran
@@ -289,11 +232,11 @@ def _run_until_not_killed(
 
 
 def test_an_activity_that_kills_its_process_is_attempted_max_attempts_times(
-    procs: Processes, url: str, side: Path, tmp_path: Path
+    processes: Processes, url: str, side: Path, tmp_path: Path
 ) -> None:
     """retry=RetryPolicy(max_attempts=3) whose attempts SIGKILL the process: 3 attempts, failed."""
     (run_id,) = _ids("kills", 1)
-    ran = _run_until_not_killed(procs, url, side, tmp_path, "retry_kills", run_id)
+    ran = _run_until_not_killed(processes, url, side, tmp_path, "retry_kills", run_id)
     attempts = [int(attempt) for _, tag, _key, attempt, _pid in _lines(side) if tag == "kill"]
     assert attempts == [1, 2, 3]  # info().attempt keeps counting across crashes; never a 4th
     assert len(ran) == 4 and ran[-1].returncode == 3  # the 4th process fails the run
@@ -316,11 +259,11 @@ def test_an_activity_that_kills_its_process_is_attempted_max_attempts_times(
 
 
 def test_a_workflow_that_kills_its_process_ends_failed_after_max_recoveries(
-    procs: Processes, url: str, side: Path, tmp_path: Path
+    processes: Processes, url: str, side: Path, tmp_path: Path
 ) -> None:
     """Workflow code that SIGKILLs every executor: max_recoveries=2 ends it failed, no loop."""
     (run_id,) = _ids("body", 1)
-    ran = _run_until_not_killed(procs, url, side, tmp_path, "body_kills", run_id)
+    ran = _run_until_not_killed(processes, url, side, tmp_path, "body_kills", run_id)
     counts = _counts(side)
     assert counts[(run_id, "s1")] == 1  # the recorded step is replayed, never re-run
     # The first executor and two takeovers ran the body; the third takeover ends the run.
@@ -342,12 +285,12 @@ def test_a_workflow_that_kills_its_process_ends_failed_after_max_recoveries(
 
 
 def test_an_activity_without_retry_is_run_again_after_a_crash(
-    procs: Processes, url: str, side: Path, tmp_path: Path
+    processes: Processes, url: str, side: Path, tmp_path: Path
 ) -> None:
     """An activity without retry= that crashed its process once is re-run; the run completes."""
     (run_id,) = _ids("once", 1)
-    ran = _run_until_not_killed(procs, url, side, tmp_path, "crash_once", run_id)
-    assert len(ran) == 2 and ran[-1].returncode == 0, _log(tmp_path / "run-1.log")
+    ran = _run_until_not_killed(processes, url, side, tmp_path, "crash_once", run_id)
+    assert len(ran) == 2 and ran[-1].returncode == 0, read_log(tmp_path / "run-1.log")
     counts = _counts(side)
     assert counts[(run_id, "s1")] == 1 and counts[(run_id, "s3")] == 1
     keys = [key for r, tag, key, *_ in _lines(side) if tag == "crash-once"]
@@ -369,33 +312,34 @@ TAKEN_OVER_WITHIN = 180.0  # seconds: "at once" on any machine, yet far from the
 
 @pytest.mark.timeout(600)
 def test_a_restarted_worker_takes_over_its_killed_predecessors_runs_at_once(
-    procs: Processes, url: str, side: Path, tmp_path: Path
+    processes: Processes, url: str, side: Path, tmp_path: Path
 ) -> None:
     """SIGKILL a --lease 600 worker mid-activity: a new worker on this host finishes its runs
     long before the leases expire (the bound is far above what a busy machine needs)."""
     ids = _ids("flight", 3)
     _start_runs(url, crash_app.in_flight, ids)
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
-    first = _spawn_worker(procs, url, side, first_log, LONG_LEASE)
-    deadline = time.monotonic() + 30
-    while {r for r, tag, *_ in _lines(side) if tag == "slow-start"} != set(ids):
-        assert first.poll() is None, _log(first_log)
-        assert time.monotonic() < deadline, f"the activities never started:\n{_log(first_log)}"
-        time.sleep(0.01)
+    first = _worker(processes, url, side, first_log, LONG_LEASE)
+
+    def started() -> bool:
+        assert first.poll() is None, read_log(first_log)
+        return {r for r, tag, *_ in _lines(side) if tag == "slow-start"} == set(ids)
+
+    eventually_sync("the start of every slow activity", started, within=30)
     first.kill()  # SIGKILL, with every run's slow activity in flight
     first.wait()
     killed = time.monotonic()
-    second = _spawn_worker(procs, url, side, second_log, LONG_LEASE)
+    second = _worker(processes, url, side, second_log, LONG_LEASE)
     try:
         # The bug: the new worker waits for the dead one's leases to expire.
         statuses = _wait_finished(url, ids, timeout=TAKEN_OVER_WITHIN - (time.monotonic() - killed))
     except TimeoutError:
         raise AssertionError(
             f"the restarted worker did not finish its dead predecessor's runs within "
-            f"{TAKEN_OVER_WITHIN:g} s of the kill (--lease {LONG_LEASE:g}):\n{_log(second_log)}"
+            f"{TAKEN_OVER_WITHIN:g} s of the kill (--lease {LONG_LEASE:g}):\n{read_log(second_log)}"
         ) from None
     finally:
-        _stop_worker(second)
+        stop(second)
     assert set(statuses.values()) == {RunStatus.COMPLETED}, statuses
 
     lines = _lines(side)

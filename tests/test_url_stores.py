@@ -4,13 +4,12 @@ recently used idle one is closed when another is opened, and a URL used again is
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import anyio
 import pytest
+from support import python
 
 import durable
 from durable._stores import max_open, resolve_store, using
@@ -60,14 +59,7 @@ def test_150_urls_run_under_a_limit_of_100_open_files(tmp_path: Path) -> None:
         print("most open files:", most)
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", program],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = python("-c", program, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     most = int(done.stdout.split("most open files:")[1])
     assert most < 60, done.stdout

@@ -7,22 +7,22 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
-from conftest import eventually
+from support import PROGRAMS, Processes, eventually, eventually_sync, read_log, stop
 
 import durable
 from durable import RunStatus
 from durable.backends import SQLStore
 from durable.store import Store
 
-PROGRAMS = Path(__file__).parent / "programs"
 sys.path.insert(0, str(PROGRAMS))
-import worker_app  # noqa: E402
+import worker_app
 
 
 @pytest.fixture
@@ -37,13 +37,20 @@ def _lines(side: Path) -> list[list[str]]:
     return [line.split() for line in side.read_text().splitlines()]
 
 
+def _has(side: Path, tag: str) -> bool:
+    return any(t == tag for _, t, *_ in _lines(side))
+
+
+async def _tagged(side: Path, tag: str) -> bool:
+    return _has(side, tag)
+
+
 async def _all_finished(store: Store, ids: list[str]) -> None:
-    with anyio.fail_after(60):
-        for _ in range(100_000):
-            runs = [await store.get_run(i) for i in ids]
-            if all(r is not None and r.status.finished for r in runs):
-                return
-            await anyio.sleep(0.05)
+    async def finished() -> bool:
+        runs = [await store.get_run(i) for i in ids]
+        return all(r is not None and r.status.finished for r in runs)
+
+    await eventually(f"the end of runs {ids}", finished)
 
 
 async def test_a_worker_executes_started_runs(store: Store, side: Path) -> None:
@@ -71,58 +78,33 @@ def test_worker_arguments_are_checked() -> None:
 
 
 def _spawn_worker(
-    url: str, side: Path, lease: float = 30.0, concurrency: int = 100
-) -> subprocess.Popen[str]:
+    processes: Processes, url: str, side: Path, lease: float = 30.0, concurrency: int = 100
+) -> subprocess.Popen[bytes]:
     """Start a worker process and return once it is ready (SIGTERM then stops it cleanly)."""
+    log = side.parent / f"worker-{uuid.uuid4().hex[:8]}.log"
+    options = ("--lease", str(lease), "--grace", "5", "--concurrency", str(concurrency))
     env = {**os.environ, "SIDE_FILE": str(side)}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "durable",
-            "worker",
-            "worker_app",
-            "--store",
-            url,
-            "--lease",
-            str(lease),
-            "--grace",
-            "5",
-            "--concurrency",
-            str(concurrency),
-        ],
-        cwd=PROGRAMS,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:  # the worker logs to stderr
-        if "durable worker: ready" in line:
-            return proc
-    proc.communicate()
-    raise AssertionError(f"the worker exited before it was ready ({proc.returncode})")
+    proc = processes.spawn_worker("worker_app", url, log, *options, env=env)
+    logs[proc.pid] = log
+    return proc
 
 
-def _stop(proc: subprocess.Popen[str]) -> str:
-    """SIGTERM the worker and collect its output (its pipes are always closed)."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        _, err = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate()
-    stopped.append((proc.returncode, err))
-    return err
+def _stop(proc: subprocess.Popen[bytes]) -> str:
+    """SIGTERM the worker and collect its log."""
+    stop(proc)
+    output = read_log(logs[proc.pid])
+    stopped.append((proc.returncode, output))
+    return output
 
 
+logs: dict[int, Path] = {}
 stopped: list[tuple[int, str]] = []
 
 
 @pytest.fixture(autouse=True)
 def _workers_exit_cleanly() -> Iterator[None]:
     stopped.clear()
+    logs.clear()
     yield
     for returncode, err in stopped:
         assert returncode == 0, err
@@ -133,7 +115,9 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'shared.db'}"
 
 
-def test_two_worker_processes_share_one_sqlite_file(sqlite_url: str, side: Path) -> None:
+def test_two_worker_processes_share_one_sqlite_file(
+    processes: Processes, sqlite_url: str, side: Path
+) -> None:
     async def start_all() -> list[str]:
         async with SQLStore(sqlite_url) as store:
             ids = [f"r{i}" for i in range(30)]
@@ -143,7 +127,7 @@ def test_two_worker_processes_share_one_sqlite_file(sqlite_url: str, side: Path)
 
     # Both workers are ready before the runs exist (the first once took all 30 before the
     # second had started on a busy machine); 4 at a time each, the second gets its share.
-    workers = [_spawn_worker(sqlite_url, side, concurrency=4) for _ in range(2)]
+    workers = [_spawn_worker(processes, sqlite_url, side, concurrency=4) for _ in range(2)]
 
     async def wait() -> list[int]:
         async with SQLStore(sqlite_url) as store:
@@ -166,7 +150,9 @@ def test_two_worker_processes_share_one_sqlite_file(sqlite_url: str, side: Path)
     assert len({pid for pids in pids_per_run.values() for pid in pids}) == 2  # both worked
 
 
-def test_a_killed_workers_runs_are_taken_over_after_its_lease(sqlite_url: str, side: Path) -> None:
+def test_a_killed_workers_runs_are_taken_over_after_its_lease(
+    processes: Processes, sqlite_url: str, side: Path
+) -> None:
     async def start_all() -> list[str]:
         async with SQLStore(sqlite_url) as store:
             ids = [f"k{i}" for i in range(6)]
@@ -175,15 +161,12 @@ def test_a_killed_workers_runs_are_taken_over_after_its_lease(sqlite_url: str, s
             return ids
 
     ids = anyio.run(start_all)
-    first = _spawn_worker(sqlite_url, side, lease=1.5)
-    deadline = time.monotonic() + 30
-    while not any(tag == "start1" for _, tag, *_ in _lines(side)):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    first = _spawn_worker(processes, sqlite_url, side, lease=1.5)
+    eventually_sync("the start of a second step", lambda: _has(side, "start1"), within=30)
     os.kill(first.pid, signal.SIGKILL)
-    first.communicate()
+    first.wait()
     killed_at = time.time()
-    second = _spawn_worker(sqlite_url, side, lease=1.5)
+    second = _spawn_worker(processes, sqlite_url, side, lease=1.5)
 
     async def wait() -> list[int]:
         async with SQLStore(sqlite_url) as store:
@@ -209,7 +192,9 @@ def test_a_killed_workers_runs_are_taken_over_after_its_lease(sqlite_url: str, s
     assert min(taken_over) >= killed_at  # by the second worker, after the kill
 
 
-def test_a_parked_run_is_finished_by_a_later_worker_when_due(sqlite_url: str, side: Path) -> None:
+def test_a_parked_run_is_finished_by_a_later_worker_when_due(
+    processes: Processes, sqlite_url: str, side: Path
+) -> None:
 
     async def start_and_park() -> float:
         async with SQLStore(sqlite_url) as store:
@@ -232,7 +217,7 @@ def test_a_parked_run_is_finished_by_a_later_worker_when_due(sqlite_url: str, si
 
     with durable.executor_config(park_after=0.1):
         due = anyio.run(start_and_park)
-    worker = _spawn_worker(sqlite_url, side)
+    worker = _spawn_worker(processes, sqlite_url, side)
 
     async def wait() -> str:
         async with SQLStore(sqlite_url) as store:
@@ -247,7 +232,7 @@ def test_a_parked_run_is_finished_by_a_later_worker_when_due(sqlite_url: str, si
     assert len(after) == 1 and after[0] >= due
 
 
-def test_sigterm_leaves_no_lease_held(sqlite_url: str, side: Path) -> None:
+def test_sigterm_leaves_no_lease_held(processes: Processes, sqlite_url: str, side: Path) -> None:
     async def start_all() -> list[str]:
         async with SQLStore(sqlite_url) as store:
             ids = [f"t{i}" for i in range(4)]
@@ -256,11 +241,8 @@ def test_sigterm_leaves_no_lease_held(sqlite_url: str, side: Path) -> None:
             return ids
 
     ids = anyio.run(start_all)
-    worker = _spawn_worker(sqlite_url, side)
-    deadline = time.monotonic() + 30
-    while not _lines(side):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    worker = _spawn_worker(processes, sqlite_url, side)
+    eventually_sync("a first activity", lambda: bool(_lines(side)), within=30)
     _stop(worker)
 
     async def leases() -> list[str | None]:
@@ -271,12 +253,11 @@ def test_sigterm_leaves_no_lease_held(sqlite_url: str, side: Path) -> None:
 
 
 async def _status(store: Store, run_id: str, status: RunStatus) -> None:
-    with anyio.fail_after(20):
-        for _ in range(100_000):
-            run = await store.get_run(run_id)
-            if run is not None and run.status == status:
-                return
-            await anyio.sleep(0.01)
+    async def reached() -> bool:
+        run = await store.get_run(run_id)
+        return run is not None and run.status == status
+
+    await eventually(f"run {run_id!r} {status.value}", reached, within=20)
 
 
 async def test_pause_stops_a_run_at_a_step_boundary_until_resume(store: Store, side: Path) -> None:
@@ -287,10 +268,7 @@ async def test_pause_stops_a_run_at_a_step_boundary_until_resume(store: Store, s
     worker = durable.Worker(store, [worker_app.five_steps])
     async with anyio.create_task_group() as tg:
         tg.start_soon(worker.run)
-        for _ in range(1000):
-            if any(tag == "done0" for _, tag, *_ in _lines(side)):
-                break
-            await anyio.sleep(0.01)
+        await eventually("the first step's end", lambda: _tagged(side, "done0"))
         await handle.pause()
         await _status(store, "pz", RunStatus.PAUSED)
         run = await store.get_run("pz")
@@ -308,19 +286,18 @@ async def test_pause_stops_a_run_at_a_step_boundary_until_resume(store: Store, s
     assert done == [f"done{i}" for i in range(5)]  # each step once, in order
 
 
-def test_a_stalled_worker_that_lost_its_lease_writes_nothing(sqlite_url: str, side: Path) -> None:
+def test_a_stalled_worker_that_lost_its_lease_writes_nothing(
+    processes: Processes, sqlite_url: str, side: Path
+) -> None:
     async def start() -> None:
         async with SQLStore(sqlite_url) as store:
             await durable.start(worker_app.stalls, 2.0, id="st", store=store)
 
     anyio.run(start)
-    first = _spawn_worker(sqlite_url, side, lease=1.0)
-    deadline = time.monotonic() + 30
-    while not any(tag == "slow" for _, tag, *_ in _lines(side)):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    first = _spawn_worker(processes, sqlite_url, side, lease=1.0)
+    eventually_sync("the slow activity's start", lambda: _has(side, "slow"), within=30)
     os.kill(first.pid, signal.SIGSTOP)  # stalls inside the activity, past its lease
-    second = _spawn_worker(sqlite_url, side, lease=1.0)
+    second = _spawn_worker(processes, sqlite_url, side, lease=1.0)
 
     async def wait() -> list[int]:
         async with SQLStore(sqlite_url) as store:
@@ -330,12 +307,12 @@ def test_a_stalled_worker_that_lost_its_lease_writes_nothing(sqlite_url: str, si
     try:
         result = anyio.run(wait)
         os.kill(first.pid, signal.SIGCONT)  # it wakes up, finishes its activity, is fenced
-        deadline = time.monotonic() + 60  # a hang guard
-        while not any(
-            tag == "slow-done" and pid == str(first.pid) for _, tag, _k, pid, _t in _lines(side)
-        ):
-            assert time.monotonic() < deadline, "the thawed worker never finished its activity"
-            time.sleep(0.01)
+        eventually_sync(
+            "the thawed worker's end of its activity",
+            lambda: any(
+                tag == "slow-done" and pid == str(first.pid) for _, tag, _k, pid, _t in _lines(side)
+            ),
+        )
         err_first = _stop(first)  # it lets its step end (writing nothing), then exits
         history = anyio.run(_history, sqlite_url, "st")
     finally:
@@ -355,13 +332,15 @@ async def _history(url: str, run_id: str) -> list[durable.Step]:
         return await durable.get_handle(run_id, store).history()
 
 
-def test_signals_are_consumed_once_under_two_workers(sqlite_url: str, side: Path) -> None:
+def test_signals_are_consumed_once_under_two_workers(
+    processes: Processes, sqlite_url: str, side: Path
+) -> None:
     async def start() -> None:
         async with SQLStore(sqlite_url) as store:
             await durable.start(worker_app.waits_for_items, 20, id="sg", store=store)
 
     anyio.run(start)
-    workers = [_spawn_worker(sqlite_url, side, lease=2.0) for _ in range(2)]
+    workers = [_spawn_worker(processes, sqlite_url, side, lease=2.0) for _ in range(2)]
 
     async def send_and_wait() -> list[object]:
         async with SQLStore(sqlite_url) as store:
@@ -393,7 +372,9 @@ async def test_a_worker_reports_runs_of_unknown_workflows_once(
     assert await durable.get_handle("unknown-to-it", store).status() == RunStatus.PENDING
 
 
-def test_signals_survive_a_sigkilled_worker(sqlite_url: str, side: Path) -> None:
+def test_signals_survive_a_sigkilled_worker(
+    processes: Processes, sqlite_url: str, side: Path
+) -> None:
     async def start_and_send(first: int) -> None:
         async with SQLStore(sqlite_url) as store:
             if first == 0:
@@ -402,15 +383,13 @@ def test_signals_survive_a_sigkilled_worker(sqlite_url: str, side: Path) -> None
                 await durable.signal("kc", "item", i, store=store)
 
     anyio.run(start_and_send, 0)
-    first = _spawn_worker(sqlite_url, side, lease=1.0)
-    deadline = time.monotonic() + 30
-    while len(_lines(side)) < 4:  # it is consuming signals and running activities
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
+    first = _spawn_worker(processes, sqlite_url, side, lease=1.0)
+    # it is consuming signals and running activities
+    eventually_sync("four activities", lambda: len(_lines(side)) >= 4, within=30)
     os.kill(first.pid, signal.SIGKILL)
-    first.communicate()
+    first.wait()
     anyio.run(start_and_send, 10)
-    second = _spawn_worker(sqlite_url, side, lease=1.0)
+    second = _spawn_worker(processes, sqlite_url, side, lease=1.0)
 
     async def wait() -> list[object]:
         async with SQLStore(sqlite_url) as store:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -17,7 +16,6 @@ import anyio.lowlevel
 from durable._client import WorkflowHandle
 from durable._config import ExecutorConfig
 from durable._decorators import definition_of, with_instance
-from durable._engine import RunAbandoned
 from durable._errors import LeaseLost
 from durable._recording import ensure_run, outcome
 from durable._registry import ActivityDefinition, WorkflowDefinition, registered_workflows
@@ -26,6 +24,7 @@ from durable._worker import Worker
 from durable.backends import MemoryStore
 from durable.store import Store, due_at
 
+from ._faults import Faults
 from ._virtual_clock import VirtualClock
 
 __all__ = ["WorkflowEnvironment"]
@@ -69,17 +68,6 @@ class _Watched:
             return result
 
         return call
-
-
-class _Failure:
-    def __init__(self, attempts: frozenset[int], exc: BaseException | type[BaseException]) -> None:
-        self.attempts = attempts
-        self.exc = exc
-
-    def error(self, info: Info, name: str) -> BaseException:
-        if isinstance(self.exc, BaseException):
-            return self.exc
-        return self.exc(f"injected failure of {name!r}, attempt {info.attempt} (run {info.run_id})")
 
 
 class WorkflowEnvironment:
@@ -128,9 +116,7 @@ class WorkflowEnvironment:
         self._store = cast(Store, _Watched(self._inner, self._moved))
         self._workflows = list(workflows) if workflows is not None else None
         self._lease = float(lease)
-        self._failures: dict[str, _Failure] = {}
-        self._crashes: dict[str, str] = {}
-        self._mocks: dict[str, Callable[..., Any]] = {}
+        self._faults = Faults()
         self._worker: Worker | None = None
         self._tg: anyio.abc.TaskGroup | None = None
 
@@ -247,10 +233,7 @@ class WorkflowEnvironment:
     ) -> None:
         """Make these attempts of ``activity`` (in every run) raise ``exc`` instead of running
         it; an exception class is instantiated with a message naming the attempt."""
-        numbers = frozenset(attempts)
-        if not numbers or any(not isinstance(n, int) or n < 1 for n in numbers):
-            raise ValueError(f"fail(attempts=...) takes attempt numbers >= 1, not {attempts!r}")
-        self._failures[_activity(activity).name] = _Failure(numbers, exc)
+        self._faults.fail(activity, attempts, exc)
 
     def crash(self, activity: Callable[..., Any], *, when: Literal["before", "after"]) -> None:
         """Make the next call of ``activity`` abandon its run as a killed process would:
@@ -258,13 +241,11 @@ class WorkflowEnvironment:
         recorded. Nothing is cleaned up; the run's lease expires on the virtual clock and
         the environment's worker takes the run over (so a ``final`` activity's outcome is
         unknown)."""
-        if when not in ("before", "after"):
-            raise ValueError(f"crash(when=...) is 'before' or 'after', not {when!r}")
-        self._crashes[_activity(activity).name] = when
+        self._faults.crash(activity, when)
 
     def mock(self, activity: Callable[..., Any], fake: Callable[..., Any]) -> None:
         """Run ``fake`` (sync or async, same arguments) instead of ``activity`` from now on."""
-        self._mocks[_activity(activity).name] = fake
+        self._faults.mock(activity, fake)
 
     async def _intercept(
         self,
@@ -276,24 +257,7 @@ class WorkflowEnvironment:
     ) -> Any:
         self._in_flight += 1
         try:
-            crash = self._crashes.get(defn.name)
-            if crash == "before":
-                del self._crashes[defn.name]
-                raise RunAbandoned(defn.name)
-            failure = self._failures.get(defn.name)
-            if failure is not None and info.attempt in failure.attempts:
-                raise failure.error(info, defn.name)
-            fake = self._mocks.get(defn.name)
-            if fake is None:
-                value = await proceed()
-            else:
-                value = fake(*args, **kwargs)
-                if inspect.isawaitable(value):
-                    value = await value
-            if crash == "after":
-                del self._crashes[defn.name]
-                raise RunAbandoned(defn.name)
-            return value
+            return await self._faults.call(defn, info, args, kwargs, proceed)
         finally:
             self._in_flight -= 1
             self._moves += 1
@@ -411,11 +375,4 @@ def _workflow(fn: Callable[..., Any]) -> WorkflowDefinition:
     defn = definition_of(fn)
     if not isinstance(defn, WorkflowDefinition):
         raise TypeError(f"expected a @workflow function, not {fn!r}")
-    return defn
-
-
-def _activity(fn: Callable[..., Any]) -> ActivityDefinition:
-    defn = definition_of(fn)
-    if not isinstance(defn, ActivityDefinition):
-        raise TypeError(f"expected an @activity function, not {fn!r}")
     return defn

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import itertools
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import python
 
 from durable.backends import MemoryStore, SQLStore
 from durable.store import RunRecord, RunStatus, Store
@@ -122,12 +121,5 @@ def test_durable_testing_imports_neither_pytest_nor_a_database_driver(tmp_path: 
         "loaded = {'pytest', 'psycopg'} & set(sys.modules)\n"
         "assert not loaded, loaded\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", program],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-        check=False,
-    )
+    done = python("-c", program, cwd=tmp_path)
     assert done.returncode == 0, done.stderr

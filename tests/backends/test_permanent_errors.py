@@ -21,8 +21,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import psycopg
 import pytest
-from conftest import require_postgres
 from sqlalchemy.engine import make_url
+from support import require_postgres
 
 from durable.backends import SQLStore
 from durable.store import (

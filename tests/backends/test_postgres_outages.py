@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import require_postgres
+from support import require_postgres
 
 from durable.backends import SQLStore
 from durable.backends import _pg_conn as pg_conn

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from support import python
 
 from durable.backends import SQLStore
 from durable.backends._schema import SCHEMA_VERSION, tables
@@ -168,14 +169,7 @@ asyncio.run(main(sys.argv[1]))
 
 
 def test_a_commit_survives_a_crash_of_the_process(db_url: str, tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", _CRASH, db_url],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-        check=False,
-    )
+    proc = python("-c", _CRASH, db_url, cwd=tmp_path)
     assert proc.returncode == 3, proc.stderr
 
     async def read() -> tuple[RunRecord | None, list[StepRecord]]:
