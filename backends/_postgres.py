@@ -80,6 +80,9 @@ class PostgresRunner:
         channel: the ``NOTIFY`` channel of this database schema.
     """
 
+    loses_replies = True  # a connection can break while the commit is in flight
+    relaxes_by_statement = True  # synchronous_commit off, in the statement's transaction
+
     def __init__(
         self,
         conninfo: str,

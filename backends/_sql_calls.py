@@ -38,7 +38,17 @@ _T = TypeVar("_T")
 class Runner(Protocol):
     """How `SQLStore` reaches its database: `SQLiteRunner` or `PostgresRunner`. The store's
     statements and rules are the same for both; the runners own transactions, retries and
-    waiting for other processes' writes."""
+    waiting for other processes' writes.
+
+    Attributes:
+        loses_replies: a commit's reply can be lost with the connection (Postgres): a write
+            passes ``verify`` to re-read what it would have written.
+        relaxes_by_statement: a relaxed start is its own statement (Postgres: commit without
+            waiting for the WAL flush); otherwise ``no_flush`` relaxes it (SQLite).
+    """
+
+    loses_replies: bool
+    relaxes_by_statement: bool
 
     async def run(
         self,
@@ -95,6 +105,8 @@ class Calls:
         self.sqlite = sqlite
         self.integrity_error = integrity_error
         self.closed = False
+        self.loses_replies = runner.loses_replies
+        self.relaxes_by_statement = runner.relaxes_by_statement
 
     async def call(
         self,

@@ -63,11 +63,11 @@ class Commits:
         """Insert ``steps``, replace ``outcomes`` and apply ``update`` in one transaction
         (see `SQLStore.commit`)."""
         check_step_batch(lease.run_id, [*steps, *outcomes])
-        # Re-reading an unknown commit outcome is Postgres' concern (SQLite never loses a reply).
+        # Re-reading an unknown commit outcome: only where a reply can be lost (Postgres).
         verify = (
-            None
-            if self._calls.sqlite
-            else partial(self._verify_commit, lease, steps, outcomes, update, now)
+            partial(self._verify_commit, lease, steps, outcomes, update, now)
+            if self._calls.loses_replies
+            else None
         )
         if update is None and len(steps) + len(outcomes) == 1 and not (check_requests and outcomes):
             # The hot paths, one statement each (Postgres: one round trip, no BEGIN / COMMIT;
@@ -78,7 +78,7 @@ class Commits:
                 fenced = self._s.replace_step_fenced
             elif check_requests:
                 starting = self._s.insert_step_starting
-                fenced = starting[relaxed and not self._calls.sqlite]
+                fenced = starting[relaxed and self._calls.relaxes_by_statement]
             step = (steps or outcomes)[0]
             args = fenced.args({**step_values(step), "rid": lease.run_id, "token": lease.token})
             return await self._calls.call(

@@ -70,6 +70,9 @@ class SQLiteRunner:
         dbapi_error: the driver's base error class.
     """
 
+    loses_replies = False  # SQLite answers from the local file
+    relaxes_by_statement = False  # a relaxed commit is ``no_flush``
+
     def __init__(
         self,
         raw: Any,
