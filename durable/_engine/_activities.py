@@ -25,6 +25,7 @@ from durable.store import StepRecord
 
 from ._in_flight import Ticket
 from ._journal import StepCall
+from ._part import Part
 
 if TYPE_CHECKING:
     from . import Engine
@@ -32,19 +33,13 @@ if TYPE_CHECKING:
 __all__ = ["Activities"]
 
 
-class Activities:
+class Activities(Part):
     """The activity and compensation steps of one run (see the module docstring)."""
 
     def __init__(self, engine: Engine) -> None:
         """The activities of ``engine``'s run."""
-        self._e = engine
-        self._journal = engine.journal
-        self._cursor = engine.cursor
-        self._cancel = engine.cancellation
-        self._flight = engine.flight
+        super().__init__(engine)
         self._saga = engine.compensator
-        self._clock = engine.clock
-        self._run = engine.run_record
         self._defn = engine.defn
         self._interceptor = engine.interceptor
 

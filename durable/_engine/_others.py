@@ -20,6 +20,7 @@ from durable.store import StepRecord
 from ._common import FATAL, PARKED
 from ._in_flight import Ticket
 from ._journal import StepCall
+from ._part import Part
 
 if TYPE_CHECKING:
     from . import Engine
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["OtherRuns"]
 
 
-class OtherRuns:
+class OtherRuns(Part):
     """The child-workflow and signal-send steps of one run.
 
     Attributes:
@@ -36,13 +37,7 @@ class OtherRuns:
 
     def __init__(self, engine: Engine) -> None:
         """The steps of ``engine``'s run that reach other runs."""
-        self._e = engine
-        self._journal = engine.journal
-        self._cursor = engine.cursor
-        self._cancel = engine.cancellation
-        self._flight = engine.flight
-        self._clock = engine.clock
-        self._run = engine.run_record
+        super().__init__(engine)
         self._store = engine.store
         self._child_runner = engine.child_runner
         self.children: set[str] = set()

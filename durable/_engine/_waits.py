@@ -23,6 +23,7 @@ from durable.store import RunUpdate, StepRecord
 
 from ._common import Park
 from ._journal import StepCall
+from ._part import Part
 
 if TYPE_CHECKING:
     from . import Engine
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["Waits"]
 
 
-class Waits:
+class Waits(Part):
     """The waits of one run, and whether it parks or pauses.
 
     Attributes:
@@ -42,12 +43,7 @@ class Waits:
 
     def __init__(self, engine: Engine, *, park_after: float | None, pause_requested: bool) -> None:
         """The waits of ``engine``'s run; a wait longer than ``park_after`` parks it."""
-        self._e = engine
-        self._journal = engine.journal
-        self._cancel = engine.cancellation
-        self._flight = engine.flight
-        self._clock = engine.clock
-        self._run = engine.run_record
+        super().__init__(engine)
         # Parking: a wait longer than park_after unwinds the run when nothing else is in flight
         # (no activity, child or commit), so it holds no memory or task while it waits.
         self._park_after = park_after
