@@ -20,6 +20,7 @@ from durable.store import (
     Lease,
     LeaseOwner,
     PayloadTrust,
+    RunQuery,
     RunRecord,
     RunStatus,
     RunUpdate,
@@ -86,6 +87,14 @@ class MemoryStore:
         with self._tables.lock:
             self._tables.check_open()
             return self._tables.runs.get(run_id)
+
+    async def find_runs(self, query: RunQuery) -> list[RunRecord]:
+        """The runs ``query`` selects, newest first (see `durable.store.Store.find_runs`)."""
+        with self._tables.lock:
+            self._tables.check_open()
+            runs = [r for r in self._tables.runs.values() if rules.matches(r, query)]
+        runs.sort(key=rules.newest_first, reverse=True)
+        return runs[: max(query.limit, 0)]
 
     async def list_runs(
         self, *, status: RunStatus | None = None, limit: int = 100

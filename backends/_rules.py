@@ -20,6 +20,7 @@ from durable.store import (
     Lease,
     LeaseLost,
     LeaseOwner,
+    RunQuery,
     RunRecord,
     RunStatus,
     RunUpdate,
@@ -41,6 +42,8 @@ __all__ = [
     "interruption",
     "lease_free",
     "leased_on",
+    "matches",
+    "newest_first",
     "on_signal",
     "parked_idle",
     "prunable",
@@ -364,3 +367,22 @@ def prunable(runs: Mapping[str, RunRecord], before: float) -> list[str]:
     ]
     old.sort(key=lambda run: (run.updated_at, run.id))
     return [run.id for run in old]
+
+
+def matches(run: RunRecord, query: RunQuery) -> bool:
+    """Whether `Store.find_runs` with ``query`` selects ``run`` (its limit aside)."""
+    q = query
+    return (
+        (q.statuses is None or run.status in q.statuses)
+        and (q.workflows is None or run.workflow in q.workflows)
+        and (q.id_prefix is None or run.id.startswith(q.id_prefix))
+        and (q.parent_id is None or run.parent_id == q.parent_id)
+        and (q.created_after is None or run.created_at > q.created_after)
+        and (q.created_before is None or run.created_at < q.created_before)
+        and (q.older_than is None or (run.created_at, run.id) < q.older_than)
+    )
+
+
+def newest_first(run: RunRecord) -> tuple[float, str]:
+    """The order of `Store.find_runs`, reversed: sort with ``reverse=True``."""
+    return (run.created_at, run.id)

@@ -39,6 +39,7 @@ from durable.store import (
     Lease,
     LeaseOwner,
     PayloadTrust,
+    RunQuery,
     RunRecord,
     RunStatus,
     RunUpdate,
@@ -141,14 +142,14 @@ class SQLStore:
         """The run with this id, or ``None``."""
         return await self._runs.get_run(run_id)
 
+    async def find_runs(self, query: RunQuery) -> list[RunRecord]:
+        """The runs ``query`` selects, newest first, at most ``query.limit``."""
+        return await self._runs.find_runs(query)
+
     async def list_runs(
         self, *, status: RunStatus | None = None, limit: int = 100
     ) -> list[RunRecord]:
-        """Runs, optionally only those with ``status``, oldest first (by ``created_at``, id).
-
-        Returns:
-            At most ``limit`` runs.
-        """
+        """At most ``limit`` runs (only those with ``status``), oldest first (created_at, id)."""
         return await self._runs.list_runs(status=status, limit=limit)
 
     async def acquire_lease(

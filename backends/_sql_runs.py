@@ -8,7 +8,15 @@ from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
-from durable.store import Lease, LeaseOwner, RunRecord, RunStatus, StepRecord, StoreError
+from durable.store import (
+    Lease,
+    LeaseOwner,
+    RunQuery,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    StoreError,
+)
 
 from ._schema import run_from_row, run_values, step_from_row, unknown_status_text
 from ._sql_calls import Calls, execute, fetch_all, fetch_one
@@ -37,6 +45,15 @@ class Runs:
             False, fetch_one, self._s.get_run, {"rid": run_id}, run_id=run_id
         )
         return None if row is None else run_from_row(row)
+
+    async def find_runs(self, query: RunQuery) -> list[RunRecord]:
+        """The runs ``query`` selects, newest first (see `SQLStore.find_runs`)."""
+        self._calls.check_open()
+        if query.limit <= 0:
+            return []
+        statement, values = self._s.find_runs(query)
+        rows = await self._calls.call(False, fetch_all, statement, values)
+        return [run_from_row(row) for row in rows]
 
     async def list_runs(self, *, status: RunStatus | None, limit: int) -> list[RunRecord]:
         """Runs, optionally only those with ``status``, oldest first (see `SQLStore.list_runs`)."""

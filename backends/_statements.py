@@ -20,7 +20,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
-from durable.store import RunStatus, StepStatus
+from durable.store import RunQuery, RunStatus, StepStatus
 
 from ._schema import (
     ACTIVE_STATUSES,
@@ -494,10 +494,55 @@ class Statements(_RunStatements, _StepStatements, _RequestStatements):
     """
 
     def __init__(self, dialect: Dialect) -> None:
-        parts = _Parts(dialect)
+        parts = self._parts = _Parts(dialect)
         self._compile_runs(parts)
         self._compile_steps(parts)
         self._compile_requests(parts)
+
+    def find_runs(self, query: RunQuery) -> tuple[Compiled, dict[str, Any]]:
+        """The statement (compiled for this query's filters) and values of
+        `durable.store.Store.find_runs`; it selects as `durable.backends._rules.matches`
+        does, newest first (`_rules.newest_first`)."""
+        p, bp, c = self._parts, sa.bindparam, self._parts.c
+        where: list[sa.ColumnElement[bool]] = []
+        values: dict[str, Any] = {"lim": max(query.limit, 0)}
+        for column, key, wanted in (
+            (c.status, "st", None if query.statuses is None else [str(s) for s in query.statuses]),
+            (c.workflow, "wf", None if query.workflows is None else list(query.workflows)),
+        ):
+            if wanted is None:
+                continue
+            names = [f"{key}{i}" for i in range(len(wanted))]
+            where.append(column.in_([bp(n) for n in names]) if names else sa.false())
+            values.update(zip(names, sorted(wanted), strict=True))
+        if query.id_prefix is not None:  # compared as a substring: no LIKE pattern to escape
+            where.append(sa.func.substr(c.id, 1, len(query.id_prefix)) == bp("prefix"))
+            values["prefix"] = query.id_prefix
+        if query.parent_id is not None:
+            where.append(c.parent_id == bp("parent"))
+            values["parent"] = query.parent_id
+        if query.created_after is not None:
+            where.append(c.created_at > bp("after"))
+            values["after"] = query.created_after
+        if query.created_before is not None:
+            where.append(c.created_at < bp("before"))
+            values["before"] = query.created_before
+        if query.older_than is not None:
+            at, run_id = query.older_than
+            where.append(
+                sa.or_(
+                    c.created_at < bp("cur_at"),
+                    sa.and_(c.created_at == bp("cur_at"), c.id < bp("cur_id")),
+                )
+            )
+            values["cur_at"], values["cur_id"] = at, run_id
+        statement = (
+            sa.select(*p.run_columns)
+            .where(sa.and_(sa.true(), *where))
+            .order_by(c.created_at.desc(), c.id.desc())
+            .limit(bp("lim", type_=sa.Integer))
+        )
+        return Compiled(statement, p.dialect), values
 
 
 def _sql_literal(value: str) -> sa.ColumnElement[str]:

@@ -43,6 +43,7 @@ from durable._errors import (
 )
 from durable._retention import prune
 from durable._retry import RetryPolicy
+from durable._runs import RunInfo, RunPage, list_runs
 from durable._stores import close_stores
 from durable._types import Info, RunStatus, Step, StepKind, StepStatus
 from durable._worker import Worker
@@ -81,6 +82,8 @@ __all__ = [
     "PoolTimeout",
     "RecoveryLimitExceeded",
     "RetryPolicy",
+    "RunInfo",
+    "RunPage",
     "RunStatus",
     "RunningLoopError",
     "SchemaVersionError",
@@ -103,6 +106,7 @@ __all__ = [
     "gather",
     "get_handle",
     "info",
+    "list_runs",
     "now",
     "patched",
     "prune",

@@ -34,6 +34,7 @@ from durable._history import dump_history
 from durable._names import check_name
 from durable._recording import ensure_run, outcome, payloads_of
 from durable._registry import WorkflowDefinition, lookup_workflow
+from durable._runs import RunInfo, run_info
 from durable._signals import send_signal
 from durable._stores import open_store, resolve_store, using, using_async
 from durable._types import RunStatus, Step, StepKind, StepStatus
@@ -314,6 +315,14 @@ class WorkflowHandle:
         if run is None:
             raise WorkflowNotFound(self._id)
         return run
+
+    async def describe(self) -> RunInfo:
+        """What is known about the run: status, times, parent, recoveries, error.
+
+        Raises:
+            WorkflowNotFound: no such run.
+        """
+        return run_info(await self._opened(), await self._record())
 
     async def status(self) -> RunStatus:
         """The run's current status.

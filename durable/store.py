@@ -43,6 +43,7 @@ __all__ = [
     "LeaseOwner",
     "PayloadTrust",
     "PoolTimeout",
+    "RunQuery",
     "RunRecord",
     "RunStatus",
     "RunUpdate",
@@ -198,6 +199,32 @@ class RunUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class RunQuery:
+    """Which runs `Store.find_runs` returns: newest first (``created_at``, then id, both
+    descending), every filter given applying.
+
+    Attributes:
+        statuses: only runs in one of these statuses.
+        workflows: only runs of one of these workflows.
+        id_prefix: only runs whose id starts with this (matched literally).
+        parent_id: only the children of this run.
+        created_after: only runs created strictly after this time.
+        created_before: only runs created strictly before this time.
+        older_than: a page's cursor: only runs strictly older than ``(created_at, id)``.
+        limit: at most this many runs.
+    """
+
+    statuses: frozenset[RunStatus] | None = None
+    workflows: frozenset[str] | None = None
+    id_prefix: str | None = None
+    parent_id: str | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+    older_than: tuple[float, str] | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
 class Interruption:
     """Why `Store.commit` with ``check_requests=True`` wrote nothing: the run was asked to
     stop before the step could start.
@@ -273,6 +300,10 @@ class Store(Protocol):
         self, *, status: RunStatus | None = None, limit: int = 100
     ) -> list[RunRecord]:
         """Runs, optionally only those with ``status``, oldest first, at most ``limit``."""
+        ...
+
+    async def find_runs(self, query: RunQuery) -> list[RunRecord]:
+        """The runs ``query`` selects, newest first, at most ``query.limit`` of them."""
         ...
 
     async def acquire_lease(

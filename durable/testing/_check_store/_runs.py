@@ -3,9 +3,20 @@ releasing leases, claiming, listing, and a closed store."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 
-from durable.store import Lease, LeaseOwner, RunRecord, RunStatus, RunUpdate, Store, StoreError
+from durable.store import (
+    Lease,
+    LeaseOwner,
+    RunQuery,
+    RunRecord,
+    RunStatus,
+    RunUpdate,
+    Store,
+    StoreError,
+)
 
 from ._support import WORKFLOW, A, B, _check, _get, _leased, _Raises, _run, _same
 
@@ -189,6 +200,33 @@ async def list_runs_oldest_first_by_status_and_limit(store: Store) -> None:
     _same([r.id for r in done], ["a"], "the oldest completed run")
     _same(await store.list_runs(status=RunStatus.WAITING), [], "no waiting run")
     _same(await store.list_runs(limit=0), [], "limit=0")
+
+
+@_check
+async def find_runs_newest_first_filtered_and_paged(store: Store) -> None:
+    """`find_runs` orders newest first (``created_at``, then id), applies every filter of its
+    `RunQuery` (statuses, workflows, literal id prefix, parent, created bounds, the
+    ``older_than`` cursor) and honours ``limit``."""
+    await store.create_run(_run("a", created_at=1.0, status=RunStatus.COMPLETED))
+    await store.create_run(_run("b", created_at=2.0))
+    await store.create_run(_run("b2", created_at=2.0))
+    await store.create_run(_run("b2/1", created_at=3.0, parent_id="b2"))
+    await store.create_run(_run("c", created_at=4.0, workflow="app.other"))
+
+    async def ids(**query: Any) -> list[str]:
+        return [r.id for r in await store.find_runs(RunQuery(**query))]
+
+    _same(await ids(), ["c", "b2/1", "b2", "b", "a"], "all runs, newest first")
+    _same(await ids(limit=2), ["c", "b2/1"], "limit=2")
+    _same(await ids(limit=0), [], "limit=0")
+    _same(await ids(statuses=frozenset({RunStatus.COMPLETED})), ["a"], "completed runs")
+    _same(await ids(workflows=frozenset({"app.other"})), ["c"], "runs of app.other")
+    _same(await ids(workflows=frozenset()), [], "no workflow")
+    _same(await ids(id_prefix="b2"), ["b2/1", "b2"], "ids starting with b2")
+    _same(await ids(id_prefix="b_"), [], "a prefix is literal, not a pattern")
+    _same(await ids(parent_id="b2"), ["b2/1"], "children of b2")
+    _same(await ids(created_after=1.0, created_before=4.0), ["b2/1", "b2", "b"], "bounds")
+    _same(await ids(older_than=(2.0, "b2")), ["b", "a"], "older than (2.0, 'b2')")
 
 
 @_check
