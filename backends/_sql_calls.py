@@ -80,7 +80,6 @@ class Calls:
         s: the store's compiled statements.
         say: the wording of its errors.
         url: its URL for messages (password masked).
-        sqlite: SQLite (else Postgres).
         integrity_error: the driver's integrity error (a key taken, a constraint).
         closed: the store was closed; every call raises `StoreError`.
     """
@@ -92,7 +91,6 @@ class Calls:
         statements: Statements,
         messages: Messages,
         *,
-        sqlite: bool,
         dbapi_error: type[Exception],
         integrity_error: type[Exception],
     ) -> None:
@@ -102,7 +100,6 @@ class Calls:
         self.s = statements
         self.say = messages
         self.url = messages.url
-        self.sqlite = sqlite
         self.integrity_error = integrity_error
         self.closed = False
         self.loses_replies = runner.loses_replies

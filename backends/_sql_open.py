@@ -161,7 +161,6 @@ def open_database(
         doorbell,
         statements,
         messages,
-        sqlite=sqlite,
         dbapi_error=dbapi_error,
         integrity_error=dbapi.IntegrityError,
     )
