@@ -28,6 +28,7 @@ import anyio.abc
 
 from durable import _retention as retention
 from durable._errors import StoreError
+from durable._logging import FORMATS, LEVELS, configure_logging
 from durable._registry import registered_workflows
 from durable._retention import parse_age
 from durable._stores import DEFAULT_URL, resolve_store
@@ -65,6 +66,19 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="wait up to SECONDS for a Postgres server that does not accept connections yet "
         "(default: fail at once)",
+    )
+    worker.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=LEVELS,
+        help="the least severe log records written to stderr (default: %(default)s)",
+    )
+    worker.add_argument(
+        "--log-format",
+        default="text",
+        choices=FORMATS,
+        help="text lines, or one JSON object per line (default: %(default)s)",
     )
     db = commands.add_parser("db", help="manage a store's database")
     db_commands = db.add_subparsers(dest="db_command", required=True)
@@ -147,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "db":
         return _db(args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    configure_logging(args.log_level, args.log_format)
     sys.path.insert(0, os.getcwd())
     for module in args.modules:
         try:

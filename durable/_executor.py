@@ -25,6 +25,7 @@ from durable._codec import Payloads
 from durable._config import ExecutorConfig
 from durable._engine import PARKED, Engine, RunAbandoned
 from durable._errors import LeaseLost, RecoveryLimitExceeded, StoreError, WorkflowNotFound
+from durable._logging import RunLog
 from durable._recording import ensure_run, outcome
 from durable._registry import WorkflowDefinition
 from durable._trust import trust_of
@@ -65,15 +66,23 @@ class Executor:
         wait_parked: `execute` waits for a parked run to wake (``run`` / ``execute``);
             ``False`` (a worker) returns `PARKED` at once: the worker resumes it when due,
             and a parked child parks its parent too, woken when the child finishes.
+        log_runs: log each run's lifecycle on ``durable.run`` (a worker's executors do;
+            ``durable.run`` / ``execute`` raise the outcome to their caller instead).
     """
 
     def __init__(
-        self, store: Store, config: ExecutorConfig | None = None, *, wait_parked: bool = True
+        self,
+        store: Store,
+        config: ExecutorConfig | None = None,
+        *,
+        wait_parked: bool = True,
+        log_runs: bool = False,
     ) -> None:
         """See the class docstring."""
         self.store = store
         self.config = config or ExecutorConfig()
         self.wait_parked = wait_parked
+        self.log = RunLog() if log_runs else None
 
     async def ensure_run(
         self,
@@ -177,9 +186,21 @@ class Executor:
                 config=self.config,
                 replay_only=replay_only,
             )
-            return await self._run_supervised(engine, lease)
+            if self.log is not None:
+                self.log.started(run, len(steps))
+            result = await self._run_supervised(engine, lease)
+            if self.log is not None:
+                if result is PARKED:
+                    self.log.parked(run, engine.parked_as)
+                else:
+                    self.log.completed(run)
+            return result
         except RunAbandoned:
             abandoned = True  # as if this process died: write nothing, leave the lease expire
+            raise
+        except BaseException as exc:
+            if self.log is not None:
+                self.log.ended(run, exc)
             raise
         finally:
             _active_owners.discard(lease.owner.owner)

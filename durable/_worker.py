@@ -21,16 +21,17 @@ import anyio
 from durable._config import MIN_LEASE_SECONDS, ExecutorConfig
 from durable._decorators import definition_of
 from durable._engine import RunAbandoned
-from durable._errors import LeaseLost, NonDeterminismError, PayloadDecodeError, StoreError
 from durable._executor import HOST, Executor, holder_is_dead
+from durable._logging import RunLog
 from durable._registry import WorkflowDefinition, registered_workflows
 from durable._stores import using_async
 from durable._types import RunStatus
-from durable.store import Lease, LeaseOwner, RunRecord, Store, UnreadableRecord
+from durable.store import Lease, LeaseOwner, RunRecord, Store
 
 __all__ = ["Worker"]
 
 log = logging.getLogger("durable.worker")
+_run_log = RunLog()  # each run's lifecycle, on durable.run
 
 IDLE_SECONDS = 1.0
 """The longest an idle worker waits before it looks for runnable runs again. Stores wake it
@@ -198,16 +199,14 @@ class Worker:
         self, store: Store, defn: WorkflowDefinition, run: RunRecord, lease: Lease
     ) -> None:
         self.leases[run.id] = lease
+        _run_log.claimed(run)
         try:
-            await Executor(store, self._config, wait_parked=False).drive(defn, run, lease)
+            executor = Executor(store, self._config, wait_parked=False, log_runs=True)
+            await executor.drive(defn, run, lease)
         except RunAbandoned:
             log.debug("durable worker: run %r abandoned (a test's simulated crash)", run.id)
-        except UnreadableRecord as exc:  # the run is blocked now: it is not claimed again
-            log.warning("durable worker: run %r is blocked: %s", run.id, exc)
-        except (LeaseLost, StoreError, NonDeterminismError, PayloadDecodeError) as exc:
-            log.warning("durable worker: run %r stopped: %s", run.id, exc)
-        except Exception as exc:  # the workflow's own failure: recorded with the run
-            log.warning("durable worker: run %r failed: %r", run.id, exc, exc_info=exc)
+        except Exception:  # the executor logged how the run ended (durable.run)
+            pass
         finally:
             self.leases.pop(run.id, None)
             self._active -= 1

@@ -31,7 +31,7 @@ retries, compensations), `OtherRuns` (child runs, signals sent), `Waits` (timers
 waits, parking, pausing), `Helpers` (now, uuid4, random, version markers). `Engine` wires
 them, runs the workflow and decides its outcome, and is the run's `RunContext`; the executor
 talks to it only through `lease_renewed`, `set_paused`, `request_cancel`, `lose_lease`,
-`waits_in_memory`, `children`, `fatal` and `finished` (read only).
+`waits_in_memory`, `children`, `fatal`, `finished` and `parked_as` (read only).
 """
 
 from __future__ import annotations
@@ -131,6 +131,7 @@ class Engine:
         self.activities = Activities(self)
         self.others = OtherRuns(self)
         self.waits = Waits(self, park_after=config.park_after, pause_requested=run.pause_requested)
+        self.parked_as: RunUpdate | None = None  # how the run was parked, once it is
 
     @property
     def fatal(self) -> BaseException | None:
@@ -233,15 +234,18 @@ class Engine:
         the wait), or ``paused``."""
         if update.status == RunStatus.PAUSED:
             await self.journal.commit((), update)
+            self.parked_as = update
             return
         stopped = await self.journal.commit((), update, check_requests=True)
         if stopped is None:
+            self.parked_as = update
             return
         if stopped.cancel:
             update = RunUpdate(update.status, release=True, wake_at=self.clock.time())
         else:
             update = RunUpdate(RunStatus.PAUSED, release=True)
         await self.journal.commit((), update)
+        self.parked_as = update
 
     async def _finish_failed(self, exc: Exception) -> NoReturn:
         """Compensate the whole run, record its failure (or cancellation), raise the outcome."""
