@@ -57,7 +57,7 @@ __all__ = [
     "unknown_status_text",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """The schema version this code writes and understands.
 
 History: 1 — runs, steps; 2 — runs gain ``cancel_requested``, ``cancelled_seq``,
@@ -66,7 +66,8 @@ History: 1 — runs, steps; 2 — runs gain ``cancel_requested``, ``cancelled_se
 ``durable_signals.id`` an identity column (an application role needs no sequence privilege);
 4 — runs gain ``code_version`` (the workflow code they started under); 5 — runs gain
 ``recoveries`` and an index on ``parent_id`` (prune keeps the children of unfinished runs),
-signals gain ``idempotency_key`` (unique per run).
+signals gain ``idempotency_key`` (unique per run); 6 — runs gain ``trace_context`` (the
+OpenTelemetry context of the code that started them).
 `migration_ddl` upgrades an older database in place.
 """
 
@@ -122,6 +123,8 @@ def migration_ddl(version: int, dialect: Dialect, existing: frozenset[str]) -> l
             str(sa.schema.CreateIndex(index, if_not_exists=True).compile(dialect=dialect))
             for index in indexes
         ]
+    if version == 5:
+        return ["ALTER TABLE durable_runs ADD COLUMN trace_context VARCHAR"]
     raise ValueError(f"no migration from schema version {version}")
 
 
@@ -167,6 +170,7 @@ class RunRow(DurableModel, table=True):
     pause_requested: bool = False
     code_version: str | None = None
     recoveries: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    trace_context: str | None = None
 
 
 class StepRow(DurableModel, table=True):

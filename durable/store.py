@@ -95,6 +95,11 @@ class RunRecord:
         recoveries: how often the run was taken over from an executor that still held its
             lease (it died, or stalled past the lease): `Store.acquire_lease` and
             `Store.claim` count them. Compared with the workflow's ``max_recoveries``.
+        trace_context: the OpenTelemetry trace context of the code that started the run
+            (``durable.start`` / ``run`` / ``execute``, or the parent run for a child run),
+            as JSON of its W3C ``traceparent`` / ``tracestate`` carrier; ``None`` when the
+            caller traced nothing. Executions of the run join that trace. Written by
+            `Store.create_run`, never changed.
     """
 
     id: str
@@ -119,6 +124,7 @@ class RunRecord:
     pause_requested: bool = False
     code_version: str | None = None
     recoveries: int = 0
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ def _downgrade_to_version_2(url: str) -> None:
     """Make a database of the current version exactly what version 2 wrote."""
     engine = _engine(url)
     with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE durable_runs DROP COLUMN trace_context")  # from v6
         conn.exec_driver_sql(f"DROP INDEX {PARENT_INDEX}")  # from v5
         conn.exec_driver_sql(f"DROP INDEX {SIGNAL_KEY_INDEX}")
         conn.exec_driver_sql("ALTER TABLE durable_runs DROP COLUMN recoveries")

@@ -77,9 +77,31 @@ async def run_record_round_trips_every_field(store: Store) -> None:
         pause_requested=True,
         code_version="v2",
         recoveries=2,
+        trace_context='{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}',
     )
     await store.create_run(run)
     _same(await store.get_run("child-1"), run, "the run read back")
+
+
+@_check
+async def trace_context_round_trips(store: Store) -> None:
+    """A created run's ``trace_context`` (a JSON carrier, or ``None``) is read back as written,
+    by `get_run`, `find_runs` and `claim`."""
+    carrier = (
+        '{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", '
+        '"tracestate": "vendor=opaque,other=\\u00e9"}'
+    )
+    traced = _run("traced", trace_context=carrier)
+    untraced = _run("untraced", created_at=101.0)
+    _same(await store.create_run(traced), (traced, True), "create_run of a traced run")
+    await store.create_run(untraced)
+    _same((await _get(store, "traced")).trace_context, carrier, "trace_context read back")
+    _same((await _get(store, "untraced")).trace_context, None, "no trace_context read back")
+    found = await store.find_runs(RunQuery(limit=10))
+    _same([r.trace_context for r in found], [None, carrier], "trace_context by find_runs")
+    claimed = await store.claim(A, now=200.0, duration=30.0, limit=10, workflows=[WORKFLOW])
+    by_id = {run.id: run.trace_context for run, _ in claimed}
+    _same(by_id, {"traced": carrier, "untraced": None}, "trace_context of claimed runs")
 
 
 @_check
