@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             grace=args.grace,
             park_after=args.park_after,
         )
-    except (ValueError, StoreError) as exc:
+    except (ValueError, StoreError, ImportError) as exc:
         if args.debug:
             raise
         secrets = secrets_in(args.store or os.environ.get("DURABLE_URL") or "")

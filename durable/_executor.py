@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 
+from durable import _tracing as tracing
 from durable._clock import SystemClock
 from durable._codec import Payloads
 from durable._config import ExecutorConfig
@@ -188,7 +189,16 @@ class Executor:
             )
             if self.log is not None:
                 self.log.started(run, len(steps))
-            result = await self._run_supervised(engine, lease)
+            if engine.tracer is None:
+                result = await self._run_supervised(engine, lease)
+            else:  # one span per execution, in the trace of the code that started the run
+                with tracing.run_span(
+                    engine.tracer, run.id, run.workflow, run.trace_context
+                ) as span:
+                    result = await self._run_supervised(engine, lease)
+                    span.set_attribute(
+                        "durable.outcome", "parked" if result is PARKED else "completed"
+                    )
             if self.log is not None:
                 if result is PARKED:
                     self.log.parked(run, engine.parked_as)

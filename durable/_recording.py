@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from durable import _tracing as tracing
 from durable._clock import Clock
 from durable._codec import Payloads
 from durable._errors import (
@@ -55,6 +56,7 @@ async def ensure_run(
             updated_at=now,
             parent_id=parent_id,
             code_version=defn.version,
+            trace_context=tracing.current_context(),  # executions join the caller's trace
         )
         existing, created = await store.create_run(record)
     if created:

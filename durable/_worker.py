@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 
+from durable import _tracing as tracing
 from durable._config import MIN_LEASE_SECONDS, ExecutorConfig
 from durable._decorators import definition_of
 from durable._engine import RunAbandoned
@@ -66,6 +67,7 @@ class Worker:
 
     Raises:
         ValueError / TypeError: an argument is out of range or not a workflow.
+        ImportError: ``DURABLE_TRACING=on`` and OpenTelemetry is not installed.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class Worker:
         park_after: float | None = None,
         config: ExecutorConfig | None = None,
     ) -> None:
+        tracing.check()  # tracing asked for and impossible: say so now, not at each run
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"Worker(concurrency=...) must be an int >= 1, not {concurrency!r}")
         config = config or ExecutorConfig()

@@ -43,6 +43,7 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from durable import _context
+from durable import _tracing as tracing
 from durable._codec import Payloads
 from durable._config import ExecutorConfig
 from durable._errors import (
@@ -132,6 +133,7 @@ class Engine:
         self.others = OtherRuns(self)
         self.waits = Waits(self, park_after=config.park_after, pause_requested=run.pause_requested)
         self.parked_as: RunUpdate | None = None  # how the run was parked, once it is
+        self.tracer = tracing.tracer()  # None: no spans (no OpenTelemetry provider configured)
 
     @property
     def fatal(self) -> BaseException | None:

@@ -17,6 +17,7 @@ import anyio
 import anyio.to_thread
 
 from durable import _context
+from durable import _tracing as tracing
 from durable._errors import ActivityInterrupted, ActivityTimeout, OutcomeUnknown
 from durable._registry import ActivityDefinition
 from durable._saga import Undo
@@ -162,7 +163,8 @@ class Activities(Part):
             recorded = True
             await self._journal.fresh_lease()  # again: this process may have stalled meanwhile
             try:
-                return await self._attempt(defn, fn, args, kwargs, seq, attempt), attempt, call
+                value = await self._attempt(kind, defn, fn, args, kwargs, seq, attempt)
+                return value, attempt, call
             except Exception as exc:
                 if defn.retry.retries(exc, attempt):
                     await self._clock.sleep(defn.retry.delay(attempt))
@@ -209,6 +211,7 @@ class Activities(Part):
 
     async def _attempt(
         self,
+        kind: StepKind,
         defn: ActivityDefinition,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
@@ -216,6 +219,24 @@ class Activities(Part):
         seq: int,
         attempt: int,
     ) -> Any:
+        run_id = self._run.id
+        workflow = self._defn.name
+        tracer = self._e.tracer
+        if tracer is None:  # the hot path: no span
+            return await self._call(defn, fn, args, kwargs, seq, attempt)
+        with tracing.step_span(tracer, kind, defn.name, run_id, workflow, seq, attempt):
+            return await self._call(defn, fn, args, kwargs, seq, attempt)
+
+    async def _call(
+        self,
+        defn: ActivityDefinition,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        seq: int,
+        attempt: int,
+    ) -> Any:
+        """One attempt: the activity called in its `durable.info` context, under its timeout."""
         run_id = self._run.id
         info = Info(run_id, self._defn.name, seq, attempt, f"{run_id}/{seq}")
         tokens = _context.enter_activity(info)
