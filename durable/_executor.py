@@ -189,16 +189,7 @@ class Executor:
             )
             if self.log is not None:
                 self.log.started(run, len(steps))
-            if engine.tracer is None:
-                result = await self._run_supervised(engine, lease)
-            else:  # one span per execution, in the trace of the code that started the run
-                with tracing.run_span(
-                    engine.tracer, run.id, run.workflow, run.trace_context
-                ) as span:
-                    result = await self._run_supervised(engine, lease)
-                    span.set_attribute(
-                        "durable.outcome", "parked" if result is PARKED else "completed"
-                    )
+            result = await self._run_traced(engine, lease)
             if self.log is not None:
                 if result is PARKED:
                     self.log.parked(run, engine.parked_as)
@@ -222,6 +213,18 @@ class Executor:
                     if finished and run.parent_id is not None:
                         with contextlib.suppress(Exception):  # a parked parent waits for it
                             await store.wake(run.parent_id, now=clock.time())
+
+    async def _run_traced(self, engine: Engine, lease: Lease) -> Any:
+        """`_run_supervised`, in a span of its own when tracing is on, in the trace of the
+        code that started the run; runs recorded meanwhile (children) inherit that trace."""
+        run = engine.run_record
+        with tracing.inherited(run.trace_context):
+            if engine.tracer is None:
+                return await self._run_supervised(engine, lease)
+            with tracing.run_span(engine.tracer, run.id, run.workflow, run.trace_context) as span:
+                result = await self._run_supervised(engine, lease)
+                span.set_attribute("durable.outcome", "parked" if result is PARKED else "completed")
+                return result
 
     async def _run_supervised(self, engine: Engine, lease: Lease) -> Any:
         """Run the engine while `_supervise` renews the lease; a lost lease stops it."""

@@ -22,6 +22,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ __all__ = [
     "ENV",
     "check",
     "current_context",
+    "inherited",
     "run_span",
     "step_span",
     "tracer",
@@ -48,6 +50,7 @@ _INSTRUMENTATION = "durable"
 
 _override: list[TracerProvider] = []  # `use_provider`: tests' providers, innermost last
 _cached: tuple[object, Tracer] | None = None  # the tracer of the provider last seen
+_inherited: ContextVar[str | None] = ContextVar("durable_trace_context", default=None)
 
 
 def _mode() -> str:
@@ -125,15 +128,28 @@ def use_provider(provider: TracerProvider) -> Iterator[None]:
 
 def current_context() -> str | None:
     """The trace context of the calling code as JSON of its W3C carrier (``traceparent``,
-    ``tracestate``), or ``None`` when it is in no trace (or tracing is off)."""
+    ``tracestate``); else, inside a run, the run's recorded one (a child run inherits its
+    parent's even where no span is current); else ``None``."""
     trace = _trace_module()
-    if trace is None or not trace.get_current_span().get_span_context().is_valid:
-        return None
-    from opentelemetry import propagate
+    if trace is not None and trace.get_current_span().get_span_context().is_valid:
+        from opentelemetry import propagate
 
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return json.dumps(carrier, sort_keys=True) if carrier else None
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        if carrier:
+            return json.dumps(carrier, sort_keys=True)
+    return _inherited.get() if _mode() != "off" else None
+
+
+@contextmanager
+def inherited(trace_context: str | None) -> Iterator[None]:
+    """Inside this block (the execution of a run), runs recorded without a current span
+    inherit ``trace_context`` (the executing run's)."""
+    token = _inherited.set(trace_context)
+    try:
+        yield
+    finally:
+        _inherited.reset(token)
 
 
 def _parent(trace_context: str | None) -> Any:

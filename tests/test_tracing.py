@@ -27,6 +27,7 @@ from opentelemetry.trace import StatusCode
 import durable
 from durable import _tracing
 from durable.backends import MemoryStore, SQLStore
+from durable.store import RunQuery
 
 sys.path.insert(0, str(PROGRAMS))
 
@@ -214,6 +215,20 @@ async def test_a_child_runs_execution_is_a_child_of_its_parents(
     assert _parent_id(child_run) == _span_id(parent_run)
     assert _parent_id(_one(spans, "activity tr.fetch")) == _span_id(child_run)
     assert len({_trace_id(s) for s in spans.get_finished_spans()}) == 1
+
+
+async def test_a_child_run_inherits_its_parents_context_where_no_span_is_current() -> None:
+    store = MemoryStore()
+    provider = TracerProvider()
+    with _tracing.use_provider(provider), provider.get_tracer("test").start_as_current_span("c"):
+        await durable.start(parent, id="p-2", store=store)
+    provider.shutdown()
+    assert _tracing.tracer() is None  # executed where nothing is traced
+    assert await durable.execute(parent, id="p-2", store=store) == 8
+    recorded = await store.get_run("p-2")
+    children = await store.find_runs(RunQuery(parent_id="p-2"))
+    assert recorded is not None and recorded.trace_context is not None
+    assert [c.trace_context for c in children] == [recorded.trace_context]
 
 
 async def test_the_callers_trace_context_is_recorded_with_the_run(
