@@ -365,7 +365,9 @@ def _warnings_about(caplog: pytest.LogCaptureFixture, run_id: str) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "durable.worker" and r.levelno == logging.WARNING and run_id in r.getMessage()
+        if r.name in ("durable.worker", "durable.run")  # a worker's, or its executor's
+        and r.levelno == logging.WARNING
+        and run_id in r.getMessage()
     ]
 
 

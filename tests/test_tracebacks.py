@@ -78,13 +78,14 @@ async def test_a_worker_logs_a_failed_run_with_its_traceback(
     """The worker's log says which run failed, and why, with the traceback."""
     store = MemoryStore()
     worker = durable.Worker(store, [notify])
-    with caplog.at_level(logging.WARNING, logger="durable.worker"):
+    with caplog.at_level(logging.WARNING, logger="durable.run"):
         async with anyio.create_task_group() as tg:
             tg.start_soon(worker.run)
             await durable.start(notify, {"name": "bob"}, id="w", store=store)
             with pytest.raises(KeyError), anyio.fail_after(10):
                 await durable.get_handle("w", store).result()
             worker.stop()
-    failed = [r for r in caplog.records if "'w' failed" in r.getMessage()]
+    failed = [r for r in caplog.records if "run 'w' (workflow" in r.getMessage()]
     assert len(failed) == 1 and failed[0].exc_info is not None
+    assert failed[0].levelno == logging.ERROR and "failed: KeyError" in failed[0].getMessage()
     assert "lookup_email" in "".join(traceback.format_exception(*failed[0].exc_info))
