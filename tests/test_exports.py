@@ -143,6 +143,7 @@ ALLOWED = {
     "_retention": {"_clock", "_stores", "store"},
     "_history": {"_types", "store"},
     "_runs": {"_errors", "_recording", "_stores", "_types", "store"},
+    "_inspect": {"_codec", "_errors", "_recording", "_runs", "_types", "store"},
     "_client": {
         "_context",
         "_history",
