@@ -9,6 +9,7 @@ from pathlib import Path
 import durable
 
 EXPECTED = {
+    "ActionRefused",
     "ActivityError",
     "ActivityInterrupted",
     "ActivityTimeout",
@@ -164,9 +165,20 @@ ALLOWED = {
     "_retention": {"_clock", "_stores", "store"},
     "_history": {"_types", "store"},
     "_runs": {"_errors", "_recording", "_stores", "_types", "store"},
+    "_operate": {
+        "_clock",
+        "_codec",
+        "_errors",
+        "_names",
+        "_registry",
+        "_trust",
+        "_types",
+        "store",
+    },
     "_inspect": {"_codec", "_errors", "_recording", "_runs", "_types", "store"},
     "_client": {
         "_context",
+        "_operate",
         "_history",
         "_clock",
         "_config",
