@@ -220,8 +220,14 @@ def _url(given: str | None) -> str:
 
 
 def _check_exists(url: str) -> None:
-    """Refuse a SQLite URL whose file does not exist: reading it would create an empty
-    database where a mistyped path (or the wrong directory) was meant."""
+    """Refuse a SQLite URL whose file does not exist (reading it would create an empty
+    database where a mistyped path, or the wrong directory, was meant), and an in-memory
+    store (another process's is out of reach)."""
+    if url.startswith("memory:"):
+        raise Refused(
+            f"{url!r} is an in-memory store: it lives inside one process, and this command "
+            "cannot see it; pass the URL of a database (--store or DURABLE_URL)"
+        )
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -278,6 +284,10 @@ def _guarded(prefix: str, url: str, args: argparse.Namespace, body: Callable[[],
         if args.debug:
             raise
         message, code = str(exc), 2
+    except OSError as exc:  # a file --output cannot write, a socket ui cannot bind
+        if args.debug:
+            raise
+        message, code = str(exc), 1
     print(f"{prefix}: {redact(message, secrets)}", file=sys.stderr)
     return code
 
@@ -295,10 +305,10 @@ async def _list(store: Store, args: argparse.Namespace) -> Any:
         cursor=args.cursor,
         store=store,
     )
+    if page.next_cursor is not None:  # on stderr: stdout stays one table or one JSON array
+        print(f"more runs: add --cursor {page.next_cursor} (or a larger --limit)", file=sys.stderr)
     if args.json:
         return [info_json(info) for info in page.runs]
-    if page.next_cursor is not None:
-        print(f"more runs: add --cursor {page.next_cursor} (or a larger --limit)", file=sys.stderr)
     if not page.runs:
         return "no runs"
     return _runs_table(page.runs)

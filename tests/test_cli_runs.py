@@ -352,6 +352,7 @@ def test_export_prints_the_history_replay_takes(tmp_path: Path) -> None:
     assert written.returncode == 0, written.stderr
     assert str(out) in written.stdout
     assert json.loads(out.read_text()) == history
+    refused(runs(url, "export", "t-1", "-o", str(tmp_path / "no" / "such" / "dir.json")), "dir")
 
 
 # -- the store ---------------------------------------------------------------------------------
@@ -373,6 +374,7 @@ def test_the_store_comes_from_durable_url_else_the_default(tmp_path: Path) -> No
 def test_an_unusable_store_is_one_line_and_exit_1(tmp_path: Path) -> None:
     refused(runs(f"sqlite:///{tmp_path / 'typo.db'}", "list"), "typo.db", "no database")
     refused(runs("mysql://nowhere/db", "list"), "mysql://nowhere/db", "unknown scheme")
+    refused(runs("memory://x", "list"), "in-memory store")
     line = refused(runs("postgresql://postgres:s3cret@127.0.0.1:1/test", "show", "x"))
     assert "127.0.0.1" in line and "s3cret" not in line
     debug = python(
