@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+import anyio
 import pytest
 
 import durable
@@ -244,3 +245,20 @@ async def test_delete_removes_a_finished_run_and_refuses_the_rest(store: Store) 
     with pytest.raises(ActionRefused, match="has not finished"):
         await durable.get_handle("open", store=store).delete()
     assert await durable.get_handle("open", store=store).status() == RunStatus.PENDING
+
+
+async def test_a_waiting_worker_takes_up_a_retried_run(store: Store) -> None:
+    """The reset wakes a worker that waits for work (the store's notification), which then
+    finishes the run; `result()` in the caller wakes on the outcome."""
+    broken.add("w:b")
+    handle = await durable.start(pipeline, "w", id="r", store=store)
+    worker = durable.Worker(store, [pipeline], concurrency=2)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        with pytest.raises(RuntimeError, match="w:b is broken"):
+            await handle.result(timeout=60)
+        broken.clear()
+        await handle.retry()
+        assert await handle.result(timeout=60) == ["w:a-done", "w:b-done", "w:c-done"]
+        worker.stop()
+    assert calls == Counter({"w:a": 1, "w:b": 3, "w:c": 1})
