@@ -144,6 +144,8 @@ ALLOWED = {
     "_history": {"_types", "store"},
     "_runs": {"_errors", "_recording", "_stores", "_types", "store"},
     "_inspect": {"_codec", "_errors", "_recording", "_runs", "_types", "store"},
+    # the web view (a package): the management API and the run view, never the engine
+    "ui": {"_client", "_errors", "_inspect", "_runs", "_stores", "_types", "store", "ui"},
     "_client": {
         "_context",
         "_history",

@@ -302,7 +302,7 @@ def _failure(status: int, message: str) -> JSONResponse:
 def _csrf_problem(request: Request) -> str | None:
     """Why this POST may come from another site's page, or ``None`` when it may not."""
     if request.headers.get(CSRF_HEADER) != "1":
-        return f"refused: actions need the header {CSRF_HEADER}: 1 (sent by the web view's page)"
+        return "refused: actions need the header X-Durable-UI: 1 (the web view's page sends it)"
     origin = request.headers.get("origin")
     if origin is not None:
         host = request.headers.get("host", "")
