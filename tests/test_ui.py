@@ -17,9 +17,9 @@ import durable
 import durable.ui
 
 pytest.importorskip("starlette", reason="the ui extra (starlette) is not installed")
-from starlette.applications import Starlette  # noqa: E402
-from starlette.routing import Mount  # noqa: E402
-from starlette.testclient import TestClient  # noqa: E402
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.testclient import TestClient
 
 EVIL = "<script>alert('x')</script>"
 ACTION_HEADERS = {"X-Durable-UI": "1"}
