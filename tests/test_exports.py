@@ -9,6 +9,7 @@ from pathlib import Path
 import durable
 
 EXPECTED = {
+    "ActionRefused",
     "ActivityError",
     "ActivityInterrupted",
     "ActivityTimeout",
@@ -143,11 +144,22 @@ ALLOWED = {
     "_retention": {"_clock", "_stores", "store"},
     "_history": {"_types", "store"},
     "_runs": {"_errors", "_recording", "_stores", "_types", "store"},
+    "_operate": {
+        "_clock",
+        "_codec",
+        "_errors",
+        "_names",
+        "_registry",
+        "_trust",
+        "_types",
+        "store",
+    },
     "_inspect": {"_codec", "_errors", "_recording", "_runs", "_types", "store"},
     # the web view (a package): the management API and the run view, never the engine
     "ui": {"_client", "_errors", "_inspect", "_runs", "_stores", "_types", "store", "ui"},
     "_client": {
         "_context",
+        "_operate",
         "_history",
         "_clock",
         "_config",
