@@ -62,6 +62,22 @@ async def fails(text: str) -> None:
     await explode(text)
 
 
+FLAKY = {"fail": True}
+
+
+@durable.activity(name="ui.flaky", retry=durable.RetryPolicy(max_attempts=1))
+async def flaky() -> str:
+    if FLAKY["fail"]:
+        raise Boom("not yet")
+    return "fixed"
+
+
+@durable.workflow(name="ui.flaky_flow")
+async def flaky_flow() -> str:
+    await double(5)
+    return await flaky()
+
+
 @pytest.fixture
 def url(tmp_path: Path) -> Iterator[str]:
     url = f"sqlite:///{tmp_path / 'ui.db'}"
@@ -296,6 +312,25 @@ def test_bad_action_requests(client: TestClient, url: str) -> None:
     missing = _post(client, "cancel", {"id": "ghost"})
     assert missing.status_code == 404 and "ghost" in missing.json()["error"]
     assert _post(client, "signal", {"id": "ghost", "name": "go"}).status_code == 404
+
+
+def test_retry_resumes_a_failed_run_and_refuses_a_completed_one(
+    client: TestClient, url: str
+) -> None:
+    FLAKY["fail"] = True
+    with pytest.raises(Boom):
+        durable.run(flaky_flow, id="flaky", store=url)
+    assert _post(client, "retry", {"id": "flaky", "after_compensation": "yes"}).status_code == 400
+    answer = _post(client, "retry", {"id": "flaky"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["run"]["status"] == "pending"
+    FLAKY["fail"] = False
+    assert durable.run(flaky_flow, id="flaky", store=url) == "fixed"
+
+    refused = _post(client, "retry", {"id": "flaky"})
+    assert refused.status_code == 409
+    assert "completed" in refused.json()["error"]
+    assert _post(client, "retry", {"id": "ghost"}).status_code == 404
 
 
 def test_pause_and_resume(client: TestClient, url: str) -> None:

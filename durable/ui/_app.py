@@ -35,7 +35,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from durable._client import WorkflowHandle, get_handle
-from durable._errors import DurableError, WorkflowFinished, WorkflowNotFound
+from durable._errors import ActionRefused, DurableError, WorkflowFinished, WorkflowNotFound
 from durable._inspect import info_json, inspect_run, run_json
 from durable._runs import MAX_LIMIT, list_runs
 from durable._stores import open_store
@@ -52,14 +52,6 @@ STATIC_TYPES = {
 }
 """The files the pages load, served from the package (static/)."""
 CSRF_HEADER = "x-durable-ui"
-RETRYABLE = frozenset(
-    {
-        RunStatus.FAILED,
-        RunStatus.CANCELLED,
-        RunStatus.BLOCKED,
-        RunStatus.COMPENSATION_FAILED,
-    }
-)
 
 # No script but the package's own, nothing loaded from elsewhere, never inside another site's
 # frame (a framed Cancel button could be clicked by a page the user is on). Inline styles are
@@ -203,11 +195,11 @@ class _UI:
             info = await handle.describe()
         except WorkflowNotFound as exc:
             return _failure(404, str(exc))
-        except (_Refused, WorkflowFinished) as exc:
+        except (_Refused, ActionRefused, WorkflowFinished) as exc:
             return _failure(409, str(exc))
         except ValueError as exc:
             return _failure(400, str(exc))
-        except DurableError as exc:  # ActionRefused and the other refusals
+        except DurableError as exc:  # whatever else the store or the run says no with
             return _failure(409, str(exc))
         return JSONResponse({"ok": True, "message": message, "run": info_json(info)})
 
@@ -223,7 +215,7 @@ class _UI:
         if not isinstance(after, bool):
             raise ValueError("after_compensation must be true or false")
         await handle.retry(after_compensation=after)
-        return f"run {handle.id!r} will be retried by the next worker"
+        return f"run {handle.id!r} is pending again: the next worker retries it"
 
     async def _pause(self, handle: WorkflowHandle, body: dict[str, Any]) -> str:
         status = (await handle.describe()).status
