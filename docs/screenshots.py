@@ -180,6 +180,11 @@ def main() -> None:
                 page.screenshot(path=str(out / "ui-runs.png"), full_page=True)
                 page.click("text=trip-ada-lisbon")
                 page.wait_for_selector("#timeline")
+                # The traceback (machine paths) folded to its exception line, as a reader
+                # who has seen it would leave it.
+                page.evaluate(
+                    "document.querySelectorAll('details.traceback').forEach(d => d.open = false)"
+                )
                 page.screenshot(path=str(out / "ui-run.png"), full_page=True)
                 browser.close()
         finally:

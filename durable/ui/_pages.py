@@ -309,9 +309,7 @@ def _body(root: str, view: RunView, now: datetime) -> str:
             f'<section><h2>Result</h2><pre class="value">{_e(view.result)}</pre></section>'
         )
     if info.error:
-        parts.append(
-            f'<section><h2>Error</h2><pre class="value error-text">{_e(info.error)}</pre></section>'
-        )
+        parts.append(f"<section><h2>Error</h2>{_error_details(info.error, open_=True)}</section>")
     parts.append(_timeline(root, view, now))
     parts.append(_steps_table(root, view.steps))
     if view.children:
@@ -429,15 +427,23 @@ def _timeline_row(root: str, step: StepView, scale: _Scale, end: datetime) -> st
     )
 
 
+def _error_details(error: str, open_: bool) -> str:
+    """An error: its first line (the exception) as the summary, all of it (with the traceback)
+    when opened."""
+    first = error.strip().splitlines()[0] if error.strip() else "error"
+    return (
+        f'<details class="traceback"{" open" if open_ else ""}>'
+        f'<summary class="error-text">{_e(first)}</summary>'
+        f'<pre class="value error-text">{_e(error)}</pre></details>'
+    )
+
+
 def _steps_table(root: str, steps: Iterable[StepView]) -> str:
     rows = []
     for step in steps:
         detail = ""
         if step.error is not None:
-            detail = (
-                f'<details><summary>error</summary><pre class="error-text">'
-                f"{_e(step.error)}</pre></details>"
-            )
+            detail = _error_details(step.error, open_=False)
         elif _timer_due(step) is not None:
             detail = f"due {_time_tag(_timer_due(step))}"
         elif step.result is not None:
