@@ -29,23 +29,40 @@ WAIT_MS = 60_000
 """How long a browser-side wait may hang before the test fails (never a speed bound)."""
 
 
-def _browser_problem() -> str | None:
-    if not os.path.exists(CHROMIUM):
-        return f"no chromium at {CHROMIUM} (Debian: apt-get install chromium)"
+def _browser_problem(chromium: str = CHROMIUM) -> str | None:
+    if not os.path.exists(chromium):
+        return f"no chromium at {chromium} (Debian: apt-get install chromium)"
     for module, extra in (("playwright", "test"), ("starlette", "ui"), ("uvicorn", "ui")):
         if importlib.util.find_spec(module) is None:
             return f"{module} is not installed (the {extra} extra)"
     return None
 
 
-@pytest.fixture
-def browser_ready() -> None:
-    problem = _browser_problem()
+def _require_browser(chromium: str = CHROMIUM) -> None:
+    """Return when the browser test can run; skip it when it cannot, but fail under CI."""
+    problem = _browser_problem(chromium)
     if problem is None:
         return
     if os.environ.get("CI"):
         pytest.fail(f"the browser test cannot run: {problem}; CI must run it")
     pytest.skip(f"the browser test needs a browser: {problem}")
+
+
+@pytest.fixture
+def browser_ready() -> None:
+    _require_browser()
+
+
+def test_a_missing_browser_skips_but_fails_under_ci(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = str(tmp_path / "no-chromium")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no chromium"):
+        _require_browser(missing)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run it"):
+        _require_browser(missing)
 
 
 @pytest.fixture
