@@ -435,7 +435,7 @@ def test_ui_without_the_extra_names_it(tmp_path: Path) -> None:
     for name in ("starlette", "uvicorn"):
         (missing / name).mkdir(parents=True)
         (missing / name / "__init__.py").write_text(
-            f"raise ModuleNotFoundError('No module named {name!r}', name={name!r})\n"
+            f"raise ModuleNotFoundError('No module named {name}', name={name!r})\n"
         )
     env = {**os.environ, "PYTHONPATH": str(missing)}
     done = python("-m", "durable", "ui", "--store", url, "--port", "0", cwd=tmp_path, env=env)

@@ -1,5 +1,5 @@
 """The web view in a real headless browser: Debian's chromium driven by Playwright, against the
-view served by ``durable.ui.serve`` in its own process and a worker process, on one SQLite
+view served by ``durable ui`` (the command) in its own process and a worker process, on one SQLite
 file. Skipped when chromium or Playwright is missing, except under CI (``CI`` set), where that
 is a failure: .ci/run installs chromium."""
 
@@ -107,9 +107,7 @@ def test_list_timeline_and_cancel_in_a_browser(tmp_path: Path, processes: Proces
     )
 
     ui_log = tmp_path / "ui.log"
-    server = processes.spawn(
-        ["-c", f"import durable.ui; durable.ui.serve({url!r}, port=0)"], ui_log, env
-    )
+    server = processes.spawn(["-m", "durable", "ui", "--store", url, "--port", "0"], ui_log, env)
     wait_for_log(server, ui_log, "Uvicorn running on")
     found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", read_log(ui_log))
     assert found is not None, read_log(ui_log)
