@@ -67,18 +67,23 @@ class MemoryStore:
     def __repr__(self) -> str:
         return f"MemoryStore(runs={len(self._tables.runs)})"
 
-    async def create_run(self, run: RunRecord) -> tuple[RunRecord, bool]:
-        """Insert ``run`` unless a run with its id exists.
+    async def create_run(
+        self, run: RunRecord, steps: Sequence[StepRecord] = ()
+    ) -> tuple[RunRecord, bool]:
+        """Insert ``run`` unless a run with its id exists, with ``steps`` in the same step.
 
         Returns:
             ``(stored, created)``: the record now in the store, and whether this call created it.
         """
+        rules.check_step_batch(run.id, steps)
         with self._tables.lock:
             self._tables.check_open()
             existing = self._tables.runs.get(run.id)
             if existing is not None:
                 return existing, False
             self._tables.runs[run.id] = run
+            if steps:
+                self._tables.steps[run.id] = {step.seq: step for step in steps}
         self._doorbell.ring(run.id)
         return run, True
 
@@ -232,6 +237,34 @@ class MemoryStore:
             The run as it is now, or ``None`` when missing.
         """
         return self._requests.change(run_id, now, rules.request_rollback)
+
+    async def reset_run(
+        self,
+        run_id: str,
+        *,
+        token: int,
+        status: RunStatus,
+        drop: Collection[int],
+        rollback: bool,
+        now: float,
+    ) -> RunRecord | None:
+        """Make a stopped run runnable again (see `durable.store.Store.reset_run`)."""
+        with self._tables.lock:
+            self._tables.check_open()
+            run = self._tables.runs.get(run_id)
+            if run is None or not rules.resettable(run, token, status):
+                return run
+            steps = self._tables.steps.get(run_id, {})
+            for seq in drop:
+                steps.pop(seq, None)
+            run = self._tables.runs[run_id] = rules.reset(run, rollback=rollback, now=now)
+        self._doorbell.ring(run_id)
+        return run
+
+    async def delete_run(self, run_id: str) -> bool | None:
+        """Delete a finished run without an unfinished ancestor (see
+        `durable.store.Store.delete_run`)."""
+        return self._tables.delete(run_id)
 
     async def send_signal(
         self,

@@ -71,11 +71,25 @@ class Tables:
             self.check_open()
             old = rules.prunable(self.runs, before)[: max(limit, 0)]
             for run_id in old:
-                del self.runs[run_id]
-                self.steps.pop(run_id, None)
-                self.signals.pop(run_id, None)
-                self.signal_keys.pop(run_id, None)
+                self._drop(run_id)
             return len(old)
+
+    def delete(self, run_id: str) -> bool | None:
+        """`MemoryStore.delete_run`."""
+        with self.lock:
+            self.check_open()
+            if run_id not in self.runs:
+                return None
+            if not rules.deletable(self.runs, run_id):
+                return False
+            self._drop(run_id)
+            return True
+
+    def _drop(self, run_id: str) -> None:
+        del self.runs[run_id]
+        self.steps.pop(run_id, None)
+        self.signals.pop(run_id, None)
+        self.signal_keys.pop(run_id, None)
 
     def close(self) -> None:
         with self.lock:

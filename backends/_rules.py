@@ -386,3 +386,46 @@ def matches(run: RunRecord, query: RunQuery) -> bool:
 def newest_first(run: RunRecord) -> tuple[float, str]:
     """The order of `Store.find_runs`, reversed: sort with ``reverse=True``."""
     return (run.created_at, run.id)
+
+
+def reset(run: RunRecord, *, rollback: bool, now: float) -> RunRecord:
+    """`Store.reset_run`: the run made ``pending`` again, as a retry leaves it. SQL:
+    ``Statements.reset_run``."""
+    return replace(
+        run,
+        status=RunStatus.PENDING,
+        result=None,
+        error=None,
+        error_text=None,
+        lease_owner=None,
+        lease_host=None,
+        lease_pid=None,
+        lease_expires_at=None,
+        lease_token=run.lease_token + 1,
+        cancel_requested=False,
+        cancelled_seq=None,
+        rollback_requested=rollback,
+        wake_at=None,
+        pause_requested=False,
+        recoveries=0,
+        updated_at=now,
+    )
+
+
+def resettable(run: RunRecord, token: int, status: RunStatus) -> bool:
+    """`Store.reset_run`'s condition: nobody changed or holds the run since it was read."""
+    return run.lease_token == token and run.status == status and run.lease_owner is None
+
+
+def deletable(runs: Mapping[str, RunRecord], run_id: str) -> bool:
+    """`Store.delete_run`'s condition: the run is finished and no ancestor is unfinished."""
+    seen: set[str] = set()
+    run: RunRecord | None = runs.get(run_id)
+    if run is None or not RunStatus(run.status).finished:
+        return False
+    while run is not None and run.parent_id is not None and run.parent_id not in seen:
+        seen.add(run.parent_id)
+        run = runs.get(run.parent_id)
+        if run is not None and not RunStatus(run.status).finished:
+            return False
+    return True

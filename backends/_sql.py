@@ -130,13 +130,15 @@ class SQLStore:
     def __repr__(self) -> str:
         return f"SQLStore({self.url!r})"
 
-    async def create_run(self, run: RunRecord) -> tuple[RunRecord, bool]:
-        """Insert ``run`` unless a run with its id exists.
+    async def create_run(
+        self, run: RunRecord, steps: Sequence[StepRecord] = ()
+    ) -> tuple[RunRecord, bool]:
+        """Insert ``run`` unless a run with its id exists, with ``steps``, in one transaction.
 
         Returns:
             ``(stored, created)``: the record now in the store, and whether this call created it.
         """
-        return await self._runs.create_run(run)
+        return await self._runs.create_run(run, steps)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """The run with this id, or ``None``."""
@@ -327,6 +329,27 @@ class SQLStore:
     async def leased_on(self, host: str, *, workflows: Sequence[str]) -> list[RunRecord]:
         """Unfinished runs of ``workflows`` leased by an executor on ``host``."""
         return await self._runs.leased_on(host, workflows=workflows)
+
+    async def reset_run(
+        self,
+        run_id: str,
+        *,
+        token: int,
+        status: RunStatus,
+        drop: Collection[int],
+        rollback: bool,
+        now: float,
+    ) -> RunRecord | None:
+        """Make a stopped run runnable again, in one transaction (see
+        `durable.store.Store.reset_run`)."""
+        return await self._runs.reset_run(
+            run_id, token=token, status=status, drop=drop, rollback=rollback, now=now
+        )
+
+    async def delete_run(self, run_id: str) -> bool | None:
+        """Delete a finished run without an unfinished ancestor, with its steps and signals
+        (see `durable.store.Store.delete_run`)."""
+        return await self._runs.delete_run(run_id)
 
     async def prune(self, *, before: float, limit: int) -> int:
         """Delete up to ``limit`` finished runs last updated before ``before`` and without an

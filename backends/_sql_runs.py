@@ -4,7 +4,7 @@ LOCKED``), blocking runs this version cannot read, and pruning finished ones."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -18,7 +18,8 @@ from durable.store import (
     StoreError,
 )
 
-from ._schema import run_from_row, run_values, step_from_row, unknown_status_text
+from ._rules import check_step_batch, deletable
+from ._schema import run_from_row, run_values, step_from_row, step_values, unknown_status_text
 from ._sql_calls import Calls, execute, fetch_all, fetch_one
 from ._sql_errors import duplicate
 from ._statements import Compiled
@@ -83,14 +84,19 @@ class Runs:
         rows = await self._calls.call(False, fetch_all, statement, {"host": host})
         return [run_from_row(row) for row in rows]
 
-    async def create_run(self, run: RunRecord) -> tuple[RunRecord, bool]:
-        """Insert ``run`` unless a run with its id exists (see `SQLStore.create_run`)."""
+    async def create_run(
+        self, run: RunRecord, steps: Sequence[StepRecord] = ()
+    ) -> tuple[RunRecord, bool]:
+        """Insert ``run`` unless a run with its id exists, with ``steps`` (see
+        `SQLStore.create_run`)."""
+        check_step_batch(run.id, steps)
         try:
             values = run_values(run)
             await self._calls.call(
                 True,
                 self._insert_run,
                 values,
+                [step_values(step) for step in steps],
                 verify=partial(self._verify_insert_run, values),
                 notify=True,
                 run_id=run.id,
@@ -106,13 +112,94 @@ class Runs:
             return existing, False
         return run, True
 
-    async def _insert_run(self, cur: Any, values: Mapping[str, Any]) -> None:
+    async def _insert_run(
+        self, cur: Any, values: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]
+    ) -> None:
         try:
             await execute(cur, self._s.insert_run, values)
         except self._calls.integrity_error as exc:
             if not duplicate(exc):
                 raise  # another constraint: not a run recorded first
             raise _RunExists() from exc
+        if steps:
+            insert = self._s.insert_step
+            await cur.executemany(insert.sql, [insert.args(step) for step in steps])
+
+    async def reset_run(
+        self,
+        run_id: str,
+        *,
+        token: int,
+        status: RunStatus,
+        drop: Collection[int],
+        rollback: bool,
+        now: float,
+    ) -> RunRecord | None:
+        """Make a stopped run runnable again (see `SQLStore.reset_run`)."""
+        values = {
+            "rid": run_id,
+            "token": token,
+            "old_status": str(status),
+            "rollback": rollback,
+            "now": now,
+        }
+        return await self._calls.call(
+            True,
+            self._reset,
+            values,
+            sorted(drop),
+            verify=partial(self._verify_reset, values),
+            notify=True,
+            run_id=run_id,
+        )
+
+    async def _reset(
+        self, cur: Any, values: Mapping[str, Any], drop: Sequence[int]
+    ) -> RunRecord | None:
+        if await execute(cur, self._s.reset_run, values) == 1 and drop:
+            delete = self._s.delete_step
+            rows = [delete.args({"rid": values["rid"], "seq": seq}) for seq in drop]
+            await cur.executemany(delete.sql, rows)
+        row = await fetch_one(cur, self._s.get_run, {"rid": values["rid"]})
+        return None if row is None else run_from_row(row)
+
+    async def _verify_reset(self, values: Mapping[str, Any], cur: Any) -> Any:
+        row = await fetch_one(cur, self._s.get_run, {"rid": values["rid"]})
+        if row is None:
+            return None
+        run = run_from_row(row)
+        return run if run.lease_token == values["token"] + 1 else NOT_APPLIED
+
+    async def delete_run(self, run_id: str) -> bool | None:
+        """Delete a finished run without an unfinished ancestor (see `SQLStore.delete_run`)."""
+        return await self._calls.call(
+            True,
+            self._delete,
+            run_id,
+            verify=partial(self._verify_delete, run_id),
+            run_id=run_id,
+        )
+
+    async def _delete(self, cur: Any, run_id: str) -> bool | None:
+        chain: dict[str, RunRecord] = {}
+        next_id: str | None = run_id
+        while next_id is not None and next_id not in chain:
+            row = await fetch_one(cur, self._s.get_run, {"rid": next_id})
+            if row is None:
+                break
+            chain[next_id] = run_from_row(row)
+            next_id = chain[next_id].parent_id
+        if run_id not in chain:
+            return None
+        if not deletable(chain, run_id):
+            return False
+        for statement in (self._s.delete_signals, self._s.delete_steps, self._s.delete_run):
+            await execute(cur, statement, {"rid": run_id})
+        return True
+
+    async def _verify_delete(self, run_id: str, cur: Any) -> Any:
+        found = await fetch_one(cur, self._s.get_run, {"rid": run_id})
+        return True if found is None else NOT_APPLIED
 
     async def _verify_insert_run(self, values: Mapping[str, Any], cur: Any) -> Any:
         row = await fetch_one(cur, self._s.get_run, {"rid": values["id"]})

@@ -216,6 +216,29 @@ class _RunStatements:
             signals_table().delete().where(signals_table().c.run_id == bp("rid"))
         )
         self.delete_run = comp(runs.delete().where(p.by_id))
+        self.delete_step = comp(
+            steps.delete().where(steps.c.run_id == bp("rid"), steps.c.seq == bp("seq"))
+        )
+        # `_rules.resettable` and `_rules.reset`: a retry makes a stopped run pending again
+        self.reset_run = comp(
+            runs.update()
+            .where(p.fenced, c.status == bp("old_status"), c.lease_owner.is_(None))
+            .values(
+                **p.released,
+                status=sa.literal(RunStatus.PENDING.value),
+                result=sa.null(),
+                error=sa.null(),
+                error_text=sa.null(),
+                lease_token=c.lease_token + 1,
+                cancel_requested=sa.false(),
+                cancelled_seq=sa.null(),
+                rollback_requested=bp("rollback", type_=sa.Boolean),
+                wake_at=sa.null(),
+                pause_requested=sa.false(),
+                recoveries=0,
+                updated_at=bp("now"),
+            )
+        )
         # Re-reads after a commit whose outcome is unknown (the connection broke during it).
         self.leased_by = comp(
             sa.select(c.id, c.lease_token).where(

@@ -17,6 +17,7 @@ from durable._codec import Codec, JSONCodec, PickleCodec
 from durable._config import ExecutorConfig, executor_config
 from durable._decorators import activity, workflow
 from durable._errors import (
+    ActionRefused,
     ActivityError,
     ActivityInterrupted,
     ActivityTimeout,
@@ -61,6 +62,7 @@ from durable._workflow_api import (
 )
 
 __all__ = [
+    "ActionRefused",
     "ActivityError",
     "ActivityInterrupted",
     "ActivityTimeout",

@@ -7,6 +7,8 @@
 * ``durable db init [URL]`` creates (or upgrades) the store's tables ahead of time; a no-op when
   they are current.
 * ``durable db prune [URL] --older-than 30d`` deletes old finished runs.
+* ``durable runs <verb>`` lists, shows and acts on runs, and ``durable ui`` serves the web
+  view: see `durable._cli_runs`.
 
 Passwords in store URLs never reach the output: every message goes through
 `durable.backends._redact.redact`.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import logging
 import os
 import signal
@@ -27,6 +30,7 @@ import anyio
 import anyio.abc
 
 from durable import _retention as retention
+from durable._cli_runs import add_commands, runs_command, ui_command
 from durable._errors import StoreError
 from durable._logging import FORMATS, LEVELS, configure_logging
 from durable._registry import registered_workflows
@@ -45,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="show the traceback of an error, not one line"
     )
+    parser.add_argument("--version", action="version", version=f"durable {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     worker = commands.add_parser(
         "worker", help="execute the runnable runs of the workflows in the given modules"
@@ -97,7 +102,15 @@ def _parser() -> argparse.ArgumentParser:
         "--older-than", required=True, type=_age, help="age such as 30d, 12h, 45m, 90s or 2w"
     )
     prune.add_argument("--batch-size", type=int, default=1000, help="runs per transaction")
+    add_commands(commands)
     return parser
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("durable-sdk")
+    except importlib.metadata.PackageNotFoundError:
+        return "(version unknown: durable-sdk is not installed)"
 
 
 def _age(text: str) -> timedelta:
@@ -161,6 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "db":
         return _db(args)
+    if args.command == "runs":
+        return runs_command(args)
+    if args.command == "ui":
+        return ui_command(args)
     configure_logging(args.log_level, args.log_format)
     sys.path.insert(0, os.getcwd())
     for module in args.modules:

@@ -13,13 +13,14 @@ import functools
 import math
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import anyio
 
 from durable import _context
+from durable import _operate as operate
 from durable._clock import Clock
 from durable._config import current_config
 from durable._decorators import caller_location, definition_of, with_instance
@@ -448,6 +449,79 @@ class WorkflowHandle:
             outcome(store, run)
         executor = Executor(store, current_config().replace(clock=self._clock))
         await executor.execute(defn, self._id, (), {}, run.parent_id, check_args=False)
+
+    async def retry(self, *, after_compensation: bool = False) -> None:
+        """Resume a ``failed``, ``cancelled``, ``blocked`` or ``compensation_failed`` run with
+        the code deployed now: the steps before its first failed (or unfinished) step stay
+        recorded; that step and those after it run again, the failing one with a fresh attempt
+        budget. The run becomes ``pending``; a worker (or `durable.execute` with its id) takes
+        it up. A ``compensation_failed`` run re-attempts only the undos that failed. The README
+        ("Retrying, forking and deleting runs") says exactly what is kept.
+
+        Args:
+            after_compensation: for a run whose compensations already ran: delete every step
+                and run the whole workflow again from the start (without it, such a run is
+                refused: the work it would continue from was undone).
+
+        Raises:
+            WorkflowNotFound: no such run.
+            ActionRefused: the run is in another status, its compensations ran, or it changed
+                while being retried; nothing was changed.
+        """
+        store = await self._opened()
+        await operate.retry(
+            store, self._id, after_compensation=after_compensation, clock=self._clock
+        )
+
+    async def fork(
+        self,
+        from_step: int,
+        *,
+        id: str | None = None,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> WorkflowHandle:
+        """Start a new run of this run's workflow whose steps before ``from_step`` are copies
+        of this run's (their results are replayed, not executed again) and which executes from
+        step ``from_step`` on. The new run is ``pending`` for a worker (or `durable.execute`
+        with its id); this run is left as it is.
+
+        Args:
+            from_step: the first step the new run executes itself (1: run everything again);
+                at most one past this run's last recorded step.
+            id: the new run's id; default ``"<this id>-fork<from_step>-<8 hex digits>"``.
+            args: the new run's positional arguments; default: this run's arguments.
+            kwargs: its keyword arguments (with ``args``: default none).
+
+        Returns:
+            The new run's handle (``handle.id`` is its id).
+
+        Raises:
+            WorkflowNotFound: no such run.
+            ValueError: ``from_step`` is not a positive int, or ``id`` is not a valid id.
+            ActionRefused: ``from_step`` is past the run's steps, or the id is taken.
+        """
+        store = await self._opened()
+        forked = await operate.fork(
+            store,
+            self._id,
+            from_step=from_step,
+            new_id=id,
+            args=args,
+            kwargs=kwargs,
+            clock=self._clock,
+        )
+        return WorkflowHandle(forked.id, self._store_arg)
+
+    async def delete(self) -> None:
+        """Delete this finished run, its steps and its signals, for good (its child runs stay).
+
+        Raises:
+            WorkflowNotFound: no such run.
+            ActionRefused: the run has not finished, or its parent (or an ancestor) has not:
+                it may still need the outcome.
+        """
+        await operate.delete(await self._opened(), self._id)
 
     async def export_history(self) -> str:
         """The run and its recorded steps as JSON text, payloads included as stored, to keep

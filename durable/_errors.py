@@ -33,6 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ActionRefused",
     "ActivityError",
     "ActivityInterrupted",
     "ActivityTimeout",
@@ -127,6 +128,25 @@ class WorkflowNotFound(DurableError):
             "durable.run(...), or check the id and the store URL"
         )
         self.run_id = run_id
+
+
+class ActionRefused(DurableError):
+    """An operation on a run (retry, fork, delete) does not apply to it as it is now; nothing
+    was changed.
+
+    Attributes:
+        run_id: the run.
+        action: what was asked (``"retry"``, ``"fork"``, ``"delete"``).
+        status: the run's status when it was refused.
+        reason: why, and what to do instead.
+    """
+
+    def __init__(self, run_id: str, action: str, status: str, reason: str) -> None:
+        super().__init__(f"cannot {action} run {run_id!r} ({status}): {reason}")
+        self.run_id = run_id
+        self.action = action
+        self.status = status
+        self.reason = reason
 
 
 class WorkflowFinished(DurableError):

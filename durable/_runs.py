@@ -40,6 +40,9 @@ class RunInfo:
         created_at: when the run was recorded (UTC).
         updated_at: when its record last changed (UTC).
         wake_at: when a parked run becomes runnable (UTC), else ``None``.
+        attempts: how often an executor took the run up: its first start, each resumption
+            after a park, pause or retry, each takeover (the lease's fencing token); 0 for a
+            run nobody has executed yet.
         recoveries: how often an executor took the run over from one that stopped.
         error: a failed, cancelled or blocked run's error, with the traceback where it was
             first raised when the error could be decoded, else ``None``.
@@ -53,6 +56,7 @@ class RunInfo:
     created_at: datetime
     updated_at: datetime
     wake_at: datetime | None
+    attempts: int
     recoveries: int
     error: str | None
     code_version: str | None
@@ -129,6 +133,7 @@ def run_info(store: Store, run: RunRecord) -> RunInfo:
         created_at=_utc(run.created_at),
         updated_at=_utc(run.updated_at),
         wake_at=None if run.wake_at is None else _utc(run.wake_at),
+        attempts=run.lease_token,
         recoveries=run.recoveries,
         error=_error_text(store, run),
         code_version=run.code_version,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from durable._codec import DEFAULT_CODEC, Payloads
+from durable._codec import DEFAULT_CODEC, Codec, Payloads
 from durable._errors import WorkflowFinished, WorkflowNotFound
 from durable._names import check_name, check_text
 from durable._registry import lookup_workflow
@@ -19,10 +19,21 @@ __all__ = ["send_signal"]
 
 
 async def send_signal(
-    store: Store, run_id: str, name: str, payload: Any, *, now: float, key: str | None = None
+    store: Store,
+    run_id: str,
+    name: str,
+    payload: Any,
+    *,
+    now: float,
+    key: str | None = None,
+    codec: Codec | None = None,
 ) -> None:
-    """Buffer signal ``name`` with ``payload`` for run ``run_id``, encoded with the receiving
-    workflow's codec. With ``key``, a send already made under that key is a no-op.
+    """Buffer signal ``name`` with ``payload`` for run ``run_id``, encoded with ``codec``, by
+    default the receiving workflow's codec (pickle when the workflow is not registered in this
+    process). With ``key``, a send already made under that key is a no-op.
+
+    A sender that does not know the receiver's codec (the command line) passes `JSONCodec`:
+    workflows on the JSON codec read it, and so do those on pickle (they read every codec).
 
     Raises:
         ValueError: the name is empty.
@@ -42,8 +53,9 @@ async def send_signal(
     existing = await store.get_run(run_id)
     if existing is None:
         raise WorkflowNotFound(run_id)
-    defn = lookup_workflow(existing.workflow)
-    codec = defn.codec if defn is not None else DEFAULT_CODEC
+    if codec is None:
+        defn = lookup_workflow(existing.workflow)
+        codec = defn.codec if defn is not None else DEFAULT_CODEC
     payloads = Payloads(codec, trust_of(store))
     encoded = payloads.dumps(payload, what=f"payload of signal {name!r} to run {run_id!r}")
     run = await store.send_signal(run_id, name, encoded, now=now, idempotency_key=key)

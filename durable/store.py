@@ -289,8 +289,11 @@ def due_at(run: RunRecord) -> float | None:
 class Store(Protocol):
     """The async store protocol. See the module docstring for the guarantees."""
 
-    async def create_run(self, run: RunRecord) -> tuple[RunRecord, bool]:
-        """Insert ``run`` unless a run with its id exists.
+    async def create_run(
+        self, run: RunRecord, steps: Sequence[StepRecord] = ()
+    ) -> tuple[RunRecord, bool]:
+        """Insert ``run`` unless a run with its id exists, with ``steps`` (its first recorded
+        steps: a fork copies another run's) in the same transaction.
 
         Returns:
             ``(stored, created)``: the record now in the store (the existing one when ``created``
@@ -451,6 +454,40 @@ class Store(Protocol):
 
         Returns:
             The run as it is now, or ``None`` when missing.
+        """
+        ...
+
+    async def reset_run(
+        self,
+        run_id: str,
+        *,
+        token: int,
+        status: RunStatus,
+        drop: Collection[int],
+        rollback: bool,
+        now: float,
+    ) -> RunRecord | None:
+        """Make a stopped run runnable again (a retry), in one transaction, if its token still
+        equals ``token``, its status is still ``status`` and no executor holds its lease:
+        delete its steps numbered in ``drop``; make it ``pending`` with ``result``, ``error``,
+        ``error_text``, ``wake_at`` and ``cancelled_seq`` cleared, no cancel or pause request,
+        ``recoveries`` 0 and ``rollback_requested`` set to ``rollback``; increment its token
+        (so whoever read the run before sees that it changed). Signals are left as they are.
+
+        Returns:
+            The run as it is now (reset: its token is ``token + 1``; unchanged when the
+            condition did not hold), or ``None`` when missing.
+        """
+        ...
+
+    async def delete_run(self, run_id: str) -> bool | None:
+        """Delete a finished run with its steps and signals, in one transaction, unless one
+        of its ancestors (its parent, the parent's parent...) is unfinished: it may still need
+        the run's outcome. Child runs of the deleted run are left as they are.
+
+        Returns:
+            ``True`` when deleted, ``False`` when refused (unfinished, or an unfinished
+            ancestor), ``None`` when missing.
         """
         ...
 

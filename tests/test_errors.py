@@ -41,6 +41,7 @@ ERRORS: list[BaseException] = [
     durable.SignalTimeout("id-10", 2, "approve", 30.0),
     durable.CompensationFailed("id-7", ValueError("first"), [KeyError("undo 1"), OSError("2")]),
     durable.OutcomeUnknown("id-8", 3, "mail.send"),
+    durable.ActionRefused("id-12", "retry", "completed", "only a failed run can be retried"),
     durable.ActivityInterrupted("id-9", 2, "mail.send", 3),
     durable.RecoveryLimitExceeded("id-10", 21, 20),
     durable.SchemaVersionError("sqlite:///x.db", 9, 1),

@@ -9,6 +9,7 @@ from pathlib import Path
 import durable
 
 EXPECTED = {
+    "ActionRefused",
     "ActivityError",
     "ActivityInterrupted",
     "ActivityTimeout",
@@ -154,12 +155,49 @@ ALLOWED = {
         "_types",
         "store",
     },
-    "_cli": {"_errors", "_logging", "_registry", "_retention", "_stores", "_worker", "backends"},
+    "_cli": {
+        "_cli_runs",
+        "_errors",
+        "_logging",
+        "_registry",
+        "_retention",
+        "_stores",
+        "_worker",
+        "backends",
+    },
+    # durable.ui too, imported by name when `durable ui` runs (the optional extra)
+    "_cli_runs": {
+        "_client",
+        "_codec",
+        "_errors",
+        "_inspect",
+        "_runs",
+        "_signals",
+        "_stores",
+        "_types",
+        "backends",
+        "store",
+    },
     "_retention": {"_clock", "_stores", "store"},
     "_history": {"_types", "store"},
     "_runs": {"_errors", "_recording", "_stores", "_types", "store"},
+    "_operate": {
+        "_clock",
+        "_codec",
+        "_errors",
+        "_names",
+        "_registry",
+        "_tracing",
+        "_trust",
+        "_types",
+        "store",
+    },
+    "_inspect": {"_codec", "_errors", "_recording", "_runs", "_types", "store"},
+    # the web view (a package): the management API and the run view, never the engine
+    "ui": {"_client", "_errors", "_inspect", "_runs", "_stores", "_types", "store", "ui"},
     "_client": {
         "_context",
+        "_operate",
         "_history",
         "_clock",
         "_config",

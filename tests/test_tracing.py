@@ -249,6 +249,23 @@ async def test_the_callers_trace_context_is_recorded_with_the_run(
     assert untraced is not None and untraced.trace_context is None
 
 
+async def test_a_fork_records_the_trace_context_of_who_forked_it(
+    spans: InMemorySpanExporter,
+) -> None:
+    store = MemoryStore()
+    flaky_calls.clear()
+    assert await durable.execute(two, 3, id="src-1", store=store) == 7
+    tracer = _tracing.tracer()
+    assert tracer is not None
+    with tracer.start_as_current_span("forker") as forker:
+        await durable.get_handle("src-1", store).fork(from_step=2, id="fork-1")
+    forked = await store.get_run("fork-1")
+    assert forked is not None and forked.trace_context is not None
+    context = forker.get_span_context()
+    traceparent = json.loads(forked.trace_context)["traceparent"]
+    assert traceparent.startswith(f"00-{context.trace_id:032x}-{context.span_id:016x}-")
+
+
 async def test_no_spans_and_no_context_without_a_provider() -> None:
     assert _tracing.tracer() is None  # the global provider is the default proxy in tests
     store = MemoryStore()
