@@ -3,6 +3,8 @@ CSRF check, refusals and actions. tests/test_ui_browser.py drives it in a real b
 
 from __future__ import annotations
 
+import http.client
+import os
 import re
 import textwrap
 from collections.abc import Iterator
@@ -11,7 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
-from support import python
+from support import Processes, python, read_log, wait_for_log
 
 import durable
 import durable.ui
@@ -386,3 +388,36 @@ def test_without_the_extra_import_works_and_use_names_it(tmp_path: Path) -> None
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 2
     assert all("pip install 'durable-sdk[ui]'" in line for line in lines)
+
+
+def test_served_on_localhost_it_answers_only_requests_addressed_to_localhost(
+    tmp_path: Path,
+) -> None:
+    """`durable ui` on 127.0.0.1 refuses a Host that names another site (a DNS-rebinding
+    page re-pointing its own name at 127.0.0.1 would otherwise be same-origin with it)."""
+    url = f"sqlite:///{tmp_path / 'ui.db'}"
+    assert python("-m", "durable", "db", "init", url, cwd=tmp_path).returncode == 0
+    log = tmp_path / "ui.log"
+    procs = Processes()
+    try:
+        server = procs.spawn(
+            ["-m", "durable", "ui", "--store", url, "--port", "0"], log, dict(os.environ)
+        )
+        wait_for_log(server, log, "Uvicorn running on")
+        found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", read_log(log))
+        assert found is not None, read_log(log)
+        port = int(found.group(1))
+
+        def status(host: str) -> int:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                conn.request("GET", "/api/runs", headers={"Host": host})
+                return conn.getresponse().status
+            finally:
+                conn.close()
+
+        assert status(f"127.0.0.1:{port}") == 200
+        assert status(f"localhost:{port}") == 200
+        assert status(f"evil.example:{port}") == 400
+    finally:
+        procs.close()

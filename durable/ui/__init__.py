@@ -20,7 +20,7 @@ this module works without it; `create_app` and `serve` then raise `UIDependencyM
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from durable.store import Store
 
@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 __all__ = ["UIDependencyMissing", "create_app", "serve"]
 
 INSTALL_HINT = "pip install 'durable-sdk[ui]'"
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+"""Listening on one of these, `serve` answers only requests addressed to this machine by name
+(``Host: 127.0.0.1``, ``localhost`` or ``[::1]``, any port)."""
 
 
 class UIDependencyMissing(ImportError):
@@ -73,8 +77,10 @@ def serve(store: str | None = None, host: str = "127.0.0.1", port: int = 8765) -
 
     Args:
         store: the store's URL, or ``None`` for ``DURABLE_URL`` / ``sqlite:///durable.db``.
-        host: the interface to listen on. The default answers only this machine; the view
-            has no authentication, so listen elsewhere only behind something that has.
+        host: the interface to listen on. The default answers only this machine, and only
+            requests addressed to it as 127.0.0.1 / localhost (a defence against DNS
+            rebinding); the view has no authentication, so listen elsewhere only behind
+            something that has.
         port: the TCP port; 0 picks a free one (uvicorn's log line names it).
 
     Raises:
@@ -83,5 +89,11 @@ def serve(store: str | None = None, host: str = "127.0.0.1", port: int = 8765) -
     _require("starlette")
     _require("uvicorn")
     import uvicorn
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-    uvicorn.run(create_app(store), host=host, port=port, log_level="info")
+    app: Any = create_app(store)
+    if host in LOOPBACK:
+        # A page of another site that re-points its own name at 127.0.0.1 (DNS rebinding)
+        # would be same-origin with the view; it still sends its own name as Host: refused.
+        app = TrustedHostMiddleware(app, allowed_hosts=["127.0.0.1", "localhost", "::1", "[::1]"])
+    uvicorn.run(app, host=host, port=port, log_level="info")
