@@ -83,7 +83,8 @@ def runnable(run: RunRecord, now: float) -> bool:
     That is: ``pending`` and not leased; parked and not leased with ``wake_at <= now``; or
     leased with an expired lease (its executor died), unless ``blocked`` or ``paused``. A
     pending run is runnable whatever its ``created_at`` (a claimer whose clock is behind the
-    creator's still takes it at once). A ``paused`` run is never runnable by time alone, not
+    creator's still takes it at once) unless it has a ``wake_at`` (a delayed start): then
+    from that time. A ``paused`` run is never runnable by time alone, not
     even with a lapsed lease: only `Store.resume` (a write) un-pauses it.
 
     SQL: ``Statements._claimable`` (the ``runnable`` predicate) and ``Statements._due``.
@@ -91,7 +92,7 @@ def runnable(run: RunRecord, now: float) -> bool:
     due = due_at(run)
     if due is None:
         return False
-    if run.lease_owner is None and run.status == RunStatus.PENDING:
+    if run.lease_owner is None and run.status == RunStatus.PENDING and run.wake_at is None:
         return True
     return due <= now
 
@@ -280,11 +281,13 @@ def check_outcomes(
 
 
 def request_cancel(run: RunRecord, now: float) -> RunRecord:
-    """`Store.request_cancel`: an unfinished run gets ``cancel_requested``; a parked one that
-    nobody executes becomes due now, to be cancelled. SQL: ``Statements.request_cancel``."""
+    """`Store.request_cancel`: an unfinished run gets ``cancel_requested``; a parked one (or
+    a delayed pending one) that nobody executes becomes due now, to be cancelled. SQL:
+    ``Statements.request_cancel``."""
     if not unfinished(run):
         return run
-    wake_at = now if parked_idle(run) else run.wake_at
+    waits = parked_idle(run) or (run.status == RunStatus.PENDING and run.lease_owner is None)
+    wake_at = now if waits and run.wake_at is not None else run.wake_at
     return replace(run, cancel_requested=True, wake_at=wake_at, updated_at=now)
 
 
@@ -302,11 +305,15 @@ def request_pause(run: RunRecord, now: float) -> RunRecord:
 
 def resume(run: RunRecord, now: float) -> RunRecord:
     """`Store.resume`: an unfinished run loses ``pause_requested``; a ``paused`` one becomes
-    ``pending`` (runnable). SQL: ``Statements.resume``."""
+    ``pending`` and runnable at once (its ``wake_at`` cleared: a sleep or wait it was parked in
+    parks it again when replayed). SQL: ``Statements.resume``."""
     if not unfinished(run):
         return run
-    status = RunStatus.PENDING if run.status == RunStatus.PAUSED else run.status
-    return replace(run, pause_requested=False, status=status, updated_at=now)
+    if run.status != RunStatus.PAUSED:
+        return replace(run, pause_requested=False, updated_at=now)
+    return replace(
+        run, pause_requested=False, status=RunStatus.PENDING, wake_at=None, updated_at=now
+    )
 
 
 def request_rollback(run: RunRecord, now: float) -> RunRecord:

@@ -142,7 +142,7 @@ class _RunStatements:
         # `_rules.runnable` (with `active`): a paused run is never runnable by time, not even
         # with a lapsed lease; only `resume` un-pauses it.
         runnable = sa.or_(
-            sa.and_(p.is_pending, idle),
+            sa.and_(p.is_pending, idle, sa.or_(c.wake_at.is_(None), c.wake_at <= bp("now"))),
             sa.and_(p.is_parked, idle, c.wake_at <= bp("now")),
             sa.and_(c.lease_owner.is_not(None), c.lease_expires_at <= bp("now"), ~p.is_paused),
         )
@@ -163,7 +163,7 @@ class _RunStatements:
                 sa.case(
                     (p.is_paused, sa.null()),
                     (c.lease_owner.is_not(None), c.lease_expires_at),
-                    (p.is_pending, c.created_at),
+                    (p.is_pending, sa.func.coalesce(c.wake_at, c.created_at)),
                     (p.is_parked, c.wake_at),
                     else_=sa.null(),
                 )
@@ -457,9 +457,16 @@ class _RequestStatements:
             .values(
                 cancel_requested=sa.true(),
                 updated_at=bp("now"),
-                # a parked run is woken at once, to be cancelled
+                # a parked (or delayed pending) run is woken at once, to be cancelled
                 wake_at=sa.case(
-                    (sa.and_(c.status.in_(parked), c.lease_owner.is_(None)), bp("now")),
+                    (
+                        sa.and_(
+                            c.status.in_([*parked, sa.literal(RunStatus.PENDING.value)]),
+                            c.lease_owner.is_(None),
+                            c.wake_at.is_not(None),
+                        ),
+                        bp("now"),
+                    ),
                     else_=c.wake_at,
                 ),
             )
@@ -495,6 +502,10 @@ class _RequestStatements:
                         sa.literal(RunStatus.PENDING.value),
                     ),
                     else_=c.status,
+                ),
+                wake_at=sa.case(
+                    (c.status == sa.literal(RunStatus.PAUSED.value), sa.null()),
+                    else_=c.wake_at,
                 ),
             )
         )

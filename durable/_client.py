@@ -14,7 +14,7 @@ import math
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import anyio
@@ -197,21 +197,57 @@ async def start(
     *args: Any,
     id: str,
     store: Store | str | None = None,
+    delay: float | timedelta | None = None,
+    start_at: datetime | None = None,
     **kwargs: Any,
 ) -> WorkflowHandle:
     """Record run ``id`` as pending (unless it exists) and return its handle without running it.
 
     A later `run` / `execute` of the same id (or a worker) executes it.
 
+    Args:
+        delay: a delayed start: workers take the run up this long from now (seconds or a
+            timedelta), not at once. ``run`` / ``execute`` of its id start it at once.
+        start_at: the same, as a timezone-aware time (``delay`` or ``start_at``, not both).
+            A time in the past starts at once.
+
     Raises:
         WorkflowIdConflict: ``id`` is recorded for another workflow.
+        ValueError: a negative or non-finite ``delay``, a naive ``start_at``, or both given.
     """
     defn = _workflow_definition(workflow, "start", id)
     _check_id(id, "start")
+    at, after = _start_time(delay, start_at, id)
     args = with_instance(workflow, args)
     resolved = await open_store(store)
-    await ensure_run(resolved, defn, id, args, kwargs, None, current_config().clock)
+    clock = current_config().clock
+    await ensure_run(resolved, defn, id, args, kwargs, None, clock, start_at=at, delay=after)
     return WorkflowHandle(id, resolved)
+
+
+def _start_time(
+    delay: float | timedelta | None, start_at: datetime | None, run_id: str
+) -> tuple[float | None, float | None]:
+    """A delayed start checked: ``(start time in epoch seconds, delay in seconds)``, at most
+    one of them set."""
+    call = f"durable.start(..., id={run_id!r})"
+    if delay is not None and start_at is not None:
+        raise ValueError(f"{call}: give delay= or start_at=, not both")
+    if start_at is not None:
+        if not isinstance(start_at, datetime) or start_at.tzinfo is None:
+            raise ValueError(
+                f"{call}: start_at= needs a timezone-aware datetime (e.g. "
+                f"datetime.now(timezone.utc) + timedelta(hours=1)), not {start_at!r}"
+            )
+        return start_at.timestamp(), None
+    if delay is None:
+        return None, None
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise ValueError(f"{call}: delay= takes seconds or a timedelta, not {delay!r}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{call}: delay= must be a finite number of seconds >= 0, not {delay!r}")
+    return None, float(seconds)
 
 
 def signal(

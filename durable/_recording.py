@@ -33,8 +33,11 @@ async def ensure_run(
     parent_id: str | None,
     clock: Clock,
     check_args: bool = True,
+    start_at: float | None = None,
+    delay: float | None = None,
 ) -> RunRecord:
-    """The run ``run_id``, recorded now if it is new.
+    """The run ``run_id``, recorded now if it is new (with ``start_at``, or ``delay`` seconds
+    after its creation: a delayed start, which workers claim from then on).
 
     Raises:
         WorkflowIdConflict: the id is recorded for another workflow; or, for a child run
@@ -56,6 +59,7 @@ async def ensure_run(
             updated_at=now,
             parent_id=parent_id,
             code_version=defn.version,
+            wake_at=now + delay if delay is not None else start_at,
             trace_context=tracing.current_context(),  # executions join the caller's trace
         )
         existing, created = await store.create_run(record)

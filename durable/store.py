@@ -87,7 +87,8 @@ class RunRecord:
             compensating one; its executor runs every undo.
         wake_at: for a parked run (``sleeping`` / ``waiting`` without a lease), when it becomes
             runnable again (its earliest timer or signal deadline; ``now`` when a signal
-            arrives); ``None`` when only a signal can wake it.
+            arrives); ``None`` when only a signal can wake it. For a ``pending`` run, a delayed
+            start: `Store.claim` leaves it until then (``None``: at once).
         pause_requested: `Store.request_pause` was called; the executor stops the run at its
             next step boundary (status ``paused``) until `Store.resume`.
         code_version: the version of the workflow's code the run started under (see
@@ -272,7 +273,8 @@ class UnreadableRecord(StoreError):
 
 def due_at(run: RunRecord) -> float | None:
     """When `Store.claim` may take ``run`` by time alone (maybe already past): a pending run
-    at once, a parked one at its wake time, a leased one when its lease lapses. ``None`` when
+    at once (or at its ``wake_at``: a delayed start), a parked one at its wake time, a leased
+    one when its lease lapses. ``None`` when
     only a write can make it claimable (finished, blocked, paused, or waiting for a signal
     without a timeout). `Store.wait_for_work` sleeps until the soonest of these."""
     status = RunStatus(run.status)
@@ -281,7 +283,7 @@ def due_at(run: RunRecord) -> float | None:
     if run.lease_owner is not None:
         return run.lease_expires_at
     if status == RunStatus.PENDING:
-        return run.created_at
+        return run.created_at if run.wake_at is None else run.wake_at
     return run.wake_at if status in (RunStatus.SLEEPING, RunStatus.WAITING) else None
 
 

@@ -379,3 +379,27 @@ async def leased_on_lists_the_runs_a_host_executes(store: Store) -> None:
     found = await store.leased_on("host-a", workflows=[WORKFLOW])
     _same(sorted(run.id for run in found), ["expired", "running"], "runs leased on host-a")
     _same(await store.leased_on("host-c", workflows=[WORKFLOW]), [], "runs leased on host-c")
+
+
+@_check
+async def a_delayed_start_is_claimed_from_its_wake_at(store: Store) -> None:
+    """A ``pending`` run with a ``wake_at`` (a delayed start) is not claimed before that time
+    and is claimed from it, ordered by it among the others; a cancel makes it due at once;
+    `resume` after a pause makes it runnable at once."""
+    await store.create_run(_run("later", created_at=100.0, wake_at=500.0))
+    await store.create_run(_run("now", created_at=300.0))
+    claimed = await store.claim(A, now=200.0, duration=1e6, limit=10, workflows=[WORKFLOW])
+    _same([run.id for run, _ in claimed], ["now"], "runs claimed before the delayed start")
+    claimed = await store.claim(B, now=500.0, duration=30.0, limit=10, workflows=[WORKFLOW])
+    _same([run.id for run, _ in claimed], ["later"], "runs claimed at the delayed start")
+    _same((await _get(store, "later")).wake_at, None, "wake_at of the claimed delayed run")
+
+    await store.create_run(_run("cancelled", created_at=100.0, wake_at=900.0))
+    await store.request_cancel("cancelled", now=210.0)
+    _same((await _get(store, "cancelled")).wake_at, 210.0, "wake_at of a cancelled delayed run")
+    await store.create_run(_run("paused", created_at=100.0, wake_at=900.0))
+    await store.request_pause("paused", now=220.0)
+    await store.resume("paused", now=230.0)
+    _same((await _get(store, "paused")).wake_at, None, "wake_at of a resumed delayed run")
+    claimed = await store.claim(A, now=240.0, duration=30.0, limit=10, workflows=[WORKFLOW])
+    _same(sorted(run.id for run, _ in claimed), ["cancelled", "paused"], "runs claimed now")
