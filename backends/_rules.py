@@ -286,8 +286,10 @@ def request_cancel(run: RunRecord, now: float) -> RunRecord:
     ``Statements.request_cancel``."""
     if not unfinished(run):
         return run
-    waits = parked_idle(run) or (run.status == RunStatus.PENDING and run.lease_owner is None)
-    wake_at = now if waits and run.wake_at is not None else run.wake_at
+    delayed = (
+        run.status == RunStatus.PENDING and run.lease_owner is None and run.wake_at is not None
+    )
+    wake_at = now if parked_idle(run) or delayed else run.wake_at
     return replace(run, cancel_requested=True, wake_at=wake_at, updated_at=now)
 
 

@@ -459,9 +459,10 @@ class _RequestStatements:
                 updated_at=bp("now"),
                 # a parked (or delayed pending) run is woken at once, to be cancelled
                 wake_at=sa.case(
+                    (sa.and_(c.status.in_(parked), c.lease_owner.is_(None)), bp("now")),
                     (
                         sa.and_(
-                            c.status.in_([*parked, sa.literal(RunStatus.PENDING.value)]),
+                            c.status == sa.literal(RunStatus.PENDING.value),
                             c.lease_owner.is_(None),
                             c.wake_at.is_not(None),
                         ),

@@ -397,9 +397,19 @@ async def a_delayed_start_is_claimed_from_its_wake_at(store: Store) -> None:
     await store.create_run(_run("cancelled", created_at=100.0, wake_at=900.0))
     await store.request_cancel("cancelled", now=210.0)
     _same((await _get(store, "cancelled")).wake_at, 210.0, "wake_at of a cancelled delayed run")
+    await store.create_run(_run("waiting", status=RunStatus.WAITING, created_at=100.0))
+    await store.request_cancel("waiting", now=215.0)
+    _same((await _get(store, "waiting")).wake_at, 215.0, "wake_at of a cancelled signal wait")
+    await store.create_run(_run("pending", created_at=100.0))
+    await store.request_cancel("pending", now=216.0)
+    _same((await _get(store, "pending")).wake_at, None, "wake_at of a cancelled pending run")
     await store.create_run(_run("paused", created_at=100.0, wake_at=900.0))
     await store.request_pause("paused", now=220.0)
     await store.resume("paused", now=230.0)
     _same((await _get(store, "paused")).wake_at, None, "wake_at of a resumed delayed run")
     claimed = await store.claim(A, now=240.0, duration=30.0, limit=10, workflows=[WORKFLOW])
-    _same(sorted(run.id for run, _ in claimed), ["cancelled", "paused"], "runs claimed now")
+    _same(
+        sorted(run.id for run, _ in claimed),
+        ["cancelled", "paused", "pending", "waiting"],
+        "runs claimed now",
+    )
