@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from durable import _tracing as tracing
@@ -194,29 +195,13 @@ async def fork(
         code_version=defn.version if defn is not None else source.code_version,
         trace_context=tracing.current_context(),  # the fork joins the trace of who forked it
     )
-    copies = [_copy(step, new_id) for step in steps if step.seq < from_step]
+    copies = [replace(step, run_id=new_id) for step in steps if step.seq < from_step]
     _, created = await store.create_run(record, copies)
     if not created:
         raise ActionRefused(
             run_id, "fork", source.status, f"the id {new_id!r} is taken; choose another id"
         )
     return record
-
-
-def _copy(step: StepRecord, run_id: str) -> StepRecord:
-    return StepRecord(
-        run_id=run_id,
-        seq=step.seq,
-        kind=step.kind,
-        name=step.name,
-        status=step.status,
-        attempts=step.attempts,
-        started_at=step.started_at,
-        finished_at=step.finished_at,
-        result=step.result,
-        error=step.error,
-        location=step.location,
-    )
 
 
 async def delete(store: Store, run_id: str) -> None:
