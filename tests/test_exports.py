@@ -194,7 +194,18 @@ ALLOWED = {
     },
     "_inspect": {"_codec", "_errors", "_recording", "_runs", "_types", "store"},
     # the web view (a package): the management API and the run view, never the engine
-    "ui": {"_client", "_errors", "_inspect", "_runs", "_stores", "_types", "store", "ui"},
+    "ui": {
+        "_client",
+        "_codec",
+        "_errors",
+        "_inspect",
+        "_runs",
+        "_signals",
+        "_stores",
+        "_types",
+        "store",
+        "ui",
+    },
     "_client": {
         "_context",
         "_operate",

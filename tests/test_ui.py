@@ -390,34 +390,65 @@ def test_without_the_extra_import_works_and_use_names_it(tmp_path: Path) -> None
     assert all("pip install 'durable-sdk[ui]'" in line for line in lines)
 
 
+def _serve(tmp_path: Path, procs: Processes) -> tuple[str, int]:
+    """``durable ui`` in its own process (which imports none of these tests' workflows) on a
+    new SQLite file: the store's URL and the port it listens on."""
+    url = f"sqlite:///{tmp_path / 'ui.db'}"
+    assert python("-m", "durable", "db", "init", url, cwd=tmp_path).returncode == 0
+    log = tmp_path / "ui.log"
+    server = procs.spawn(
+        ["-m", "durable", "ui", "--store", url, "--port", "0"], log, dict(os.environ)
+    )
+    wait_for_log(server, log, "Uvicorn running on")
+    found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", read_log(log))
+    assert found is not None, read_log(log)
+    return url, int(found.group(1))
+
+
+def _request(
+    port: int, method: str, path: str, host: str, body: bytes | None = None
+) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        headers = {"Host": host, "X-Durable-UI": "1", "Content-Type": "application/json"}
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
 def test_served_on_localhost_it_answers_only_requests_addressed_to_localhost(
     tmp_path: Path,
 ) -> None:
     """`durable ui` on 127.0.0.1 refuses a Host that names another site (a DNS-rebinding
     page re-pointing its own name at 127.0.0.1 would otherwise be same-origin with it)."""
-    url = f"sqlite:///{tmp_path / 'ui.db'}"
-    assert python("-m", "durable", "db", "init", url, cwd=tmp_path).returncode == 0
-    log = tmp_path / "ui.log"
     procs = Processes()
     try:
-        server = procs.spawn(
-            ["-m", "durable", "ui", "--store", url, "--port", "0"], log, dict(os.environ)
-        )
-        wait_for_log(server, log, "Uvicorn running on")
-        found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", read_log(log))
-        assert found is not None, read_log(log)
-        port = int(found.group(1))
-
-        def status(host: str) -> int:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            try:
-                conn.request("GET", "/api/runs", headers={"Host": host})
-                return conn.getresponse().status
-            finally:
-                conn.close()
-
-        assert status(f"127.0.0.1:{port}") == 200
-        assert status(f"localhost:{port}") == 200
-        assert status(f"evil.example:{port}") == 400
+        _, port = _serve(tmp_path, procs)
+        for host, expected in (("127.0.0.1", 200), ("localhost", 200), ("evil.example", 400)):
+            status, _ = _request(port, "GET", "/api/runs", f"{host}:{port}")
+            assert status == expected, host
     finally:
         procs.close()
+
+
+@durable.workflow(name="ui.json_wait", codec=durable.JSONCodec())
+async def json_wait() -> object:
+    return await durable.wait_signal("go")
+
+
+def test_a_signal_from_the_view_reaches_a_json_codec_workflow(tmp_path: Path) -> None:
+    """The view's process does not import the workflow, so it cannot know its codec: the
+    payload (JSON text in the form) is sent JSON-encoded, which JSON and pickle workflows
+    both read."""
+    procs = Processes()
+    try:
+        url, port = _serve(tmp_path, procs)
+        anyio.run(lambda: durable.start(json_wait, id="j", store=url))
+        body = b'{"id": "j", "name": "go", "payload": "{\\"ok\\": true}"}'
+        status, text = _request(port, "POST", "/api/actions/signal", f"127.0.0.1:{port}", body)
+        assert status == 200, text
+    finally:
+        procs.close()
+    assert anyio.run(lambda: durable.execute(json_wait, id="j", store=url)) == {"ok": True}

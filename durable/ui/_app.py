@@ -22,6 +22,7 @@ and, when it has an ``Origin``, one naming the host the request was sent to.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from importlib import resources
@@ -35,9 +36,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from durable._client import WorkflowHandle, get_handle
+from durable._codec import JSONCodec
 from durable._errors import ActionRefused, DurableError, WorkflowFinished, WorkflowNotFound
 from durable._inspect import info_json, inspect_run, run_json
 from durable._runs import MAX_LIMIT, list_runs
+from durable._signals import send_signal
 from durable._stores import open_store
 from durable._types import RunStatus
 from durable.store import Store
@@ -204,7 +207,7 @@ class _UI:
         return JSONResponse({"ok": True, "message": message, "run": info_json(info)})
 
     async def _cancel(self, handle: WorkflowHandle, body: dict[str, Any]) -> str:
-        status = (await handle.describe()).status
+        status = await handle.status()
         if status.finished:
             raise _Refused(f"run {handle.id!r} is {status}: there is nothing to cancel")
         await handle.cancel()
@@ -218,14 +221,14 @@ class _UI:
         return f"run {handle.id!r} is pending again: the next worker retries it"
 
     async def _pause(self, handle: WorkflowHandle, body: dict[str, Any]) -> str:
-        status = (await handle.describe()).status
+        status = await handle.status()
         if status.finished or status == RunStatus.PAUSED:
             raise _Refused(f"run {handle.id!r} is {status}: there is nothing to pause")
         await handle.pause()
         return f"pause requested: run {handle.id!r} stops at its next step boundary"
 
     async def _resume(self, handle: WorkflowHandle, body: dict[str, Any]) -> str:
-        status = (await handle.describe()).status
+        status = await handle.status()
         if status != RunStatus.PAUSED:
             raise _Refused(f"run {handle.id!r} is {status}, not paused: there is nothing to resume")
         await handle.resume()
@@ -245,8 +248,10 @@ class _UI:
                 raise ValueError(f"the payload is not valid JSON: {exc}") from None
         else:
             raise ValueError("payload must be JSON text")
-        await handle.describe()  # WorkflowNotFound before sending to nobody
-        await handle.signal(name, payload)
+        # JSON-encoded, as `durable runs signal` sends it: this process may not import the
+        # workflow, so its codec is unknown, and JSON is what JSON and pickle workflows read.
+        store = await self.store()
+        await send_signal(store, handle.id, name, payload, now=time.time(), codec=JSONCodec())
         return f"signal {name!r} sent to run {handle.id!r}"
 
     ACTIONS: ClassVar[
