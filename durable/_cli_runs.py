@@ -396,13 +396,11 @@ async def _act(
     """Act on run ``args.id`` through its handle and report its status after: ``done``, or
     ``requested`` while it has not reached ``done_when`` (an executor acts on it later)."""
     handle = get_handle(args.id, store=store)
-    before = await handle.describe()
-    if refuse_finished is not None and before.status.finished:
-        raise Refused(
-            f"run {args.id!r} is {before.status} already; there is nothing to {refuse_finished}"
-        )
+    before = await handle.status()
+    if refuse_finished is not None and before.finished:
+        raise Refused(f"run {args.id!r} is {before} already; there is nothing to {refuse_finished}")
     await action(handle)
-    status = (await handle.describe()).status
+    status = await handle.status()
     if args.json:
         return {"id": args.id, "status": str(status)}
     if requested is not None and status != done_when:
