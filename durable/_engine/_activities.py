@@ -219,11 +219,10 @@ class Activities(Part):
         seq: int,
         attempt: int,
     ) -> Any:
-        run_id = self._run.id
-        workflow = self._defn.name
         tracer = self._e.tracer
         if tracer is None:  # the hot path: no span
             return await self._call(defn, fn, args, kwargs, seq, attempt)
+        run_id, workflow = self._run.id, self._defn.name
         with tracing.step_span(tracer, kind, defn.name, run_id, workflow, seq, attempt):
             return await self._call(defn, fn, args, kwargs, seq, attempt)
 
