@@ -84,8 +84,9 @@ async def retry(store: Store, run_id: str, *, after_compensation: bool, clock: C
         )
     steps = await store.load_steps(run_id)
     drop, rollback = _restart(run, steps, after_compensation)
+    dropped = set(drop)
     for step in steps:  # children behind deleted steps first (see the module docstring)
-        if step.seq in drop and step.kind == StepKind.CHILD:
+        if step.seq in dropped and step.kind == StepKind.CHILD:
             child = await store.get_run(f"{run_id}/{step.seq}")
             if child is not None and child.parent_id == run_id and child.status in RETRYABLE:
                 await retry(store, child.id, after_compensation=after_compensation, clock=clock)
