@@ -14,7 +14,7 @@ import math
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import anyio
@@ -38,7 +38,7 @@ from durable._registry import WorkflowDefinition, lookup_workflow
 from durable._runs import RunInfo, run_info
 from durable._signals import send_signal
 from durable._stores import open_store, resolve_store, using, using_async
-from durable._types import RunStatus, Step, StepKind, StepStatus
+from durable._types import RunStatus, Step, StepKind, StepStatus, utc
 from durable.store import RunRecord, Store
 
 __all__ = [
@@ -307,10 +307,6 @@ def get_handle(id: str, store: Store | str | None = None) -> WorkflowHandle:
     """A handle on run ``id``. Only builds the handle: nothing is read until it is used."""
     _check_id(id, "get_handle")
     return WorkflowHandle(id, store)
-
-
-def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
 
 
 class WorkflowHandle:
@@ -595,8 +591,8 @@ class WorkflowHandle:
                     name=rec.name,
                     status=StepStatus(rec.status),
                     attempts=rec.attempts,
-                    started_at=_utc(rec.started_at),
-                    finished_at=_utc(rec.finished_at),
+                    started_at=utc(rec.started_at),
+                    finished_at=utc(rec.finished_at),
                     result=None if failed else value,
                     error=value if failed and isinstance(value, BaseException) else None,
                 )

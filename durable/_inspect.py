@@ -14,14 +14,14 @@ from __future__ import annotations
 import reprlib
 import traceback
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from durable._codec import Payloads
 from durable._errors import DurableError
 from durable._recording import payloads_of
 from durable._runs import RunInfo, run_info
-from durable._types import RunStatus, StepKind, StepStatus
+from durable._types import RunStatus, StepKind, StepStatus, utc
 from durable.store import RunQuery, RunRecord, StepRecord, Store
 
 __all__ = ["RunView", "StepView", "info_json", "inspect_run", "run_json"]
@@ -169,16 +169,12 @@ def _step_view(payloads: Payloads, step: StepRecord, child_ids: set[str]) -> Ste
         name=step.name,
         status=StepStatus(step.status),
         attempts=step.attempts,
-        started_at=_utc(step.started_at),
-        finished_at=None if started else _utc(step.finished_at),
+        started_at=utc(step.started_at),
+        finished_at=None if started else utc(step.finished_at),
         result=result,
         error=error,
         child_id=child_id,
     )
-
-
-def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
 
 
 def _iso(when: datetime | None) -> str | None:

@@ -13,13 +13,13 @@ import json
 import traceback
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from durable._errors import DurableError
 from durable._recording import payloads_of
 from durable._stores import open_store
-from durable._types import RunStatus
+from durable._types import RunStatus, utc
 from durable.store import RunQuery, RunRecord, Store
 
 __all__ = ["RunInfo", "RunPage", "list_runs", "run_info"]
@@ -130,9 +130,9 @@ def run_info(store: Store, run: RunRecord) -> RunInfo:
         workflow=run.workflow,
         status=run.status,
         parent_id=run.parent_id,
-        created_at=_utc(run.created_at),
-        updated_at=_utc(run.updated_at),
-        wake_at=None if run.wake_at is None else _utc(run.wake_at),
+        created_at=utc(run.created_at),
+        updated_at=utc(run.updated_at),
+        wake_at=None if run.wake_at is None else utc(run.wake_at),
         attempts=run.lease_token,
         recoveries=run.recoveries,
         error=_error_text(store, run),
@@ -178,10 +178,6 @@ def _epoch(when: datetime | None, name: str) -> float | None:
     if when.tzinfo is None:
         raise ValueError(f"list_runs({name}=...) needs a timezone-aware datetime, not {when!r}")
     return when.timestamp()
-
-
-def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
 
 
 def _encode_cursor(run: RunRecord) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-__all__ = ["Info", "RunStatus", "Step", "StepKind", "StepStatus"]
+__all__ = ["Info", "RunStatus", "Step", "StepKind", "StepStatus", "utc"]
 
 
 class RunStatus(enum.StrEnum):
@@ -113,3 +113,8 @@ class Step:
     finished_at: datetime
     result: object
     error: BaseException | None
+
+
+def utc(seconds: float) -> datetime:
+    """A stored time (seconds since the Unix epoch) as a timezone-aware UTC datetime."""
+    return datetime.fromtimestamp(seconds, UTC)
