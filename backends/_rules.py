@@ -142,14 +142,16 @@ def acquire(
 ) -> tuple[RunRecord, Lease] | None:
     """`Store.acquire_lease` on one record: the leased record and its lease, or ``None`` when
     the lease is not free (see `lease_free`). The token is incremented, the status becomes
-    ``running``, ``error_text`` and ``wake_at`` are cleared, ``updated_at`` is ``now``, and
-    taking a lease someone still held counts one more ``recoveries``."""
+    ``running``, ``error_text`` and ``wake_at`` are cleared, ``updated_at`` is ``now``,
+    ``started_at`` is ``now`` unless set before, and taking a lease someone still held counts
+    one more ``recoveries``."""
     if not lease_free(run, now, takeover_token):
         return None
     expires = now + duration
     run = replace(
         run,
         recoveries=run.recoveries + (run.lease_owner is not None),
+        started_at=now if run.started_at is None else run.started_at,
         status=RunStatus.RUNNING,
         error_text=None,
         wake_at=None,

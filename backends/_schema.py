@@ -1,11 +1,13 @@
 """The SQL schema of a durable store (tables, indexes, version, migrations) and how records map
 to rows.
 
-Three tables, portable between SQLite and Postgres (no dialect-specific types):
+Tables, portable between SQLite and Postgres (no dialect-specific types):
 
 * ``durable_runs``: one row per run; columns mirror `durable.store.RunRecord`.
 * ``durable_steps``: one row per recorded step, keyed by ``(run_id, seq)``; columns mirror
   `durable.store.StepRecord`.
+* ``durable_signals``: signals buffered for runs.
+* ``durable_queues``: each queue's limits; ``durable_schedules``: cron schedules.
 * ``durable_schema``: one row (``id = 1``) holding the schema ``version``.
 
 Payloads are opaque bytes (``LargeBinary``), timestamps are float seconds since the epoch
@@ -42,14 +44,18 @@ __all__ = [
     "SCHEMA_VERSION",
     "STEP_FIELDS",
     "DurableModel",
+    "QueueRow",
     "RunRow",
+    "ScheduleRow",
     "SchemaRow",
     "SignalRow",
     "StepRow",
     "migration_ddl",
     "parked_statuses",
+    "queues_table",
     "run_from_row",
     "run_values",
+    "schedules_table",
     "signals_table",
     "step_from_row",
     "step_values",
@@ -57,7 +63,7 @@ __all__ = [
     "unknown_status_text",
 ]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """The schema version this code writes and understands.
 
 History: 1 — runs, steps; 2 — runs gain ``cancel_requested``, ``cancelled_seq``,
@@ -67,7 +73,10 @@ History: 1 — runs, steps; 2 — runs gain ``cancel_requested``, ``cancelled_se
 4 — runs gain ``code_version`` (the workflow code they started under); 5 — runs gain
 ``recoveries`` and an index on ``parent_id`` (prune keeps the children of unfinished runs),
 signals gain ``idempotency_key`` (unique per run); 6 — runs gain ``trace_context`` (the
-OpenTelemetry context of the code that started them).
+OpenTelemetry context of the code that started them); 7 — runs gain ``queue``, ``queue_key``,
+``priority``, ``started_at``, ``deadline`` and ``generation`` (queues, deadlines,
+continue-as-new) with the queue indexes, the prune index covers the new status ``timed_out``,
+and the ``durable_queues`` and ``durable_schedules`` tables.
 `migration_ddl` upgrades an older database in place.
 """
 
@@ -125,6 +134,23 @@ def migration_ddl(version: int, dialect: Dialect, existing: frozenset[str]) -> l
         ]
     if version == 5:
         return ["ALTER TABLE durable_runs ADD COLUMN trace_context VARCHAR"]
+    if version == 6:
+        ddl = [
+            "ALTER TABLE durable_runs ADD COLUMN queue VARCHAR",
+            "ALTER TABLE durable_runs ADD COLUMN queue_key VARCHAR",
+            "ALTER TABLE durable_runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE durable_runs ADD COLUMN started_at DOUBLE PRECISION",
+            "ALTER TABLE durable_runs ADD COLUMN deadline DOUBLE PRECISION",
+            "ALTER TABLE durable_runs ADD COLUMN generation INTEGER NOT NULL DEFAULT 1",
+        ]
+        # ``timed_out`` is a new finished status: the prune index's predicate names them all.
+        ddl.append(f"DROP INDEX IF EXISTS {PRUNE_INDEX}")
+        return ddl + [
+            str(sa.schema.CreateIndex(index, if_not_exists=True).compile(dialect=dialect))
+            for index in _table(RunRow).indexes
+            if index.name
+            in (PRUNE_INDEX, QUEUE_CLAIM_INDEX, QUEUE_LEASED_INDEX, QUEUE_STARTED_INDEX)
+        ]
     raise ValueError(f"no migration from schema version {version}")
 
 
@@ -132,6 +158,9 @@ CLAIM_INDEX = "durable_runs_claim"
 PRUNE_INDEX = "durable_runs_prune"
 PARENT_INDEX = "durable_runs_parent"
 SIGNAL_KEY_INDEX = "durable_signals_key"
+QUEUE_CLAIM_INDEX = "durable_runs_queue_claim"
+QUEUE_LEASED_INDEX = "durable_runs_queue_leased"
+QUEUE_STARTED_INDEX = "durable_runs_queue_started"
 
 
 class DurableModel(SQLModel, registry=registry()):
@@ -171,6 +200,12 @@ class RunRow(DurableModel, table=True):
     code_version: str | None = None
     recoveries: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     trace_context: str | None = None
+    queue: str | None = None
+    queue_key: str | None = None
+    priority: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    started_at: float | None = Field(default=None, sa_type=Double)
+    deadline: float | None = Field(default=None, sa_type=Double)
+    generation: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
 
 
 class StepRow(DurableModel, table=True):
@@ -215,6 +250,40 @@ class SignalRow(DurableModel, table=True):
     idempotency_key: str | None = None
 
 
+class QueueRow(DurableModel, table=True):
+    """A row of ``durable_queues``: the limits of one `durable.Queue`, as its latest
+    declaration set them (see `durable.store.QueueSettings`)."""
+
+    __tablename__ = "durable_queues"
+
+    name: str = Field(primary_key=True)
+    concurrency: int | None = None
+    per_key_concurrency: int | None = None
+    rate_count: int | None = None
+    rate_period: float | None = Field(default=None, sa_type=Double)
+    updated_at: float = Field(sa_type=Double)
+
+
+class ScheduleRow(DurableModel, table=True):
+    """A row of ``durable_schedules``: one cron schedule (see
+    `durable.store.ScheduleRecord`)."""
+
+    __tablename__ = "durable_schedules"
+
+    name: str = Field(primary_key=True)
+    workflow: str
+    cron: str
+    timezone: str
+    args: bytes = Field(sa_type=LargeBinary)
+    catch_up: str
+    queue: str | None = None
+    paused: bool = False
+    next_tick: float | None = Field(default=None, sa_type=Double)
+    last_tick: float | None = Field(default=None, sa_type=Double)
+    created_at: float = Field(sa_type=Double)
+    updated_at: float = Field(sa_type=Double)
+
+
 class SchemaRow(DurableModel, table=True):
     """The single row of ``durable_schema``: which schema version wrote the database."""
 
@@ -239,6 +308,24 @@ def _indexes() -> None:
     )
     sa.Index(PRUNE_INDEX, c.updated_at, postgresql_where=finished, sqlite_where=finished)
     sa.Index(PARENT_INDEX, c.parent_id)
+    # A queue's runnable runs in claim order (`_rules.queue_order`), its runs executing now
+    # (counted against its limits) and its runs started lately (counted by its rate limit).
+    queued = sa.and_(active, c.queue.is_not(None))
+    sa.Index(
+        QUEUE_CLAIM_INDEX,
+        c.queue,
+        c.priority,
+        sa.func.coalesce(c.wake_at, c.created_at),
+        c.id,
+        postgresql_where=queued,
+        sqlite_where=queued,
+    )
+    leased = sa.and_(c.queue.is_not(None), c.lease_owner.is_not(None))
+    sa.Index(QUEUE_LEASED_INDEX, c.queue, c.queue_key, postgresql_where=leased, sqlite_where=leased)
+    started = sa.and_(c.queue.is_not(None), c.started_at.is_not(None))
+    sa.Index(
+        QUEUE_STARTED_INDEX, c.queue, c.started_at, postgresql_where=started, sqlite_where=started
+    )
     sig = _table(SignalRow).c
     sa.Index(SIGNAL_KEY_INDEX, sig.run_id, sig.idempotency_key, unique=True)
 
@@ -251,6 +338,16 @@ def tables() -> tuple[Table, Table, Table]:
 def signals_table() -> Table:
     """The Core table behind `SignalRow`."""
     return _table(SignalRow)
+
+
+def queues_table() -> Table:
+    """The Core table behind `QueueRow`."""
+    return _table(QueueRow)
+
+
+def schedules_table() -> Table:
+    """The Core table behind `ScheduleRow`."""
+    return _table(ScheduleRow)
 
 
 def _table(model: type[SQLModel]) -> Table:

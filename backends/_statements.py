@@ -127,6 +127,7 @@ class _RunStatements:
             .where(p.by_id, c.status.in_(unfinished), free)
             .values(
                 recoveries=c.recoveries + sa.case((c.lease_owner.is_not(None), 1), else_=0),
+                started_at=sa.func.coalesce(c.started_at, bp("now")),
                 lease_token=c.lease_token + 1,
                 lease_owner=bp("owner"),
                 lease_host=bp("host"),

@@ -22,6 +22,7 @@ class RunStatus(enum.StrEnum):
     COMPENSATING = "compensating"
     COMPENSATION_FAILED = "compensation_failed"
     COMPENSATED = "compensated"
+    TIMED_OUT = "timed_out"
     BLOCKED = "blocked"
     PAUSED = "paused"
 
@@ -38,6 +39,7 @@ _FINISHED = frozenset(
         RunStatus.CANCELLED,
         RunStatus.COMPENSATION_FAILED,
         RunStatus.COMPENSATED,
+        RunStatus.TIMED_OUT,
     }
 )
 

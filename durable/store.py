@@ -101,6 +101,18 @@ class RunRecord:
             as JSON of its W3C ``traceparent`` / ``tracestate`` carrier; ``None`` when the
             caller traced nothing. Executions of the run join that trace. Written by
             `Store.create_run`, never changed.
+        queue: the `durable.Queue` the run was started on, or ``None``: `Store.claim` takes a
+            queued run only while its queue's limits allow (see `QueueSettings`).
+        queue_key: the run's key within its queue (a tenant id, say), for
+            ``per_key_concurrency``; ``None`` when it has none.
+        priority: among the runnable runs of its queue, smaller runs first (then by due time).
+        started_at: when an executor first took the run up (its first lease; never changed
+            after): a queue's ``rate_limit`` counts these.
+        deadline: when the run times out (epoch seconds), or ``None``: set by ``timeout=``
+            when the run is recorded (a child gets at most its parent's); the engine then
+            cancels it and records ``timed_out``. A parked run wakes for it.
+        generation: which generation of the run this is: 1, plus one for each
+            ``durable.continue_as_new`` (which empties the history and starts it again).
     """
 
     id: str
@@ -126,6 +138,12 @@ class RunRecord:
     code_version: str | None = None
     recoveries: int = 0
     trace_context: str | None = None
+    queue: str | None = None
+    queue_key: str | None = None
+    priority: int = 0
+    started_at: float | None = None
+    deadline: float | None = None
+    generation: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,9 @@ from durable.backends._schema import (
     CLAIM_INDEX,
     PARENT_INDEX,
     PRUNE_INDEX,
+    QUEUE_CLAIM_INDEX,
+    QUEUE_LEASED_INDEX,
+    QUEUE_STARTED_INDEX,
     SCHEMA_VERSION,
     SIGNAL_KEY_INDEX,
 )
@@ -36,6 +39,12 @@ def _downgrade_to_version_2(url: str) -> None:
     """Make a database of the current version exactly what version 2 wrote."""
     engine = _engine(url)
     with engine.begin() as conn:
+        for index in (QUEUE_CLAIM_INDEX, QUEUE_LEASED_INDEX, QUEUE_STARTED_INDEX):  # from v7
+            conn.exec_driver_sql(f"DROP INDEX {index}")
+        for column in ("queue", "queue_key", "priority", "started_at", "deadline", "generation"):
+            conn.exec_driver_sql(f"ALTER TABLE durable_runs DROP COLUMN {column}")
+        conn.exec_driver_sql("DROP TABLE durable_queues")
+        conn.exec_driver_sql("DROP TABLE durable_schedules")
         conn.exec_driver_sql("ALTER TABLE durable_runs DROP COLUMN trace_context")  # from v6
         conn.exec_driver_sql(f"DROP INDEX {PARENT_INDEX}")  # from v5
         conn.exec_driver_sql(f"DROP INDEX {SIGNAL_KEY_INDEX}")
@@ -91,6 +100,11 @@ async def test_a_version_2_database_is_upgraded_in_place_keeping_its_runs(
     async with SQLStore(empty_url) as store:
         assert store.schema_change == "upgraded from version 2"
         assert {CLAIM_INDEX, PRUNE_INDEX, PARENT_INDEX, SIGNAL_KEY_INDEX} <= _index_names(empty_url)
+        assert {QUEUE_CLAIM_INDEX, QUEUE_LEASED_INDEX, QUEUE_STARTED_INDEX} <= _index_names(
+            empty_url
+        )
+        kept = await store.get_run("kept")
+        assert kept is not None and (kept.queue, kept.priority, kept.generation) == (None, 0, 1)
         await durable.signal("kept", "go", 2, store=store)  # a new signal row gets an id
         assert await _with_worker(store, durable.get_handle("kept", store)) == 3
     async with SQLStore(empty_url) as store:
