@@ -35,9 +35,16 @@ async def ensure_run(
     check_args: bool = True,
     start_at: float | None = None,
     delay: float | None = None,
+    *,
+    queue: str | None = None,
+    queue_key: str | None = None,
+    priority: int = 0,
+    deadline: float | None = None,
 ) -> RunRecord:
     """The run ``run_id``, recorded now if it is new (with ``start_at``, or ``delay`` seconds
-    after its creation: a delayed start, which workers claim from then on).
+    after its creation: a delayed start, which workers claim from then on; on ``queue`` under
+    ``queue_key`` with ``priority``; timing out at ``deadline``, epoch seconds). A run that
+    exists keeps what it was recorded with.
 
     Raises:
         WorkflowIdConflict: the id is recorded for another workflow; or, for a child run
@@ -61,6 +68,10 @@ async def ensure_run(
             code_version=defn.version,
             wake_at=now + delay if delay is not None else start_at,
             trace_context=tracing.current_context(),  # executions join the caller's trace
+            queue=queue,
+            queue_key=queue_key,
+            priority=priority,
+            deadline=deadline,
         )
         existing, created = await store.create_run(record)
     if created:
