@@ -20,12 +20,12 @@ from durable.store import (
     Lease,
     LeaseOwner,
     PayloadTrust,
+    QueueSettings,
     RunQuery,
     RunRecord,
     RunStatus,
     RunUpdate,
     StepRecord,
-    due_at,
 )
 
 from . import _rules as rules
@@ -82,6 +82,8 @@ class MemoryStore:
             if existing is not None:
                 return existing, False
             self._tables.runs[run.id] = run
+            if run.queue is not None and run.queue not in self._tables.queues:
+                self._tables.queues[run.queue] = QueueSettings(run.queue, updated_at=run.created_at)
             if steps:
                 self._tables.steps[run.id] = {step.seq: step for step in steps}
         self._doorbell.ring(run.id)
@@ -142,21 +144,35 @@ class MemoryStore:
         duration: float,
         limit: int,
         workflows: Sequence[str],
+        queues: Collection[str] | None = None,
     ) -> list[tuple[RunRecord, Lease]]:
-        """Atomically lease up to ``limit`` runnable runs of ``workflows`` (see
-        `durable.store.Store.claim`).
+        """Atomically lease up to ``limit`` runnable runs of ``workflows`` (and ``queues``),
+        queued ones only while their queue's limits allow (see `durable.store.Store.claim`).
 
         Returns:
             The claimed runs (as before the claim) with their new leases.
         """
-        claimed = []
-        for run in self._leases.claimable(now, limit, workflows):
-            lease = await self.acquire_lease(
-                run.id, owner, now=now, duration=duration, takeover_token=run.lease_token
-            )
-            if lease is not None:
-                claimed.append((run, lease))
-        return claimed
+        return self._leases.claim(owner, now, duration, limit, workflows, queues)
+
+    async def put_queue(self, settings: QueueSettings) -> None:
+        """Record a queue's limits (the latest call wins) and wake waiting workers."""
+        with self._tables.lock:
+            self._tables.check_open()
+            self._tables.queues[settings.name] = settings
+        self._doorbell.ring()
+
+    async def list_queues(self) -> list[QueueSettings]:
+        """Every queue's stored limits, by name."""
+        with self._tables.lock:
+            self._tables.check_open()
+            return [self._tables.queues[name] for name in sorted(self._tables.queues)]
+
+    async def next_due(
+        self, *, workflows: Sequence[str], now: float, queues: Collection[str] | None = None
+    ) -> float | None:
+        """When `claim` may next take a run by time alone (see
+        `durable.store.Store.next_due`)."""
+        return self._leases.next_due(now, workflows, queues)
 
     async def renew_lease(self, lease: Lease, *, now: float, duration: float) -> Lease:
         """Extend the lease to ``now + duration`` (``updated_at`` is left alone).
@@ -299,14 +315,17 @@ class MemoryStore:
         """
         return self._requests.receive_signal(lease, name, step)
 
-    async def wait_for_work(self, *, workflows: Sequence[str], now: float, within: float) -> None:
-        """Return when a write in this process may have made a run runnable, when the next
-        parked run or expiring lease of ``workflows`` is due, or after ``within`` seconds."""
-        names = set(workflows)
-        with self._tables.lock:
-            self._tables.check_open()
-            due = [due_at(run) for run in self._tables.runs.values() if run.workflow in names]
-        soonest = min((d for d in due if d is not None), default=None)
+    async def wait_for_work(
+        self,
+        *,
+        workflows: Sequence[str],
+        now: float,
+        within: float,
+        queues: Collection[str] | None = None,
+    ) -> None:
+        """Return when a write in this process may have made a run runnable, when `next_due`
+        comes, or after ``within`` seconds."""
+        soonest = self._leases.next_due(now, workflows, queues)
         if soonest is not None:
             within = min(within, soonest - now)
         await self._doorbell.wait(within)

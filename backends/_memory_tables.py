@@ -7,7 +7,15 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from durable.store import Interruption, Lease, RunRecord, RunUpdate, StepRecord, StoreError
+from durable.store import (
+    Interruption,
+    Lease,
+    QueueSettings,
+    RunRecord,
+    RunUpdate,
+    StepRecord,
+    StoreError,
+)
 
 from . import _rules as rules
 from ._doorbell import Doorbell
@@ -25,6 +33,7 @@ class Tables:
     steps: dict[str, dict[int, StepRecord]] = field(default_factory=dict)
     signals: dict[str, list[tuple[str, bytes]]] = field(default_factory=dict)
     signal_keys: dict[str, set[str]] = field(default_factory=dict)  # of signals, by run
+    queues: dict[str, QueueSettings] = field(default_factory=dict)  # by name
     doorbell: Doorbell = field(default_factory=Doorbell)
     closed: bool = False
 

@@ -12,14 +12,15 @@ here imports SQLAlchemy, so the in-memory store stays light.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from durable.store import (
     Interruption,
     Lease,
     LeaseLost,
     LeaseOwner,
+    QueueSettings,
     RunQuery,
     RunRecord,
     RunStatus,
@@ -32,7 +33,9 @@ from durable.store import (
 
 __all__ = [
     "PARKED",
+    "QueueLoad",
     "acquire",
+    "admits",
     "check_new_steps",
     "check_outcomes",
     "check_step_batch",
@@ -43,10 +46,14 @@ __all__ = [
     "lease_free",
     "leased_on",
     "matches",
+    "merge_claims",
     "newest_first",
     "on_signal",
     "parked_idle",
     "prunable",
+    "queue_due",
+    "queue_load",
+    "queue_order",
     "released",
     "renewed",
     "request_cancel",
@@ -54,9 +61,11 @@ __all__ = [
     "request_rollback",
     "resume",
     "runnable",
+    "served",
     "signal_accepted",
     "unfinished",
     "updated",
+    "with_admitted",
     "woken",
 ]
 
@@ -440,3 +449,140 @@ def deletable(runs: Mapping[str, RunRecord], run_id: str) -> bool:
         if run is not None and not RunStatus(run.status).finished:
             return False
     return True
+
+
+# -- queues --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLoad:
+    """What a queue's limits are measured against at one moment (see
+    `durable.store.QueueSettings`).
+
+    Attributes:
+        executing: its runs an executor holds the lease of.
+        by_key: the same, per ``queue_key`` (runs without a key are not counted here).
+        started: its runs started within the rate window (``started_at > now - rate_period``).
+        oldest_start: the earliest of those starts (the window has room again
+            ``rate_period`` after it), or ``None``.
+    """
+
+    executing: int = 0
+    by_key: Mapping[str, int] = field(default_factory=dict)
+    started: int = 0
+    oldest_start: float | None = None
+
+
+def served(run: RunRecord, workflows: Collection[str], queues: Collection[str] | None) -> bool:
+    """Whether a claim for ``workflows`` and ``queues`` (``None``: every queue and none) may
+    take ``run`` at all."""
+    if run.workflow not in workflows:
+        return False
+    return queues is None or (run.queue is not None and run.queue in queues)
+
+
+def queue_load(settings: QueueSettings, runs: Iterable[RunRecord], now: float) -> QueueLoad:
+    """The load of the queue ``settings`` names, from its ``runs`` (the runs of other queues
+    are ignored). SQL: ``Queues._load``."""
+    executing = started = 0
+    by_key: dict[str, int] = {}
+    oldest: float | None = None
+    since = now - settings.rate_period if settings.rate_period is not None else None
+    for run in runs:
+        if run.queue != settings.name:
+            continue
+        if run.lease_owner is not None:
+            executing += 1
+            if run.queue_key is not None:
+                by_key[run.queue_key] = by_key.get(run.queue_key, 0) + 1
+        if since is not None and run.started_at is not None and run.started_at > since:
+            started += 1
+            oldest = run.started_at if oldest is None else min(oldest, run.started_at)
+    return QueueLoad(executing, by_key, started, oldest)
+
+
+def admits(settings: QueueSettings, load: QueueLoad, run: RunRecord) -> bool:
+    """Whether the queue's limits let an executor take ``run`` now: always for a run whose
+    lease someone holds (a takeover: it counts already); otherwise while one more executing
+    run stays within ``concurrency`` and, under its key, ``per_key_concurrency``, and, for a
+    run that never started, one more start within ``rate_count``."""
+    if run.lease_owner is not None:
+        return True
+    if settings.concurrency is not None and load.executing >= settings.concurrency:
+        return False
+    key, per_key = run.queue_key, settings.per_key_concurrency
+    if per_key is not None and key is not None and load.by_key.get(key, 0) >= per_key:
+        return False
+    rate = settings.rate_count
+    return rate is None or run.started_at is not None or load.started < rate
+
+
+def with_admitted(load: QueueLoad, run: RunRecord, now: float) -> QueueLoad:
+    """The load once ``run`` (admitted by `admits`) is leased at ``now``."""
+    if run.lease_owner is not None:
+        return load  # a takeover: it was counted already
+    by_key = dict(load.by_key)
+    if run.queue_key is not None:
+        by_key[run.queue_key] = by_key.get(run.queue_key, 0) + 1
+    started, oldest = load.started, load.oldest_start
+    if run.started_at is None:
+        started += 1
+        oldest = now if oldest is None else min(oldest, now)
+    return QueueLoad(load.executing + 1, by_key, started, oldest)
+
+
+def queue_order(run: RunRecord) -> tuple[int, float, str]:
+    """The order in which `Store.claim` takes the runnable runs of one queue: smaller
+    ``priority`` first, then `claim_order`. SQL: ``ORDER BY priority, coalesce(wake_at,
+    created_at), id`` (the queue claim index)."""
+    return (run.priority, *claim_order(run))
+
+
+def queue_due(settings: QueueSettings, load: QueueLoad, runs: Iterable[RunRecord]) -> float | None:
+    """`Store.next_due` for one queue's ``runs``: a leased run when its lease lapses; one
+    nobody holds at its `due_at`, but only while the queue has room for it (not when
+    ``concurrency`` or its key's limit is reached: a release frees room, and rings), and, when
+    it never started and the rate window is full, not before the window frees a start."""
+    full = settings.concurrency is not None and load.executing >= settings.concurrency
+    rate_full = settings.rate_count is not None and load.started >= settings.rate_count
+    reopens = None
+    if rate_full and load.oldest_start is not None and settings.rate_period is not None:
+        reopens = load.oldest_start + settings.rate_period
+    soonest: float | None = None
+    for run in runs:
+        due = due_at(run)
+        if due is None:
+            continue
+        if run.lease_owner is None:
+            if full:
+                continue
+            key, per_key = run.queue_key, settings.per_key_concurrency
+            if per_key is not None and key is not None and load.by_key.get(key, 0) >= per_key:
+                continue
+            if rate_full and run.started_at is None:
+                if reopens is None:
+                    continue
+                due = max(due, reopens)
+        soonest = due if soonest is None else min(soonest, due)
+    return soonest
+
+
+def merge_claims(batches: Sequence[Sequence[RunRecord]], limit: int) -> list[RunRecord]:
+    """The runs a claim takes from ``batches`` (the runnable runs without a queue in
+    `claim_order`, and each queue's admitted runs in `queue_order`): up to ``limit``, always
+    the earliest due (`claim_order`) of the batches' next runs, so no queue waits behind
+    another's backlog and each keeps its own order."""
+    heads = [0] * len(batches)
+    taken: list[RunRecord] = []
+    while len(taken) < limit:
+        best = -1
+        for i, batch in enumerate(batches):
+            if heads[i] < len(batch) and (
+                best < 0 or claim_order(batch[heads[i]]) < claim_order(batches[best][heads[best]])
+            ):
+                best = i
+        if best < 0:
+            break
+        taken.append(batches[best][heads[best]])
+        heads[best] += 1
+    return taken

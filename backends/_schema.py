@@ -75,7 +75,8 @@ History: 1 — runs, steps; 2 — runs gain ``cancel_requested``, ``cancelled_se
 signals gain ``idempotency_key`` (unique per run); 6 — runs gain ``trace_context`` (the
 OpenTelemetry context of the code that started them); 7 — runs gain ``queue``, ``queue_key``,
 ``priority``, ``started_at``, ``deadline`` and ``generation`` (queues, deadlines,
-continue-as-new) with the queue indexes, the prune index covers the new status ``timed_out``,
+continue-as-new) with the queue indexes, the claim index holds only runs without a queue,
+the prune index covers the new status ``timed_out``,
 and the ``durable_queues`` and ``durable_schedules`` tables.
 `migration_ddl` upgrades an older database in place.
 """
@@ -106,10 +107,11 @@ def migration_ddl(version: int, dialect: Dialect, existing: frozenset[str]) -> l
             f"ALTER TABLE durable_runs ADD COLUMN pause_requested {flag}",
         ]
     if version == 2:
+        # The claim index is created by version 7's step (its predicate names a v7 column).
         ddl = [
             str(sa.schema.CreateIndex(index, if_not_exists=True).compile(dialect=dialect))
             for index in _table(RunRow).indexes
-            if index.name in (CLAIM_INDEX, PRUNE_INDEX)
+            if index.name == PRUNE_INDEX
         ]
         if dialect.name == "postgresql":
             ddl += [
@@ -143,13 +145,20 @@ def migration_ddl(version: int, dialect: Dialect, existing: frozenset[str]) -> l
             "ALTER TABLE durable_runs ADD COLUMN deadline DOUBLE PRECISION",
             "ALTER TABLE durable_runs ADD COLUMN generation INTEGER NOT NULL DEFAULT 1",
         ]
-        # ``timed_out`` is a new finished status: the prune index's predicate names them all.
-        ddl.append(f"DROP INDEX IF EXISTS {PRUNE_INDEX}")
+        # ``timed_out`` is a new finished status: the prune index's predicate names them all;
+        # the claim index now holds only runs without a queue.
+        ddl += [f"DROP INDEX IF EXISTS {PRUNE_INDEX}", f"DROP INDEX IF EXISTS {CLAIM_INDEX}"]
         return ddl + [
             str(sa.schema.CreateIndex(index, if_not_exists=True).compile(dialect=dialect))
             for index in _table(RunRow).indexes
             if index.name
-            in (PRUNE_INDEX, QUEUE_CLAIM_INDEX, QUEUE_LEASED_INDEX, QUEUE_STARTED_INDEX)
+            in (
+                CLAIM_INDEX,
+                PRUNE_INDEX,
+                QUEUE_CLAIM_INDEX,
+                QUEUE_LEASED_INDEX,
+                QUEUE_STARTED_INDEX,
+            )
         ]
     raise ValueError(f"no migration from schema version {version}")
 
@@ -299,12 +308,13 @@ def _indexes() -> None:
     finished = c.status.in_([s.value for s in RunStatus if s.finished])
     # Claiming walks this index in due order and stops after `limit` rows (or finds nothing
     # without touching finished runs); the query repeats the predicate so planners use it.
+    unqueued = sa.and_(active, c.queue.is_(None))  # queued runs: the queue claim index
     sa.Index(
         CLAIM_INDEX,
         sa.func.coalesce(c.wake_at, c.created_at),
         c.id,
-        postgresql_where=active,
-        sqlite_where=active,
+        postgresql_where=unqueued,
+        sqlite_where=unqueued,
     )
     sa.Index(PRUNE_INDEX, c.updated_at, postgresql_where=finished, sqlite_where=finished)
     sa.Index(PARENT_INDEX, c.parent_id)

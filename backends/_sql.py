@@ -39,6 +39,7 @@ from durable.store import (
     Lease,
     LeaseOwner,
     PayloadTrust,
+    QueueSettings,
     RunQuery,
     RunRecord,
     RunStatus,
@@ -49,6 +50,7 @@ from durable.store import (
 from ._doorbell import Doorbell
 from ._sql_commits import Commits
 from ._sql_open import open_database
+from ._sql_queues import QueueStatements
 from ._sql_requests import Requests
 from ._sql_runs import Runs
 from ._sql_waits import Waits
@@ -122,7 +124,7 @@ class SQLStore:
         )
         self.url, self.schema_change = db.url, db.schema_change
         self._runner, self._calls, self._s = db.runner, db.calls, db.calls.s
-        self._runs = Runs(self._calls)
+        self._runs = Runs(self._calls, QueueStatements(self._s))
         self._commits = Commits(self._calls)
         self._requests = Requests(self._calls)
         self._waits = Waits(self._calls, db.runner, self._doorbell)
@@ -181,17 +183,36 @@ class SQLStore:
         duration: float,
         limit: int,
         workflows: Sequence[str],
+        queues: Collection[str] | None = None,
     ) -> list[tuple[RunRecord, Lease]]:
-        """Atomically lease up to ``limit`` runnable runs of ``workflows`` (see
-        `durable.store.Store.claim`). Postgres skips rows other claimers hold
-        (``FOR UPDATE SKIP LOCKED``); SQLite's ``BEGIN IMMEDIATE`` serialises claimers.
+        """Atomically lease up to ``limit`` runnable runs of ``workflows`` (and ``queues``),
+        queued ones only while their queue's limits allow (see `durable.store.Store.claim`).
+        Postgres skips rows other claimers hold (``FOR UPDATE SKIP LOCKED``) and locks each
+        queue's row while it counts and leases its runs; SQLite's ``BEGIN IMMEDIATE``
+        serialises claimers.
 
         Returns:
             The claimed runs (as before the claim) with their new leases.
         """
         return await self._runs.claim(
-            owner, now=now, duration=duration, limit=limit, workflows=workflows
+            owner, now=now, duration=duration, limit=limit, workflows=workflows, queues=queues
         )
+
+    async def put_queue(self, settings: QueueSettings) -> None:
+        """Record a queue's limits, replacing the stored ones (the latest call wins), and wake
+        waiting workers, in this process and others."""
+        await self._runs.put_queue(settings)
+
+    async def list_queues(self) -> list[QueueSettings]:
+        """Every queue's stored limits, by name."""
+        return await self._runs.list_queues()
+
+    async def next_due(
+        self, *, workflows: Sequence[str], now: float, queues: Collection[str] | None = None
+    ) -> float | None:
+        """When `claim` may next take a run by time alone (see
+        `durable.store.Store.next_due`)."""
+        return await self._runs.next_due(workflows, now, queues)
 
     async def renew_lease(self, lease: Lease, *, now: float, duration: float) -> Lease:
         """Extend the lease to ``now + duration`` (``updated_at`` is left alone).
@@ -295,14 +316,25 @@ class SQLStore:
         """
         return await self._requests.receive_signal(lease, name, step, now=now)
 
-    async def wait_for_work(self, *, workflows: Sequence[str], now: float, within: float) -> None:
-        """Return when a run of ``workflows`` may have become runnable, or after ``within``.
+    async def wait_for_work(
+        self,
+        *,
+        workflows: Sequence[str],
+        now: float,
+        within: float,
+        queues: Collection[str] | None = None,
+    ) -> None:
+        """Return when a run of ``workflows`` (and ``queues``) may have become runnable, or
+        after ``within``.
 
         Woken by writes of this process at once, by other processes' writes through the
         runner (Postgres: ``NOTIFY``; SQLite: its data version, looked at every 50 ms), and at
-        the next parked run's wake time or lease expiry.
+        `next_due`.
         """
-        await self._waits.wait_for_work(workflows, now, within)
+        soonest = await self._runs.next_due(workflows, now, queues)
+        if soonest is not None:
+            within = min(within, soonest - now)
+        await self._waits.wait_for_work(within)
 
     async def watch(self, run_ids: Collection[str], *, within: float) -> bool:
         """Wait for a write to one of ``run_ids`` (see `durable.store.Store.watch`).

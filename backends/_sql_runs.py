@@ -11,6 +11,7 @@ from typing import Any
 from durable.store import (
     Lease,
     LeaseOwner,
+    QueueSettings,
     RunQuery,
     RunRecord,
     RunStatus,
@@ -18,11 +19,11 @@ from durable.store import (
     StoreError,
 )
 
-from ._rules import check_step_batch, deletable
+from . import _sql_queues as queued
+from ._rules import check_step_batch, deletable, merge_claims
 from ._schema import run_from_row, run_values, step_from_row, step_values, unknown_status_text
 from ._sql_calls import Calls, execute, fetch_all, fetch_one
 from ._sql_errors import duplicate
-from ._statements import Compiled
 from ._verify import NOT_APPLIED
 
 __all__ = ["Runs"]
@@ -36,9 +37,10 @@ class Runs:
     """Reading and recording runs, leasing them, and the upkeep of the runs table, for one
     store."""
 
-    def __init__(self, calls: Calls) -> None:
+    def __init__(self, calls: Calls, queues: queued.QueueStatements) -> None:
         self._calls = calls
         self._s = calls.s
+        self._q = queues
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """The run with this id, or ``None``."""
@@ -121,6 +123,9 @@ class Runs:
             if not duplicate(exc):
                 raise  # another constraint: not a run recorded first
             raise _RunExists() from exc
+        if values["queue"] is not None:  # `Store.list_queues`: every run's queue is listed
+            limits = queued.queue_values(QueueSettings(values["queue"]))
+            await execute(cur, self._q.add_if_absent, limits | {"updated_at": values["created_at"]})
         if steps:
             insert = self._s.insert_step
             await cur.executemany(insert.sql, [insert.args(step) for step in steps])
@@ -229,7 +234,7 @@ class Runs:
         }
         token = await self._calls.call(
             True,
-            self._acquire,
+            self._acquire_admitted,
             values,
             verify=partial(self._verify_acquire, values),
             run_id=run_id,
@@ -242,6 +247,12 @@ class Runs:
             if run_id == values["rid"]:
                 return int(token)
         return NOT_APPLIED
+
+    async def _acquire_admitted(self, cur: Any, values: Mapping[str, Any]) -> int | None:
+        """`_acquire`, if the run's queue (if any) admits it now."""
+        if not await queued.admits_run(cur, self._q, values["rid"], values["now"]):
+            return None
+        return await self._acquire(cur, values)
 
     async def _acquire(self, cur: Any, values: Mapping[str, Any]) -> int | None:
         if await execute(cur, self._s.acquire, values) != 1:
@@ -257,22 +268,22 @@ class Runs:
         duration: float,
         limit: int,
         workflows: Sequence[str],
+        queues: Collection[str] | None,
     ) -> list[tuple[RunRecord, Lease]]:
-        """Atomically lease up to ``limit`` runnable runs of ``workflows`` (see
-        `SQLStore.claim`)."""
-        if limit <= 0 or not workflows:
+        """Atomically lease up to ``limit`` runnable runs of ``workflows`` and ``queues``
+        (see `SQLStore.claim`)."""
+        if limit <= 0 or not workflows or (queues is not None and not queues):
             return []
-        statement = self._s.claimable(tuple(sorted(set(workflows))))
-        values = {"now": now, "lim": limit}
         owned = {"owner": owner.owner, "expires": now + duration}
         return await self._calls.call(
             True,
             self._claim,
-            statement,
-            values,
+            tuple(sorted(set(workflows))),
+            queues,
             owner,
             now,
             duration,
+            limit,
             verify=partial(self._forget_claim, owned),
         )
 
@@ -285,15 +296,22 @@ class Runs:
     async def _claim(
         self,
         cur: Any,
-        statement: Compiled,
-        values: Mapping[str, Any],
+        workflows: tuple[str, ...],
+        queues: Collection[str] | None,
         owner: LeaseOwner,
         now: float,
         duration: float,
+        limit: int,
     ) -> list[tuple[RunRecord, Lease]]:
+        batches: list[list[RunRecord]] = []
+        if queues is None:
+            unqueued = self._s.claimable(workflows)
+            rows = await fetch_all(cur, unqueued, {"now": now, "lim": limit})
+            batches.append([run_from_row(row) for row in rows])
+        for name in await queued.queue_names(cur, self._q, queues):
+            batches.append(await queued.admitted_runs(cur, self._q, name, workflows, now, limit))
         claimed = []
-        for row in await fetch_all(cur, statement, values):
-            run = run_from_row(row)
+        for run in merge_claims(batches, limit):
             acquire = {
                 "rid": run.id,
                 "owner": owner.owner,
@@ -307,6 +325,38 @@ class Runs:
             if token is not None:
                 claimed.append((run, Lease(run.id, owner, token, now + duration)))
         return claimed
+
+    async def put_queue(self, settings: QueueSettings) -> None:
+        """Record a queue's limits (see `SQLStore.put_queue`)."""
+        await self._calls.call(
+            True, execute, self._q.put, queued.queue_values(settings), notify=True
+        )
+
+    async def list_queues(self) -> list[QueueSettings]:
+        """Every queue's stored limits, by name."""
+        rows = await self._calls.call(False, fetch_all, self._q.list, {})
+        return [queued.settings_from_row(row) for row in rows]
+
+    async def next_due(
+        self, workflows: Sequence[str], now: float, queues: Collection[str] | None
+    ) -> float | None:
+        """When `claim` may next take a run by time alone (see `SQLStore.next_due`)."""
+        if not workflows or (queues is not None and not queues):
+            return None
+        return await self._calls.call(
+            False, self._next_due, tuple(sorted(set(workflows))), now, queues
+        )
+
+    async def _next_due(
+        self, cur: Any, workflows: tuple[str, ...], now: float, queues: Collection[str] | None
+    ) -> float | None:
+        dues: list[float | None] = []
+        if queues is None:
+            row = await fetch_one(cur, self._s.due(workflows), {})
+            dues.append(None if row is None or row[0] is None else float(row[0]))
+        for name in await queued.queue_names(cur, self._q, queues):
+            dues.append(await queued.queue_due(cur, self._q, name, workflows, now))
+        return min((d for d in dues if d is not None), default=None)
 
     async def block_unreadable(self, *, now: float, limit: int) -> list[RunRecord]:
         """Make runs whose stored status this version does not know ``blocked``; the runs

@@ -5,10 +5,10 @@ every 50 ms by one waiting task at a time)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 
 from ._doorbell import Doorbell
-from ._sql_calls import Calls, Runner, fetch_one
+from ._sql_calls import Calls, Runner
 
 __all__ = ["Waits"]
 
@@ -21,14 +21,8 @@ class Waits:
         self._runner = runner
         self._doorbell = doorbell
 
-    async def wait_for_work(self, workflows: Sequence[str], now: float, within: float) -> None:
-        """Return when a run of ``workflows`` may have become runnable, or after ``within``
-        (at the latest at the next parked run's wake time or lease expiry)."""
-        if workflows:
-            statement = self._calls.s.due(tuple(sorted(set(workflows))))
-            row = await self._calls.call(False, fetch_one, statement, {})
-            if row is not None and row[0] is not None:
-                within = min(within, float(row[0]) - now)
+    async def wait_for_work(self, within: float) -> None:
+        """Return at the next write that may make a run runnable, or after ``within``."""
         if within <= 0:
             return
         event = self._doorbell.work()

@@ -89,6 +89,25 @@ class _Parts:
         self.is_pending = c.status == _sql_literal(RunStatus.PENDING.value)
         self.is_parked = c.status.in_([_sql_literal(s) for s in parked_statuses()])
         self.is_paused = c.status == _sql_literal(RunStatus.PAUSED.value)
+        idle = c.lease_owner.is_(None)
+        # `_rules.runnable` (with `active`): a paused run is never runnable by time, not even
+        # with a lapsed lease; only `resume` un-pauses it.
+        self.runnable = sa.or_(
+            sa.and_(self.is_pending, idle, sa.or_(c.wake_at.is_(None), c.wake_at <= bp("now"))),
+            sa.and_(self.is_parked, idle, c.wake_at <= bp("now")),
+            sa.and_(c.lease_owner.is_not(None), c.lease_expires_at <= bp("now"), ~self.is_paused),
+        )
+        # `durable.store.due_at`: when a run becomes claimable by time alone (a pending one
+        # now, a parked one at its wake time, a leased one when its lease expires, a paused
+        # one only by a write).
+        self.due_at = sa.case(
+            (self.is_paused, sa.null()),
+            (c.lease_owner.is_not(None), c.lease_expires_at),
+            (self.is_pending, sa.func.coalesce(c.wake_at, c.created_at)),
+            (self.is_parked, c.wake_at),
+            else_=sa.null(),
+        )
+        self.unqueued = c.queue.is_(None)
 
     def comp(self, statement: ClauseElement) -> Compiled:
         return Compiled(statement, self.dialect)
@@ -139,37 +158,19 @@ class _RunStatements:
                 updated_at=bp("now"),
             )
         )
-        idle = c.lease_owner.is_(None)
-        # `_rules.runnable` (with `active`): a paused run is never runnable by time, not even
-        # with a lapsed lease; only `resume` un-pauses it.
-        runnable = sa.or_(
-            sa.and_(p.is_pending, idle, sa.or_(c.wake_at.is_(None), c.wake_at <= bp("now"))),
-            sa.and_(p.is_parked, idle, c.wake_at <= bp("now")),
-            sa.and_(c.lease_owner.is_not(None), c.lease_expires_at <= bp("now"), ~p.is_paused),
-        )
         self._dialect = p.dialect
+        # Runs without a queue (queued ones are claimed per queue: `._sql_queues`).
         self._claimable = (
             sa.select(*p.run_columns)
-            .where(p.active, runnable)
+            .where(p.active, p.unqueued, p.runnable)
             .order_by(sa.func.coalesce(c.wake_at, c.created_at), c.id)  # `_rules.claim_order`
             .limit(bp("lim", type_=sa.Integer))
             .with_for_update(skip_locked=True)
         )
         self._claimable_for: dict[tuple[str, ...], Compiled] = {}
-        # When the next run becomes claimable: a pending one now, a parked one at its wake
-        # time, a leased one when its lease expires (a paused one only by a write); the
-        # minimum of `durable.store.due_at`.
-        self._due = sa.select(
-            sa.func.min(
-                sa.case(
-                    (p.is_paused, sa.null()),
-                    (c.lease_owner.is_not(None), c.lease_expires_at),
-                    (p.is_pending, sa.func.coalesce(c.wake_at, c.created_at)),
-                    (p.is_parked, c.wake_at),
-                    else_=sa.null(),
-                )
-            )
-        ).where(p.active)
+        # When the next run without a queue becomes claimable: the minimum of
+        # `durable.store.due_at`.
+        self._due = sa.select(sa.func.min(p.due_at)).where(p.active, p.unqueued)
         self._due_for: dict[tuple[str, ...], Compiled] = {}
         # A finished run is pruned only when no unfinished run is above it (at any depth):
         # `keep` walks down from every unfinished run (the rule of `._rules.prunable`).

@@ -43,6 +43,7 @@ __all__ = [
     "LeaseOwner",
     "PayloadTrust",
     "PoolTimeout",
+    "QueueSettings",
     "RunQuery",
     "RunRecord",
     "RunStatus",
@@ -144,6 +145,36 @@ class RunRecord:
     started_at: float | None = None
     deadline: float | None = None
     generation: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """The limits of one queue, as stored (the latest `Store.put_queue` wins).
+
+    A queued run is *executing* while an executor holds its lease (a parked run is not); it
+    *started* when it was first leased (``RunRecord.started_at``). `Store.claim` and
+    `Store.acquire_lease` take a queued run that nobody holds only while, counting it, at most
+    ``concurrency`` runs of the queue execute, at most ``per_key_concurrency`` of them under
+    its ``queue_key`` (runs without a key are not limited per key), and, when it has not started
+    before, at most ``rate_count`` runs of the queue started in the last ``rate_period``
+    seconds. Taking over a run whose lease lapsed is never refused (it already counts).
+
+    Attributes:
+        name: the queue's name.
+        concurrency: at most this many runs executing at once; ``None``: no limit.
+        per_key_concurrency: at most this many runs executing at once per key; ``None``: no
+            limit.
+        rate_count: at most this many runs started per ``rate_period``; ``None``: no limit.
+        rate_period: the rate limit's window, in seconds (set with ``rate_count``).
+        updated_at: when these settings were written.
+    """
+
+    name: str
+    concurrency: int | None = None
+    per_key_concurrency: int | None = None
+    rate_count: int | None = None
+    rate_period: float | None = None
+    updated_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,9 +381,11 @@ class Store(Protocol):
         lease, or the lease expired (``lease_expires_at <= now``), or the run's current token
         equals ``takeover_token`` (the caller verified that the holder is dead). On success the
         token is incremented, owner / host / pid / expiry are set, the status becomes
-        ``running``, and ``error_text`` and ``wake_at`` are cleared; taking the lease from an
-        owner that still held it (expired, or ``takeover_token``) counts one more
-        ``recoveries``. A run whose status this version does not know is never acquired.
+        ``running``, and ``error_text`` and ``wake_at`` are cleared, ``started_at`` is set
+        unless it was; taking the lease from an owner that still held it (expired, or
+        ``takeover_token``) counts one more ``recoveries``. A run whose status this version
+        does not know is never acquired, and a queued run that nobody holds only while its
+        queue's limits allow (`QueueSettings`).
 
         Returns:
             The new lease, or ``None`` when the run is missing, finished, or leased to someone
@@ -368,6 +401,7 @@ class Store(Protocol):
         duration: float,
         limit: int,
         workflows: Sequence[str],
+        queues: Collection[str] | None = None,
     ) -> list[tuple[RunRecord, Lease]]:
         """Atomically lease up to ``limit`` runnable runs of the given workflows, oldest due
         first, as `acquire_lease` does for each. Concurrent claimers never get the same run.
@@ -376,9 +410,34 @@ class Store(Protocol):
         with ``wake_at <= now``; or unfinished (not ``blocked`` or ``paused``) with an expired
         lease (its executor died). A ``paused`` run is taken only after `resume`.
 
+        Queued runs are taken only while their queue's limits allow (`QueueSettings`, checked
+        under a lock on the queue, so concurrent claimers never exceed them together), in
+        the order ``(priority, due time, id)`` within their queue. ``queues``: take only runs
+        of these queues; ``None``: runs of every queue and runs of none.
+
         Returns:
             The claimed runs (as they were before the claim) with their new leases.
         """
+        ...
+
+    async def put_queue(self, settings: QueueSettings) -> None:
+        """Record a queue's limits, replacing what was stored for its name (the latest
+        declaration wins), and wake waiting workers (the limits may have grown)."""
+        ...
+
+    async def list_queues(self) -> list[QueueSettings]:
+        """Every queue's stored limits, by name. `create_run` of a run on a queue that has
+        none records the queue without limits."""
+        ...
+
+    async def next_due(
+        self, *, workflows: Sequence[str], now: float, queues: Collection[str] | None = None
+    ) -> float | None:
+        """When `claim` (with the same ``workflows`` and ``queues``) may next take a run by
+        time alone, maybe already past: the soonest `due_at` of their runs, where a queued run
+        nobody holds counts only while its queue has room (at once, or when its rate window
+        frees a start), since a release, not time, frees a queue that is full. ``None``: only
+        a write can make one claimable."""
         ...
 
     async def renew_lease(self, lease: Lease, *, now: float, duration: float) -> Lease:
@@ -551,10 +610,17 @@ class Store(Protocol):
         """
         ...
 
-    async def wait_for_work(self, *, workflows: Sequence[str], now: float, within: float) -> None:
-        """Return when a run of ``workflows`` may have become runnable: a write made one
-        runnable (in this process, or in any process where the store can tell), a parked run's
-        wake time or a lease's expiry came, or at the latest after ``within`` seconds.
+    async def wait_for_work(
+        self,
+        *,
+        workflows: Sequence[str],
+        now: float,
+        within: float,
+        queues: Collection[str] | None = None,
+    ) -> None:
+        """Return when a run of ``workflows`` (and ``queues``, as `claim` takes them) may have
+        become runnable: a write made one runnable (in this process, or in any process where
+        the store can tell), `next_due` came, or at the latest after ``within`` seconds.
 
         A worker calls it when a claim found nothing; returning early is always allowed (the
         worker claims again), so a store may fall back to polling.

@@ -39,7 +39,8 @@ def _downgrade_to_version_2(url: str) -> None:
     """Make a database of the current version exactly what version 2 wrote."""
     engine = _engine(url)
     with engine.begin() as conn:
-        for index in (QUEUE_CLAIM_INDEX, QUEUE_LEASED_INDEX, QUEUE_STARTED_INDEX):  # from v7
+        # from v7 (and the claim index, whose predicate names the queue column since v7)
+        for index in (CLAIM_INDEX, QUEUE_CLAIM_INDEX, QUEUE_LEASED_INDEX, QUEUE_STARTED_INDEX):
             conn.exec_driver_sql(f"DROP INDEX {index}")
         for column in ("queue", "queue_key", "priority", "started_at", "deadline", "generation"):
             conn.exec_driver_sql(f"ALTER TABLE durable_runs DROP COLUMN {column}")
@@ -51,7 +52,6 @@ def _downgrade_to_version_2(url: str) -> None:
         conn.exec_driver_sql("ALTER TABLE durable_runs DROP COLUMN recoveries")
         conn.exec_driver_sql("ALTER TABLE durable_signals DROP COLUMN idempotency_key")
         conn.exec_driver_sql("ALTER TABLE durable_runs DROP COLUMN code_version")  # from v4
-        conn.exec_driver_sql(f"DROP INDEX {CLAIM_INDEX}")
         conn.exec_driver_sql(f"DROP INDEX {PRUNE_INDEX}")
         if engine.dialect.name == "postgresql":  # version 2 had a serial (sequence) id
             conn.exec_driver_sql("ALTER TABLE durable_signals ALTER COLUMN id DROP IDENTITY")
