@@ -42,6 +42,7 @@ from durable._errors import (
     WorkflowIdConflict,
     WorkflowNotFound,
 )
+from durable._queues import Queue
 from durable._retention import prune
 from durable._retry import RetryPolicy
 from durable._runs import RunInfo, RunPage, list_runs
@@ -82,6 +83,7 @@ __all__ = [
     "PayloadDecodeError",
     "PickleCodec",
     "PoolTimeout",
+    "Queue",
     "RecoveryLimitExceeded",
     "RetryPolicy",
     "RunInfo",

@@ -65,6 +65,14 @@ def _parser() -> argparse.ArgumentParser:
         "--park-after", type=float, default=5.0, help="park runs whose wait is longer (seconds)"
     )
     worker.add_argument(
+        "--queue",
+        action="append",
+        dest="queues",
+        metavar="NAME",
+        help="execute only the runs of this durable.Queue (repeat for several; default: "
+        "every run, queued or not)",
+    )
+    worker.add_argument(
         "--wait-for-db",
         type=float,
         default=0.0,
@@ -206,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             lease=args.lease,
             grace=args.grace,
             park_after=args.park_after,
+            queues=args.queues,
         )
     except (ValueError, StoreError, ImportError) as exc:
         if args.debug:

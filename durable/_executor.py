@@ -139,6 +139,12 @@ class Executor:
                     raise StoreError(latest.error_text or f"run {run.id!r} cannot be executed")
                 run = latest
                 continue
+            elif run.queue is not None and run.lease_owner is None and not pause:
+                # Its queue has no room for it now: a run of the queue releasing its slot (or
+                # the rate window moving on) frees some; the store wakes this wait then.
+                await store.wait_for_work(
+                    workflows=[run.workflow], queues=[run.queue], now=clock.time(), within=1.0
+                )
             else:
                 # Held by a live executor (wait for it to finish or expire), or parked until
                 # later: a write to the run (its outcome, a signal, a release) wakes this wait.

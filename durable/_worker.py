@@ -5,6 +5,8 @@ same run), executes each in its own task under a renewed lease, and goes back fo
 Runnable means: started with `durable.start` and not yet executed, parked and due (its timer
 passed, a signal or a cancel arrived), or held by an executor whose lease expired (it died).
 Runs of workflows this worker does not know are left for a worker that does, and reported once.
+Runs of a `durable.Queue` are claimed only while the queue's limits allow (the store checks
+them); a worker given ``queues`` claims only the runs of those queues.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import math
 import os
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import anyio
@@ -24,6 +26,8 @@ from durable._decorators import definition_of
 from durable._engine import RunAbandoned
 from durable._executor import HOST, Executor, holder_is_dead
 from durable._logging import RunLog
+from durable._names import check_name
+from durable._queues import Queue, declared_queues
 from durable._registry import WorkflowDefinition, registered_workflows
 from durable._stores import using_async
 from durable._types import RunStatus
@@ -64,6 +68,9 @@ class Worker:
         park_after: a wait longer than this parks the run (default 5 s).
         config: every other timing of the executor, its clock and an activity interceptor
             (`durable.ExecutorConfig`; ``lease`` and ``park_after`` override its fields).
+        queues: execute only the runs of these queues (`durable.Queue` objects or names);
+            ``None`` (the default): runs of every queue and runs started on none. The limits
+            of the queues this process declared are written to the store when it starts.
 
     Raises:
         ValueError / TypeError: an argument is out of range or not a workflow.
@@ -80,6 +87,7 @@ class Worker:
         grace: float = 10.0,
         park_after: float | None = None,
         config: ExecutorConfig | None = None,
+        queues: Iterable[Queue | str] | None = None,
     ) -> None:
         tracing.check()  # tracing asked for and impossible: say so now, not at each run
         if not isinstance(concurrency, int) or concurrency < 1:
@@ -110,6 +118,16 @@ class Worker:
                 if not isinstance(defn, WorkflowDefinition):
                     raise TypeError(f"Worker(workflows=...) takes @workflow functions, not {fn!r}")
                 self._workflows[defn.name] = defn
+        self._queues: frozenset[str] | None = None
+        if queues is not None:
+            if isinstance(queues, str | Queue):
+                queues = [queues]
+            self._queues = frozenset(
+                q.name if isinstance(q, Queue) else check_name(q, "Worker(queues=...)")
+                for q in queues
+            )
+            if not self._queues:
+                raise ValueError("Worker(queues=...) needs at least one queue (or None for all)")
         self._concurrency = concurrency
         self._lease = float(lease)
         self._clock = self._config.clock
@@ -145,6 +163,8 @@ class Worker:
                 "Worker(workflows=[...])"
             )
         self._stopping = False
+        await self._declare_queues(store)
+        queues: Collection[str] | None = self._queues
         async with anyio.create_task_group() as tg:
             next_report = 0.0
             next_orphan_scan = 0.0
@@ -165,6 +185,7 @@ class Worker:
                         duration=self._lease,
                         limit=free,
                         workflows=names,
+                        queues=queues,
                     )
                 except Exception:
                     log.exception("durable worker: claiming runs failed; retrying")
@@ -188,7 +209,10 @@ class Worker:
                     started = anyio.current_time()
                     with anyio.CancelScope() as self._idle:
                         await store.wait_for_work(
-                            workflows=names, now=self._clock.time(), within=IDLE_SECONDS
+                            workflows=names,
+                            now=self._clock.time(),
+                            within=IDLE_SECONDS,
+                            queues=queues,
                         )
                     if anyio.current_time() - started < _MIN_IDLE_SECONDS:
                         await anyio.sleep(_MIN_IDLE_SECONDS)
@@ -236,6 +260,8 @@ class Worker:
         for run in held:
             if len(taken) >= free or run.lease_owner == self._owner.owner:
                 continue
+            if self._queues is not None and run.queue not in self._queues:
+                continue  # another worker serves that queue
             if run.id in self.leases or not holder_is_dead(run):
                 continue
             try:
@@ -255,6 +281,16 @@ class Worker:
                 )
                 taken.append((run, lease))
         return taken
+
+    async def _declare_queues(self, store: Store) -> None:
+        """Write the limits of the queues this process declared (those it serves, when it
+        serves only some), so that the latest declaration is the one every worker obeys."""
+        for queue in declared_queues():
+            if self._queues is None or queue.name in self._queues:
+                try:
+                    await queue.declare(store)
+                except Exception:
+                    log.exception("durable worker: recording the limits of %r failed", queue)
 
     async def _block_unreadable(self, store: Store) -> None:
         """Runs with a status this version does not know are never claimed; block them (once,

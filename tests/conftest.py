@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from support import Processes, postgres_schema
+from support import TRUNCATE_ALL, Processes, postgres_schema
 
 from durable.backends import MemoryStore, SQLStore
 from durable.store import Store
@@ -98,7 +98,7 @@ def _empty(url: str) -> None:
 
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as conn:
-        conn.execute(sa.text("TRUNCATE durable_steps, durable_runs, durable_signals"))
+        conn.execute(sa.text(TRUNCATE_ALL))
     engine.dispose()
 
 

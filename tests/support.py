@@ -264,3 +264,9 @@ def postgres_schema(prefix: str = "durable_test") -> Iterator[str]:
         with engine.begin() as conn:
             conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
         engine.dispose()
+
+
+TRUNCATE_ALL = (
+    "TRUNCATE durable_steps, durable_runs, durable_signals, durable_queues, durable_schedules"
+)
+"""Empties every durable table of a Postgres test database between tests."""

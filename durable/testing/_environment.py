@@ -22,7 +22,8 @@ from durable._registry import ActivityDefinition, WorkflowDefinition, registered
 from durable._types import Info, Step
 from durable._worker import Worker
 from durable.backends import MemoryStore
-from durable.store import Store, due_at
+from durable.backends import _rules as rules
+from durable.store import QueueSettings, Store, due_at
 
 from ._faults import Faults
 from ._virtual_clock import VirtualClock
@@ -288,7 +289,13 @@ class WorkflowEnvironment:
         assert self._worker is not None
         executing = self._worker.leases
         runs = await self._inner.list_runs(limit=1_000_000)
-        due = (due_at(run) for run in runs if run.lease_owner is None or run.id not in executing)
+        idle = [run for run in runs if run.lease_owner is None or run.id not in executing]
+        due = [due_at(run) for run in idle if run.queue is None]
+        settings = {queue.name: queue for queue in await self._inner.list_queues()}
+        for name in {run.queue for run in idle if run.queue is not None}:
+            limits = settings.get(name) or QueueSettings(name)
+            load = rules.queue_load(limits, runs, self.clock.time())
+            due.append(rules.queue_due(limits, load, (run for run in idle if run.queue == name)))
         return min((d for d in due if d is not None), default=None)
 
     async def _next_due(self) -> float | None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import python
+from support import TRUNCATE_ALL, python
 
 from durable.backends import MemoryStore, SQLStore
 from durable.store import RunRecord, RunStatus, Store
@@ -41,7 +41,7 @@ def make_store(
         def postgres() -> Store:
             store = SQLStore(url)  # creates the tables the first time
             with engine.begin() as conn:
-                conn.execute(sa.text("TRUNCATE durable_steps, durable_runs, durable_signals"))
+                conn.execute(sa.text(TRUNCATE_ALL))
             return store
 
         yield postgres
