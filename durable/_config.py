@@ -12,7 +12,7 @@ import dataclasses
 import math
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,10 +22,13 @@ from durable._types import Info
 
 __all__ = [
     "MIN_LEASE_SECONDS",
+    "ConfigToken",
     "ExecutorConfig",
     "Interceptor",
     "current_config",
     "executor_config",
+    "reset_current",
+    "set_current",
 ]
 
 Interceptor = Callable[
@@ -104,6 +107,22 @@ class ExecutorConfig:
 
 
 _current: ContextVar[ExecutorConfig | None] = ContextVar("durable_executor_config", default=None)
+
+ConfigToken = Token[ExecutorConfig | None]
+"""What `set_current` returns, for `reset_current`."""
+
+
+def set_current(config: ExecutorConfig) -> ConfigToken:
+    """Make ``config`` the current one in this context until `reset_current` (what
+    `executor_config` does for a ``with`` block; `durable.testing.WorkflowEnvironment` does it
+    between its enter and exit)."""
+    return _current.set(config)
+
+
+def reset_current(token: ConfigToken | None) -> None:
+    """Undo `set_current` (``None``: nothing to undo)."""
+    if token is not None:
+        _current.reset(token)
 
 
 def current_config() -> ExecutorConfig:

@@ -14,7 +14,8 @@ import anyio.abc
 import anyio.lowlevel
 
 from durable._client import WorkflowHandle
-from durable._config import ExecutorConfig
+from durable import _config
+from durable._config import ExecutorConfig, current_config
 from durable._decorators import definition_of, with_instance
 from durable._errors import LeaseLost
 from durable._recording import ensure_run, outcome
@@ -120,6 +121,7 @@ class WorkflowEnvironment:
         self._faults = Faults()
         self._worker: Worker | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        self._config_token: _config.ConfigToken | None = None
 
     def _moved(self) -> None:
         self._moves += 1
@@ -144,6 +146,9 @@ class WorkflowEnvironment:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._worker.run)
+        # `durable.start`, `durable.Queue.start` and the other module-level entry points
+        # record runs at the virtual time inside the environment too.
+        self._config_token = _config.set_current(current_config().replace(clock=self.clock))
         return self
 
     async def __aexit__(
@@ -154,6 +159,7 @@ class WorkflowEnvironment:
     ) -> bool | None:
         """Stop the worker (runs in flight are put back, as on a worker's shutdown)."""
         assert self._worker is not None and self._tg is not None
+        _config.reset_current(self._config_token)
         self._worker.stop()
         if exc is not None:
             self._tg.cancel_scope.cancel()
