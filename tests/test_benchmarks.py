@@ -66,6 +66,22 @@ def test_wakeup_smoke(tmp_path: Path) -> None:
         assert line in proc.stdout
 
 
+def test_queue_claims_smoke(tmp_path: Path) -> None:
+    server = require_postgres()
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "queue_claims.py"), "--runs", "20", "--postgres", server],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for store in ("SQLite", "Postgres"):
+        for setup in ("no queue", "queue, concurrency=100, per-key=5, rate"):
+            assert f"| {store} | {setup} |" in proc.stdout
+
+
 def test_postgres_benchmarks_smoke(tmp_path: Path) -> None:
     server = require_postgres()
     commands = [
