@@ -531,11 +531,12 @@ def with_admitted(load: QueueLoad, run: RunRecord, now: float) -> QueueLoad:
     return QueueLoad(load.executing + 1, by_key, started, oldest)
 
 
-def queue_order(run: RunRecord) -> tuple[int, float, str]:
-    """The order in which `Store.claim` takes the runnable runs of one queue: smaller
-    ``priority`` first, then `claim_order`. SQL: ``ORDER BY priority, coalesce(wake_at,
-    created_at), id`` (the queue claim index)."""
-    return (run.priority, *claim_order(run))
+def queue_order(run: RunRecord) -> tuple[bool, int, float, str]:
+    """The order in which `Store.claim` takes the runnable runs of one queue: runs whose
+    executor died first (they count already, so a queue full of dead runs is never stuck),
+    then smaller ``priority`` first, then `claim_order`. SQL: the takeovers, then the others
+    ``ORDER BY priority, coalesce(wake_at, created_at), id`` (the queue claim index)."""
+    return (run.lease_owner is None, run.priority, *claim_order(run))
 
 
 def queue_due(settings: QueueSettings, load: QueueLoad, runs: Iterable[RunRecord]) -> float | None:

@@ -119,13 +119,21 @@ class QueueStatements:
             .group_by(c.queue_key)
             .having(sa.func.count() >= bp("per_key", type_=sa.Integer))
         )
-        self._key_has_room = sa.or_(
-            c.lease_owner.is_not(None), c.queue_key.is_(None), c.queue_key.not_in(full_keys)
+        self._key_has_room = sa.or_(c.queue_key.is_(None), c.queue_key.not_in(full_keys))
+        order = (c.priority, sa.func.coalesce(c.wake_at, c.created_at), c.id)
+        # `_rules.queue_order`: runs whose executor died first (they count already; a full
+        # queue is never left full of dead runs), then the rest by priority and due time.
+        self._takeovers = (
+            sa.select(*p.run_columns)
+            .where(leased, p.active, p.runnable)
+            .order_by(*order)
+            .with_for_update(skip_locked=True)
         )
+        self._takeovers_for: dict[tuple[str, ...], Compiled] = {}
         self._candidates = (
             sa.select(*p.run_columns)
-            .where(in_queue, p.active, p.runnable, self._key_has_room)
-            .order_by(c.priority, sa.func.coalesce(c.wake_at, c.created_at), c.id)
+            .where(in_queue, c.lease_owner.is_(None), p.active, p.runnable, self._key_has_room)
+            .order_by(*order)
             .limit(bp("lim", type_=sa.Integer))
             .with_for_update(skip_locked=True)
         )
@@ -149,9 +157,14 @@ class QueueStatements:
         self._runs = runs
 
     def candidates(self, workflows: tuple[str, ...]) -> Compiled:
-        """A queue's runnable runs of ``workflows`` in `_rules.queue_order`, locked (rows
-        other claimers hold are skipped), passing over keys with no room."""
+        """A queue's runnable runs of ``workflows`` that nobody holds, by priority and due
+        time, locked (rows other claimers hold are skipped), passing over keys with no room."""
         return self._for(self._candidates, self._candidates_for, workflows)
+
+    def takeovers(self, workflows: tuple[str, ...]) -> Compiled:
+        """A queue's runs of ``workflows`` whose lease lapsed, by priority and due time,
+        locked."""
+        return self._for(self._takeovers, self._takeovers_for, workflows)
 
     def due(self, workflows: tuple[str, ...]) -> Compiled:
         """The three minimums `QueueStatements.queue_due` combines, for ``workflows``."""
@@ -205,13 +218,14 @@ async def admitted_runs(
     """Under the queue's lock: up to ``limit`` of its runnable runs that its limits admit
     together, in `_rules.queue_order`."""
     settings, current = await load(cur, qs, name, now, lock=True)
-    if settings.concurrency is not None and current.executing >= settings.concurrency:
-        lim = limit  # only takeovers can be admitted; read a few
-    else:
-        lim = max(limit * _CANDIDATES_PER_SLOT, 32)
-    values = {"q": name, "now": now, "lim": lim, "per_key": settings.per_key_concurrency}
+    values: dict[str, Any] = {"q": name, "now": now}
+    rows = await fetch_all(cur, qs.takeovers(workflows), values)
+    if settings.concurrency is None or current.executing < settings.concurrency:
+        values |= {"lim": max(limit * _CANDIDATES_PER_SLOT, 32)}
+        values["per_key"] = settings.per_key_concurrency
+        rows += await fetch_all(cur, qs.candidates(workflows), values)
     admitted: list[RunRecord] = []
-    for row in await fetch_all(cur, qs.candidates(workflows), values):
+    for row in rows:
         if len(admitted) >= limit:
             break
         run = run_from_row(row)

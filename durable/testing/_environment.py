@@ -13,8 +13,8 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from durable._client import WorkflowHandle
 from durable import _config
+from durable._client import WorkflowHandle
 from durable._config import ExecutorConfig, current_config
 from durable._decorators import definition_of, with_instance
 from durable._errors import LeaseLost

@@ -22,6 +22,7 @@ from durable.backends import MemoryStore, SQLStore
 from durable.store import (
     Lease,
     LeaseOwner,
+    QueueSettings,
     RunRecord,
     RunStatus,
     RunUpdate,
@@ -35,6 +36,7 @@ SEEDS = [1, 2, 3, 4]
 OPERATIONS = 300
 
 WORKFLOWS = ["wf.a", "wf.b"]
+QUEUES = ["qa", "qb"]
 RUN_IDS = ["r1", "r2", "r3", "c1", "c2"]
 PARENTS = {"c1": "r1", "c2": "c1"}  # children (and a grandchild), for prune's ancestor rule
 OWNERS = [
@@ -129,6 +131,7 @@ class _Scenario:
             [RunStatus.PENDING] * 6 + [RunStatus.SLEEPING, RunStatus.WAITING, RunStatus.COMPLETED]
         )
         parked = status in (RunStatus.SLEEPING, RunStatus.WAITING)
+        queue = rng.choice([None, None, *QUEUES])
         run = RunRecord(
             id=run_id,
             workflow=rng.choice(WORKFLOWS),
@@ -138,8 +141,27 @@ class _Scenario:
             updated_at=self.now,
             parent_id=PARENTS.get(run_id),
             wake_at=self.now + rng.choice([0.0, 10.0]) if parked else None,
+            queue=queue,
+            queue_key=rng.choice([None, "k1", "k2"]) if queue else None,
+            priority=rng.choice([0, 0, 1, -1]) if queue else 0,
         )
         return _Operation("create_run", (run,), {})
+
+    def queues(self) -> list[str] | None:
+        return self.rng.choice([None, None, QUEUES[:1], QUEUES, []])
+
+    def put_queue(self) -> _Operation:
+        rng = self.rng
+        count, period = rng.choice([(None, None), (1, 10.0), (2, 30.0)])
+        settings = QueueSettings(
+            rng.choice(QUEUES),
+            concurrency=rng.choice([None, 1, 2]),
+            per_key_concurrency=rng.choice([None, 1]),
+            rate_count=count,
+            rate_period=period,
+            updated_at=self.now,
+        )
+        return _Operation("put_queue", (settings,), {})
 
     def next(self) -> _Operation:
         rng = self.rng
@@ -158,11 +180,14 @@ class _Scenario:
                 "wake",
                 "prune",
                 "read",
+                "put_queue",
             ],
-            weights=[6, 6, 5, 3, 3, 10, 4, 3, 4, 2, 2, 2],
+            weights=[6, 6, 5, 3, 3, 10, 4, 3, 4, 2, 2, 2, 1],
         )[0]
         if kind == "create":
             return self.create()
+        if kind == "put_queue":
+            return self.put_queue()
         if kind == "acquire":
             token = rng.choice([None, None, None, rng.randint(0, 4)])
             return _Operation(
@@ -180,6 +205,7 @@ class _Scenario:
                     "duration": rng.choice([5.0, 30.0]),
                     "limit": rng.randint(0, 3),
                     "workflows": workflows,
+                    "queues": self.queues(),
                 },
             )
         if kind == "renew":
@@ -229,6 +255,10 @@ class _Scenario:
             _Operation("list_runs", (), {"status": rng.choice([None, *RunStatus]), "limit": 3}),
             _Operation("leased_on", (rng.choice(["host-a", "host-c"]),), {"workflows": WORKFLOWS}),
             _Operation("block_unreadable", (), {"now": now}),
+            _Operation(
+                "next_due", (), {"workflows": WORKFLOWS, "now": now, "queues": self.queues()}
+            ),
+            _Operation("list_queues", (), {}),
         ]
         return rng.choice(reads)
 
@@ -255,7 +285,10 @@ async def _apply(store: Store, op: _Operation) -> tuple[str, Any]:
 
 
 async def _state(store: Store) -> dict[str, Any]:
-    state: dict[str, Any] = {"list_runs": await store.list_runs(limit=100)}
+    state: dict[str, Any] = {
+        "list_runs": await store.list_runs(limit=100),
+        "list_queues": await store.list_queues(),
+    }
     for run_id in RUN_IDS:
         state[run_id] = (await store.get_run(run_id), await store.load_steps(run_id))
     return state
@@ -300,4 +333,4 @@ async def test_memory_and_sql_stores_agree_on_a_random_sequence(
     seen: set[str] = set()
     await _compare(seed, sql_store, sink=seen.add)
     # the sequence reached every kind of operation
-    assert {"commit", "claim", "receive_signal", "prune", "request_pause"} <= seen
+    assert {"commit", "claim", "receive_signal", "prune", "request_pause", "put_queue"} <= seen
