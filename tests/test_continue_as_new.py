@@ -4,6 +4,7 @@ and a SIGKILL at any moment loses no generation and repeats no completed step.""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -419,3 +420,27 @@ def test_a_continue_as_new_loop_survives_sigkills_on_postgres(
     assert landed >= 1, "no kill landed before the loop completed"
     assert _run_record(fresh_postgres_url, "loop") == ("completed", TOTAL // EVERY)
     _check_executions(side, landed)
+
+
+# -- the benchmark ---------------------------------------------------------------------------
+
+
+def test_the_benchmark_runs_and_prints_its_table(tmp_path: Path) -> None:
+    """benchmarks/continue_as_new.py at a tiny size (no timing is asserted)."""
+    out = tmp_path / "figures.json"
+    script = Path(__file__).parent.parent / "benchmarks" / "continue_as_new.py"
+    sizes = ["--iterations", "30", "--every", "10", "--repeat", "1"]
+    proc = subprocess.run(
+        [sys.executable, str(script), *sizes, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "| continue as new every 10 | 3 |" in proc.stdout
+    results = json.loads(out.read_text())["results"]
+    assert results["continuing"]["max_rows"]["max"] <= 11  # 10 iterations and the stop
+    assert results["plain"]["max_rows"]["max"] == 31
+    assert results["continuing"]["final_rows"]["max"] <= 11
