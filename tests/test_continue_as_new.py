@@ -139,6 +139,39 @@ async def test_buffered_signals_carry_over_and_consumed_ones_are_gone(store: Sto
     assert results == [["a", "b", "c", "d"]]
 
 
+@durable.workflow(name="can.stubborn")
+async def stubborn(cancels: int) -> int:
+    """Waits for "go"; a cancel makes it start again (counting the cancels it took)."""
+    try:
+        await durable.wait_signal("go")
+    except durable.Cancelled:
+        durable.continue_as_new(cancels + 1)
+    return cancels
+
+
+async def test_a_cancel_handled_by_a_generation_does_not_reach_the_next(store: Store) -> None:
+    handle = await durable.start(stubborn, 0, id="st1", store=store)
+    results: list[int] = []
+
+    async def execute() -> None:
+        results.append(await durable.execute(stubborn, 0, id="st1", store=store))
+
+    async def waiting_in(generation: int) -> bool:
+        run = await store.get_run("st1")
+        steps = await store.load_steps("st1")
+        return run is not None and run.generation == generation and len(steps) == 1
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(execute)
+        await eventually("generation 1 waiting", lambda: waiting_in(1))
+        await handle.cancel()
+        await eventually("generation 2 waiting", lambda: waiting_in(2))
+        run = await store.get_run("st1")
+        assert run is not None and not run.cancel_requested  # spent by generation 1
+        await handle.signal("go")
+    assert results == [1]
+
+
 @durable.activity(name="can.tick")
 async def tick(label: str) -> str:
     log.append(f"tick {label} {durable.info().run_id}")
