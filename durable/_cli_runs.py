@@ -347,7 +347,8 @@ def _view_text(view: RunView) -> str:
     if info.code_version is not None:
         fields.append(("code", info.code_version))
     if info.generation > 1:
-        fields.append(("generation", f"{info.generation} (continued as new; steps shown: its own)"))
+        earlier = "earlier generations' steps are deleted"
+        fields.append(("generation", f"{info.generation} (continued as new; {earlier})"))
     fields.append(("arguments", view.args))
     if view.result is not None:
         fields.append(("result", view.result))
