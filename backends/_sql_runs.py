@@ -180,7 +180,6 @@ class Runs:
             lease,
             values,
             verify=partial(self._verify_continue, values),
-            notify=True,
             run_id=lease.run_id,
         )
 
