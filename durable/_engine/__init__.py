@@ -31,7 +31,14 @@ retries, compensations), `OtherRuns` (child runs, signals sent), `Waits` (timers
 waits, parking, pausing), `Helpers` (now, uuid4, random, version markers). `Engine` wires
 them, runs the workflow and decides its outcome, and is the run's `RunContext`; the executor
 talks to it only through `lease_renewed`, `set_paused`, `request_cancel`, `lose_lease`,
-`waits_in_memory`, `children`, `fatal`, `finished` and `parked_as` (read only).
+`waits_in_memory`, `children`, `fatal`, `finished`, `parked_as` and `lease` (read only).
+
+Continue-as-new: `durable.continue_as_new` unwinds the workflow (`ContinueAsNew`, a
+`BaseException` like the park signal) once nothing else of the run is under way; `run` then
+records the next generation in one fenced store transaction (`Store.continue_run`: history
+deleted, new arguments) and returns `Continued`, and the executor starts a new engine on it
+under the same lease. A crash before that commit replays the ending generation up to the same
+call; after it, the new generation starts from its first step.
 """
 
 from __future__ import annotations
