@@ -26,7 +26,7 @@ from durable._cli_runs import _view_text
 from durable._inspect import inspect_run, run_json
 from durable.backends import MemoryStore, SQLStore
 from durable.store import RunQuery, Store
-from durable.testing import WorkflowEnvironment
+from durable.testing import WorkflowEnvironment, replay
 
 sys.path.insert(0, str(PROGRAMS))
 import continue_loop
@@ -346,6 +346,28 @@ async def test_describe_and_runs_show_name_the_generation() -> None:
     await durable.execute(counter, 0, 1, id="v2", store=store)
     view = await inspect_run(store, "v2")
     assert view is not None and "generation" not in _view_text(view)
+
+
+@durable.workflow(name="can.finale")
+async def finale(generations: int) -> int:
+    """One activity per generation, and one more in the last."""
+    generation = durable.info().generation
+    await add(generation, 0)
+    if generation < generations:
+        durable.continue_as_new(generations)
+    return await add(generation, 100)
+
+
+async def test_an_exported_history_replays_in_its_generation() -> None:
+    store = MemoryStore()
+    assert await durable.execute(finale, 3, id="h1", store=store) == 103
+    history = json.loads(await durable.get_handle("h1", store).export_history())
+    assert history["run"]["generation"] == 3
+    await replay(finale, history)  # generation 3 makes its second call
+    # Replayed as generation 1, the code continues where the history goes on: diverged.
+    history["run"]["generation"] = 1
+    with pytest.raises(durable.NonDeterminismError, match="continue_as_new"):
+        await replay(finale, history)
 
 
 # -- SIGKILL ---------------------------------------------------------------------------------

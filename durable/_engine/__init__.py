@@ -487,6 +487,9 @@ class Engine:
             (args, kwargs),
             what=f"arguments of generation {self.run_record.generation + 1} of run {run_id!r}",
         )
-        if self.replay_only:
-            raise ReplayEnd(self.cursor.seq + 1)  # a replay stops where the generation ends
+        if self.replay_only:  # a replay stops where the generation ends, if its history does
+            if self.cursor.unreached(compensations_expected=False) is not None:
+                self.fatal = self.cursor.diverged("durable.continue_as_new()")
+                raise self.fatal
+            raise ReplayEnd(self.cursor.seq + 1)
         raise ContinueAsNew(payload, location)
