@@ -172,6 +172,34 @@ async def test_a_cancel_handled_by_a_generation_does_not_reach_the_next(store: S
     assert results == [1]
 
 
+_stores: list[Store] = []
+
+
+@durable.activity(name="can.cancel_myself")
+async def cancel_myself() -> None:
+    await durable.get_handle(durable.info().run_id, _stores[0]).cancel()
+
+
+@durable.workflow(name="can.self_cancelling")
+async def self_cancelling() -> int:
+    """Generation 1 asks for its own cancellation and continues before any step can take it."""
+    generation = durable.info().generation
+    if generation == 1:
+        await cancel_myself()
+        durable.continue_as_new()
+    await tick(f"generation {generation}")
+    return generation
+
+
+async def test_a_cancel_not_delivered_yet_reaches_the_next_generation(store: Store) -> None:
+    _stores[:] = [store]
+    with pytest.raises(durable.Cancelled):
+        await durable.execute(self_cancelling, id="sc1", store=store)
+    run = await store.get_run("sc1")
+    assert run is not None and (run.status, run.generation) == (RunStatus.CANCELLED, 2)
+    assert log == []  # generation 2's first step took the cancellation
+
+
 @durable.activity(name="can.tick")
 async def tick(label: str) -> str:
     log.append(f"tick {label} {durable.info().run_id}")
