@@ -27,6 +27,7 @@ from durable._inspect import inspect_run, run_json
 from durable.backends import MemoryStore, SQLStore
 from durable.store import RunQuery, Store
 from durable.testing import WorkflowEnvironment, replay
+from durable.ui._pages import _head
 
 sys.path.insert(0, str(PROGRAMS))
 import continue_loop
@@ -371,9 +372,11 @@ async def test_describe_and_runs_show_name_the_generation() -> None:
     assert view is not None and view.info.generation == 2
     assert run_json(view)["generation"] == 2
     assert "generation  2 (continued as new" in _view_text(view)
+    assert "<dt>Generation</dt><dd>2</dd>" in _head("/", view)
     await durable.execute(counter, 0, 1, id="v2", store=store)
     view = await inspect_run(store, "v2")
     assert view is not None and "generation" not in _view_text(view)
+    assert "Generation" not in _head("/", view)
 
 
 @durable.workflow(name="can.finale")
