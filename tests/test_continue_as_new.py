@@ -445,11 +445,14 @@ def _kill_and_restart_until_done(
         proc = worker()
         seen = len(continue_loop.side_rows(str(side)))
         deadline = time.monotonic() + 60
-        while len(continue_loop.side_rows(str(side))) < seen + 3:  # some progress first
+        while True:  # some progress first (unless the loop is through)
+            rows = continue_loop.side_rows(str(side))
+            if len(rows) >= seen + 3 or len({row[1] for row in rows}) == TOTAL:
+                break
             assert time.monotonic() < deadline, "the worker made no progress"
             assert proc.poll() is None, "the worker exited"
             time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.2))  # the moment of the kill: random on purpose
+        time.sleep(rng.uniform(0.0, 0.1))  # the moment of the kill: random on purpose
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         if _run_record(url, "loop")[0] != "completed":
