@@ -277,6 +277,21 @@ class MemoryStore:
         self._doorbell.ring(run_id)
         return run
 
+    async def continue_run(self, lease: Lease, args: bytes, *, now: float) -> RunRecord:
+        """Start the run's next generation under the same lease: its steps deleted, its
+        buffered signals kept (consumed ones are gone already; their idempotency keys stay).
+        See `durable.store.Store.continue_run`.
+
+        Raises:
+            LeaseLost: the run's token is no longer ``lease.token``; nothing was written.
+        """
+        with self._tables.lock:
+            self._tables.check_open()
+            run = self._tables.fenced(lease)
+            self._tables.steps.pop(lease.run_id, None)
+            run = self._tables.runs[lease.run_id] = rules.continued(run, args, now)
+        return run
+
     async def delete_run(self, run_id: str) -> bool | None:
         """Delete a finished run without an unfinished ancestor (see
         `durable.store.Store.delete_run`)."""

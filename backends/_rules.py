@@ -41,6 +41,7 @@ __all__ = [
     "check_step_batch",
     "check_unrecorded",
     "claim_order",
+    "continued",
     "fenced",
     "interruption",
     "lease_free",
@@ -587,3 +588,30 @@ def merge_claims(batches: Sequence[Sequence[RunRecord]], limit: int) -> list[Run
         taken.append(batches[best][heads[best]])
         heads[best] += 1
     return taken
+
+
+# -- continue-as-new -----------------------------------------------------------------------------
+
+
+def continued(run: RunRecord, args: bytes, now: float) -> RunRecord:
+    """`Store.continue_run` (after `fenced`): the run's next generation, under the same lease.
+
+    New ``args`` and ``generation + 1``; ``running``, its outcome, ``error_text``, ``wake_at``
+    and ``cancelled_seq`` cleared and ``recoveries`` 0; a cancel request is kept only while it
+    is undelivered (``cancelled_seq`` unset): a delivered one belonged to the generation that
+    ends. Everything else (lease, pause request, queue, deadline, times) is kept. Its steps
+    and consumed signals are deleted beside it. SQL: ``Statements.continue_run``."""
+    return replace(
+        run,
+        args=args,
+        generation=run.generation + 1,
+        status=RunStatus.RUNNING,
+        result=None,
+        error=None,
+        error_text=None,
+        wake_at=None,
+        cancel_requested=run.cancel_requested and run.cancelled_seq is None,
+        cancelled_seq=None,
+        recoveries=0,
+        updated_at=now,
+    )

@@ -378,6 +378,16 @@ class SQLStore:
             run_id, token=token, status=status, drop=drop, rollback=rollback, now=now
         )
 
+    async def continue_run(self, lease: Lease, args: bytes, *, now: float) -> RunRecord:
+        """Start the run's next generation under the same lease, in one transaction fenced
+        by it: its steps and consumed signals deleted (a consumed signal's idempotency key is
+        kept), its buffered signals kept (see `durable.store.Store.continue_run`).
+
+        Raises:
+            LeaseLost: the run's token is no longer ``lease.token``; nothing was written.
+        """
+        return await self._runs.continue_run(lease, args, now=now)
+
     async def delete_run(self, run_id: str) -> bool | None:
         """Delete a finished run without an unfinished ancestor, with its steps and signals
         (see `durable.store.Store.delete_run`)."""

@@ -22,7 +22,7 @@ from durable.store import (
 from . import _sql_queues as queued
 from ._rules import check_step_batch, deletable, merge_claims
 from ._schema import run_from_row, run_values, step_from_row, step_values, unknown_status_text
-from ._sql_calls import Calls, execute, fetch_all, fetch_one
+from ._sql_calls import Calls, execute, fenced_write, fetch_all, fetch_one
 from ._sql_errors import duplicate
 from ._verify import NOT_APPLIED
 
@@ -174,6 +174,43 @@ class Runs:
             return None
         run = run_from_row(row)
         return run if run.lease_token == values["token"] + 1 else NOT_APPLIED
+
+    async def continue_run(self, lease: Lease, args: bytes, *, now: float) -> RunRecord:
+        """Start the run's next generation under the same lease (see
+        `SQLStore.continue_run`)."""
+        values = {"rid": lease.run_id, "token": lease.token, "args": args, "now": now}
+        return await self._calls.call(
+            True,
+            self._continue,
+            lease,
+            values,
+            verify=partial(self._verify_continue, values),
+            run_id=lease.run_id,
+        )
+
+    async def _continue(self, cur: Any, lease: Lease, values: Mapping[str, Any]) -> RunRecord:
+        await fenced_write(cur, self._s, self._s.continue_run, lease, values)
+        rid = {"rid": lease.run_id}
+        for statement in (
+            self._s.delete_steps,
+            self._s.delete_consumed_signals,
+            self._s.empty_consumed_signals,
+        ):
+            await execute(cur, statement, rid)
+        return run_from_row(await fetch_one(cur, self._s.get_run, rid))
+
+    async def _verify_continue(self, values: Mapping[str, Any], cur: Any) -> Any:
+        """Whether a continue whose commit outcome is unknown was applied (all or nothing:
+        the run row tells)."""
+        row = await fetch_one(cur, self._s.get_run, {"rid": values["rid"]})
+        run = None if row is None else run_from_row(row)
+        if run is not None and (run.lease_token, run.updated_at, run.args) == (
+            values["token"],
+            values["now"],
+            values["args"],
+        ):
+            return run
+        return NOT_APPLIED
 
     async def delete_run(self, run_id: str) -> bool | None:
         """Delete a finished run without an unfinished ancestor (see `SQLStore.delete_run`)."""

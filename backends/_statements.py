@@ -241,6 +241,36 @@ class _RunStatements:
                 updated_at=bp("now"),
             )
         )
+        # `_rules.fenced` then `_rules.continued`: the run's next generation, same lease
+        self.continue_run = comp(
+            runs.update()
+            .where(p.fenced)
+            .values(
+                args=bp("args", type_=sa.LargeBinary),
+                generation=c.generation + 1,
+                status=sa.literal(RunStatus.RUNNING.value),
+                result=sa.null(),
+                error=sa.null(),
+                error_text=sa.null(),
+                wake_at=sa.null(),
+                cancel_requested=sa.and_(c.cancel_requested, c.cancelled_seq.is_(None)),
+                cancelled_seq=sa.null(),
+                recoveries=0,
+                updated_at=bp("now"),
+            )
+        )
+        # A continued run's consumed signals: deleted, but one with an idempotency key keeps
+        # its key (without its payload), so that a sender retrying it still sends nothing.
+        sig = signals_table()
+        consumed = sa.and_(sig.c.run_id == bp("rid"), sig.c.consumed_seq.is_not(None))
+        self.delete_consumed_signals = comp(
+            sig.delete().where(consumed, sig.c.idempotency_key.is_(None))
+        )
+        self.empty_consumed_signals = comp(
+            sig.update()
+            .where(consumed, sig.c.idempotency_key.is_not(None))
+            .values(payload=sa.literal(b"", sa.LargeBinary))
+        )
         # Re-reads after a commit whose outcome is unknown (the connection broke during it).
         self.leased_by = comp(
             sa.select(c.id, c.lease_token).where(

@@ -50,6 +50,7 @@ from durable._stores import close_stores
 from durable._types import Info, RunStatus, Step, StepKind, StepStatus
 from durable._worker import Worker
 from durable._workflow_api import (
+    continue_as_new,
     deprecate_patch,
     gather,
     info,
@@ -104,6 +105,7 @@ __all__ = [
     "WorkflowNotFound",
     "activity",
     "close_stores",
+    "continue_as_new",
     "deprecate_patch",
     "execute",
     "executor_config",

@@ -346,6 +346,9 @@ def _view_text(view: RunView) -> str:
     fields.append(("attempts", f"{info.attempts} (recoveries: {info.recoveries})"))
     if info.code_version is not None:
         fields.append(("code", info.code_version))
+    if info.generation > 1:
+        earlier = "earlier generations' steps are deleted"
+        fields.append(("generation", f"{info.generation} (continued as new; {earlier})"))
     fields.append(("arguments", view.args))
     if view.result is not None:
         fields.append(("result", view.result))

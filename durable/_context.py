@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 from uuid import UUID
 
 from durable._errors import NotInWorkflowError
@@ -92,6 +92,13 @@ class RunContext(Protocol):
 
     def patched(self, change_id: str, location: str | None, *, deprecated: bool = False) -> bool:
         """Whether this run takes the new code path of ``change_id`` (see `durable.patched`)."""
+        ...
+
+    def continue_as_new(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], location: str | None
+    ) -> NoReturn:
+        """End this generation of the run and start the next with these arguments (see
+        `durable.continue_as_new`): unwinds the workflow."""
         ...
 
 

@@ -430,17 +430,20 @@ class OutcomeUnknown(DurableError):
         idempotency_key: the key the interrupted attempt ran with.
     """
 
-    def __init__(self, run_id: str, seq: int, activity: str) -> None:
+    def __init__(
+        self, run_id: str, seq: int, activity: str, *, idempotency_key: str | None = None
+    ) -> None:
+        key = idempotency_key or f"{run_id}/{seq}"
         super().__init__(
             f"activity {activity!r} (run {run_id!r}, step {seq}) is final and was interrupted: "
             f"its outcome is unknown, so it is not run again. Check the outside world with "
-            f"idempotency key {run_id}/{seq} and decide in the workflow, or declare it "
+            f"idempotency key {key} and decide in the workflow, or declare it "
             "@activity(final=True, idempotent=True) to have it re-run with the same key"
         )
         self.run_id = run_id
         self.seq = seq
         self.activity = activity
-        self.idempotency_key = f"{run_id}/{seq}"
+        self.idempotency_key = key
 
 
 class ActivityInterrupted(DurableError):

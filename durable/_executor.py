@@ -24,7 +24,7 @@ from durable import _tracing as tracing
 from durable._clock import SystemClock
 from durable._codec import Payloads
 from durable._config import ExecutorConfig
-from durable._engine import PARKED, Engine, RunAbandoned
+from durable._engine import PARKED, Continued, Engine, RunAbandoned
 from durable._errors import LeaseLost, RecoveryLimitExceeded, StoreError, WorkflowNotFound
 from durable._logging import RunLog
 from durable._recording import ensure_run, outcome
@@ -158,8 +158,9 @@ class Executor:
     async def drive(
         self, defn: WorkflowDefinition, run: RunRecord, lease: Lease, *, replay_only: bool = False
     ) -> Any:
-        """Execute ``run`` under ``lease`` until it finishes or parks. ``replay_only`` stops at
-        the first step the history does not have (`ReplayEnd`)."""
+        """Execute ``run`` under ``lease`` until it finishes or parks, going on with each
+        generation it continues as (``durable.continue_as_new``) under the same lease.
+        ``replay_only`` stops at the first step the history does not have (`ReplayEnd`)."""
         store, clock = self.store, self.config.clock
 
         async def run_child(
@@ -183,19 +184,27 @@ class Executor:
                 await self._end_early(lease, defn, run, exc)
                 ended = True
                 raise
-            engine = Engine(
-                store=store,
-                run=run,
-                lease=lease,
-                defn=defn,
-                steps=steps,
-                child_runner=run_child,
-                config=self.config,
-                replay_only=replay_only,
-            )
-            if self.log is not None:
-                self.log.started(run, len(steps))
-            result = await self._run_traced(engine, lease)
+            while True:
+                engine = Engine(
+                    store=store,
+                    run=run,
+                    lease=lease,
+                    defn=defn,
+                    steps=steps,
+                    child_runner=run_child,
+                    config=self.config,
+                    replay_only=replay_only,
+                )
+                if self.log is not None:
+                    self.log.started(run, len(steps))
+                result = await self._run_traced(engine, lease)
+                if not isinstance(result, Continued):
+                    break
+                # durable.continue_as_new: the next generation is recorded (empty history,
+                # new arguments) and still leased to this executor, which goes on with it.
+                run, steps, lease = result.run, [], engine.lease
+                if self.log is not None:
+                    self.log.continued(run)
             if self.log is not None:
                 if result is PARKED:
                     self.log.parked(run, engine.parked_as)
@@ -229,7 +238,8 @@ class Executor:
                 return await self._run_supervised(engine, lease)
             with tracing.run_span(engine.tracer, run.id, run.workflow, run.trace_context) as span:
                 result = await self._run_supervised(engine, lease)
-                span.set_attribute("durable.outcome", "parked" if result is PARKED else "completed")
+                done = "continued" if isinstance(result, Continued) else "completed"
+                span.set_attribute("durable.outcome", "parked" if result is PARKED else done)
                 return result
 
     async def _run_supervised(self, engine: Engine, lease: Lease) -> Any:

@@ -28,6 +28,7 @@ _RUN_FIELDS = (
     "cancel_requested",
     "cancelled_seq",
     "rollback_requested",
+    "generation",  # absent from histories exported before generations existed: 1
 )
 _BYTES = frozenset({"args", "result", "error"})
 

@@ -21,7 +21,7 @@ from durable._codec import Payloads
 from durable._errors import DurableError
 from durable._recording import payloads_of
 from durable._runs import RunInfo, run_info
-from durable._types import RunStatus, StepKind, StepStatus, utc
+from durable._types import RunStatus, StepKind, StepStatus, step_key, utc
 from durable.store import RunQuery, RunRecord, StepRecord, Store
 
 __all__ = ["RunView", "StepView", "info_json", "inspect_run", "run_json"]
@@ -103,7 +103,7 @@ async def inspect_run(store: Store, run_id: str) -> RunView | None:
         info=run_info(store, run),
         args=_args_text(payloads, run),
         result=_result_text(payloads, run),
-        steps=[_step_view(payloads, step, child_ids) for step in steps],
+        steps=[_step_view(payloads, step, child_ids, run.generation) for step in steps],
         children=[run_info(store, child) for child in children],
     )
 
@@ -152,7 +152,9 @@ def _result_text(payloads: Payloads, run: RunRecord) -> str | None:
     return _text(_decoded(payloads, run.result, run.id, None, "result"))
 
 
-def _step_view(payloads: Payloads, step: StepRecord, child_ids: set[str]) -> StepView:
+def _step_view(
+    payloads: Payloads, step: StepRecord, child_ids: set[str], generation: int
+) -> StepView:
     result = error = None
     if step.status == StepStatus.COMPLETED:
         result = _text(_decoded(payloads, step.result, step.run_id, step.seq, "result"))
@@ -160,7 +162,7 @@ def _step_view(payloads: Payloads, step: StepRecord, child_ids: set[str]) -> Ste
         error = _text(_decoded(payloads, step.error, step.run_id, step.seq, "error"))
     child_id = None
     if step.kind == StepKind.CHILD:
-        derived = f"{step.run_id}/{step.seq}"
+        derived = step_key(step.run_id, generation, step.seq)
         child_id = derived if derived in child_ids else None
     started = step.status == StepStatus.STARTED
     return StepView(
@@ -194,6 +196,7 @@ def info_json(info: RunInfo) -> dict[str, Any]:
         "attempts": info.attempts,
         "recoveries": info.recoveries,
         "code_version": info.code_version,
+        "generation": info.generation,
         "error": info.error,
     }
 

@@ -182,6 +182,17 @@ class RunLog:
             wake_at=wake,
         )
 
+    def continued(self, run: RunRecord) -> None:
+        """The run continued as new: ``run`` is its next generation, about to start."""
+        self._log(
+            logging.INFO,
+            run,
+            "continued",
+            "continued as new: generation %d starts",
+            run.generation,
+            generation=run.generation,
+        )
+
     def completed(self, run: RunRecord) -> None:
         """The run's result is recorded."""
         self._log(logging.INFO, run, "completed", "completed", status="completed")

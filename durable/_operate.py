@@ -37,7 +37,7 @@ from durable._errors import ActionRefused, WorkflowNotFound
 from durable._names import check_name
 from durable._registry import lookup_workflow
 from durable._trust import trust_of
-from durable._types import RunStatus, StepKind, StepStatus
+from durable._types import RunStatus, StepKind, StepStatus, step_key
 from durable.store import RunRecord, StepRecord, Store
 
 __all__ = ["RETRYABLE", "delete", "fork", "retry"]
@@ -87,7 +87,7 @@ async def retry(store: Store, run_id: str, *, after_compensation: bool, clock: C
     dropped = set(drop)
     for step in steps:  # children behind deleted steps first (see the module docstring)
         if step.seq in dropped and step.kind == StepKind.CHILD:
-            child = await store.get_run(f"{run_id}/{step.seq}")
+            child = await store.get_run(step_key(run_id, run.generation, step.seq))
             if child is not None and child.parent_id == run_id and child.status in RETRYABLE:
                 await retry(store, child.id, after_compensation=after_compensation, clock=clock)
     reset = await store.reset_run(
@@ -195,6 +195,7 @@ async def fork(
         updated_at=now,
         code_version=defn.version if defn is not None else source.code_version,
         trace_context=tracing.current_context(),  # the fork joins the trace of who forked it
+        generation=source.generation,  # the copied steps are that generation's
     )
     copies = [replace(step, run_id=new_id) for step in steps if step.seq < from_step]
     _, created = await store.create_run(record, copies)

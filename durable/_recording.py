@@ -49,7 +49,8 @@ async def ensure_run(
     Raises:
         WorkflowIdConflict: the id is recorded for another workflow; or, for a child run
             (``parent_id`` given), by a run that is not that parent's child; or, with
-            ``check_args``, with other arguments.
+            ``check_args``, with other arguments (not checked once the run continued as
+            new: it no longer holds the arguments it was started with).
     """
     existing = await store.get_run(run_id)
     created = False
@@ -91,8 +92,12 @@ async def ensure_run(
         )
     if existing.workflow != defn.name:
         raise WorkflowIdConflict(run_id, existing.workflow, defn.name)
-    if check_args and not _same_arguments(
-        existing, Payloads(defn.codec, trust_of(store)), defn, args, kwargs
+    # A run that continued as new holds its latest generation's arguments, not the ones it
+    # was started with: a caller resuming it with those must not be refused.
+    if (
+        check_args
+        and existing.generation <= 1
+        and not _same_arguments(existing, Payloads(defn.codec, trust_of(store)), defn, args, kwargs)
     ):
         raise WorkflowIdConflict(
             run_id,

@@ -47,6 +47,8 @@ class RunInfo:
         error: a failed, cancelled or blocked run's error, with the traceback where it was
             first raised when the error could be decoded, else ``None``.
         code_version: the code version the run started under.
+        generation: which generation of the run this is: 1, plus one for each
+            ``durable.continue_as_new`` (only the current generation's steps are kept).
     """
 
     id: str
@@ -60,6 +62,7 @@ class RunInfo:
     recoveries: int
     error: str | None
     code_version: str | None
+    generation: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +140,7 @@ def run_info(store: Store, run: RunRecord) -> RunInfo:
         recoveries=run.recoveries,
         error=_error_text(store, run),
         code_version=run.code_version,
+        generation=run.generation,
     )
 
 

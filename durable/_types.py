@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-__all__ = ["Info", "RunStatus", "Step", "StepKind", "StepStatus", "utc"]
+__all__ = ["Info", "RunStatus", "Step", "StepKind", "StepStatus", "step_key", "utc"]
 
 
 class RunStatus(enum.StrEnum):
@@ -78,9 +78,12 @@ class Info:
         step: inside an activity, its step number; in workflow code, the number of the last
             step called so far (0 before the first).
         attempt: inside an activity, the attempt number (from 1); otherwise 0.
-        idempotency_key: inside an activity, ``"<run id>/<step>"``: the same for every attempt
-            and after a crash or takeover, so external calls can be de-duplicated with it.
-            ``None`` in workflow code.
+        idempotency_key: inside an activity, ``"<run id>/<step>"`` (from the second
+            generation on ``"<run id>/g<generation>/<step>"``, see `step_key`): the same for
+            every attempt and after a crash or takeover, so external calls can be
+            de-duplicated with it. ``None`` in workflow code.
+        generation: which generation of the run this is: 1, plus one for each
+            ``durable.continue_as_new`` before it.
     """
 
     run_id: str
@@ -88,6 +91,7 @@ class Info:
     step: int
     attempt: int
     idempotency_key: str | None
+    generation: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,3 +124,15 @@ class Step:
 def utc(seconds: float) -> datetime:
     """A stored time (seconds since the Unix epoch) as a timezone-aware UTC datetime."""
     return datetime.fromtimestamp(seconds, UTC)
+
+
+def step_key(run_id: str, generation: int, seq: int) -> str:
+    """The name of what step ``seq`` of a run's ``generation`` reaches outside the run: the
+    default id of its child run, the idempotency key of its signal send or activity.
+
+    ``"<run id>/<step>"`` in the first generation (as before generations existed), then
+    ``"<run id>/g<generation>/<step>"``: a generation started by ``durable.continue_as_new``
+    numbers its steps from 1 again, and must not find the runs and signals of an earlier
+    generation's step of the same number.
+    """
+    return f"{run_id}/{seq}" if generation <= 1 else f"{run_id}/g{generation}/{seq}"

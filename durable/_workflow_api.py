@@ -6,7 +6,7 @@ import math
 from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from uuid import UUID
 
 import anyio
@@ -18,6 +18,7 @@ from durable._names import check_name
 from durable._types import Info
 
 __all__ = [
+    "continue_as_new",
     "deprecate_patch",
     "gather",
     "info",
@@ -170,6 +171,40 @@ def info() -> Info:
             "execute the caller, so call it from a @workflow body or an @activity"
         )
     return ctx.info()
+
+
+def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
+    """End this generation of the run and start the workflow again, under the same run id,
+    with these arguments and an empty history: ``durable.continue_as_new(cursor, total)``.
+
+    For loops that run for ever (or for very long): a history that grows with every step
+    makes each replay longer; continuing every few hundred steps keeps replay time and
+    storage bounded. It never returns: it unwinds the workflow (like ``return``, it is not
+    caught by ``except Exception``), the store records the next generation in one
+    transaction, and the executor goes straight on with it.
+
+    * ``handle.result()``, ``durable.run`` and ``durable.execute`` return the last
+      generation's result; ``durable.info().generation`` counts the generations (1 first).
+    * The steps of the generation that ends are **deleted**, with the signals it consumed;
+      signals sent to the run and not consumed yet are kept for the next generation.
+    * The run keeps its id, queue, key, priority, deadline and creation time. A cancel or
+      pause requested and not yet delivered reaches the next generation.
+    * The generation counts as completed: its undos (``compensate=``) are dropped, never run.
+    * Child run ids, signal idempotency keys and activities' ``info().idempotency_key`` are
+      ``"<run id>/g<generation>/<step>"`` from the second generation on, so they never meet
+      an earlier generation's.
+
+    Call it from the workflow body once nothing else of the run is under way: with an
+    activity, child workflow, sleep or wait still running in another task it raises
+    `NotInWorkflowError` instead (await those first).
+
+    Raises:
+        NotInWorkflowError: called outside workflow code (an activity, plain code), or while
+            other steps of the run are under way.
+        TypeError: the arguments do not fit the workflow's signature.
+        SerializationError: the arguments cannot be encoded by the workflow's codec.
+    """
+    _context.current("continue_as_new").continue_as_new(args, kwargs, caller_location())
 
 
 async def gather(*awaitables: Awaitable[T]) -> list[T]:

@@ -559,6 +559,28 @@ class Store(Protocol):
         """
         ...
 
+    async def continue_run(self, lease: Lease, args: bytes, *, now: float) -> RunRecord:
+        """Start the next generation of a leased run (``durable.continue_as_new``), in one
+        transaction fenced by ``lease``: delete every step of the run and its consumed
+        signals (a consumed signal with an idempotency key leaves that key behind, without
+        its payload, so a sender retrying it still sends nothing); keep its buffered ones;
+        store ``args`` (encoded ``(args, kwargs)``), ``generation + 1``, status ``running``,
+        ``result``, ``error``, ``error_text``, ``wake_at`` and ``cancelled_seq`` cleared,
+        ``recoveries`` 0, and a cancel request only if it was not delivered yet (one
+        delivered in the ending generation was that generation's). The id, workflow, parent,
+        queue, key, priority, deadline, ``created_at``, ``started_at``, the pause request
+        and the lease (owner, token, expiry) are kept: the executor goes on with the new
+        generation under the same lease.
+
+        Returns:
+            The run as it is now.
+
+        Raises:
+            LeaseLost: the run's token is no longer ``lease.token`` (or the run is gone);
+                nothing was written.
+        """
+        ...
+
     async def delete_run(self, run_id: str) -> bool | None:
         """Delete a finished run with its steps and signals, in one transaction, unless one
         of its ancestors (its parent, the parent's parent...) is unfinished: it may still need

@@ -50,6 +50,7 @@ EXPECTED = {
     "Worker",
     "activity",
     "close_stores",
+    "continue_as_new",
     "deprecate_patch",
     "execute",
     "executor_config",

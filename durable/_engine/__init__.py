@@ -31,11 +31,19 @@ retries, compensations), `OtherRuns` (child runs, signals sent), `Waits` (timers
 waits, parking, pausing), `Helpers` (now, uuid4, random, version markers). `Engine` wires
 them, runs the workflow and decides its outcome, and is the run's `RunContext`; the executor
 talks to it only through `lease_renewed`, `set_paused`, `request_cancel`, `lose_lease`,
-`waits_in_memory`, `children`, `fatal`, `finished` and `parked_as` (read only).
+`waits_in_memory`, `children`, `fatal`, `finished`, `parked_as` and `lease` (read only).
+
+Continue-as-new: `durable.continue_as_new` unwinds the workflow (`ContinueAsNew`, a
+`BaseException` like the park signal) once nothing else of the run is under way; `run` then
+records the next generation in one fenced store transaction (`Store.continue_run`: history
+deleted, new arguments) and returns `Continued`, and the executor starts a new engine on it
+under the same lease. A crash before that commit replays the ending generation up to the same
+call; after it, the new generation starts from its first step.
 """
 
 from __future__ import annotations
 
+import inspect
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
@@ -50,6 +58,7 @@ from durable._errors import (
     Cancelled,
     CompensationFailed,
     LeaseLost,
+    NotInWorkflowError,
     SerializationError,
 )
 from durable._registry import ActivityDefinition, WorkflowDefinition
@@ -66,7 +75,17 @@ from durable.store import (
 
 from ._activities import Activities
 from ._cancel import Cancellation
-from ._common import PARKED, ChildRunner, Interceptor, Park, RunAbandoned, only_parks
+from ._common import (
+    PARKED,
+    ChildRunner,
+    ContinueAsNew,
+    Continued,
+    Interceptor,
+    Park,
+    RunAbandoned,
+    continue_of,
+    only_parks,
+)
 from ._gate import Gate
 from ._helpers import Helpers
 from ._in_flight import InFlight
@@ -75,7 +94,15 @@ from ._others import OtherRuns
 from ._replay import ReplayCursor, ReplayEnd
 from ._waits import Waits
 
-__all__ = ["PARKED", "ChildRunner", "Engine", "Interceptor", "ReplayEnd", "RunAbandoned"]
+__all__ = [
+    "PARKED",
+    "ChildRunner",
+    "Continued",
+    "Engine",
+    "Interceptor",
+    "ReplayEnd",
+    "RunAbandoned",
+]
 
 
 class Engine:
@@ -134,6 +161,7 @@ class Engine:
         self.waits = Waits(self, park_after=config.park_after, pause_requested=run.pause_requested)
         self.parked_as: RunUpdate | None = None  # how the run was parked, once it is
         self.tracer = tracing.tracer()  # None: no spans (no OpenTelemetry provider configured)
+        self.replay_only = replay_only
 
     @property
     def fatal(self) -> BaseException | None:
@@ -148,6 +176,11 @@ class Engine:
     def finished(self) -> bool:
         """The outcome is recorded and the lease released."""
         return self.journal.finished
+
+    @property
+    def lease(self) -> Lease:
+        """The run's lease, as last renewed (the next generation goes on under it)."""
+        return self.journal.lease
 
     def lease_renewed(self, lease: Lease) -> None:
         """The executor renewed the lease: later checks use the new expiry."""
@@ -172,15 +205,22 @@ class Engine:
         failure: Exception | None = None
         result: Any = None
         parked = False
+        continued: ContinueAsNew | None = None
         try:
             args, kwargs = self.journal.load(self.run_record.args, None, "arguments")
             result = await self.defn.fn(*args, **kwargs)
         except Exception as exc:
             failure = exc
         except BaseException as exc:
-            if self.waits.parked is None:
+            continued, rest = continue_of(exc)
+            if continued is not None:
+                if rest is not None:  # another branch ended otherwise meanwhile: that wins
+                    if not isinstance(rest, Exception):
+                        raise rest from None
+                    continued, failure = None, rest
+            elif self.waits.parked is None:
                 raise
-            if only_parks(exc):
+            elif only_parks(exc):
                 parked = True
             else:
                 # One branch parked while another ended otherwise (it took a cancel, say, in
@@ -194,6 +234,8 @@ class Engine:
         finally:
             current_scope().reset(scope_token)
             _context.leave_run(token)
+        if continued is not None:
+            return await self._continue(continued)
         if parked and self.fatal is None and self.waits.parked is not None:
             await self._park(self.waits.parked)
             return PARKED
@@ -227,6 +269,27 @@ class Engine:
             raise self.fatal
         await self.journal.commit((), RunUpdate(RunStatus.COMPLETED, result=payload, release=True))
         return result
+
+    async def _continue(self, continued: ContinueAsNew) -> Continued:
+        """Record the run's next generation (`Journal.continue_run`); a run whose replay
+        reaches ``continue_as_new`` where its history goes on, or whose recorded outcome is a
+        failure or a return (it is compensating), has diverged and is blocked instead."""
+        if self.fatal is None:
+            if self.failure_recorded or self.run_record.rollback_requested:
+                ended = "a failure" if self.failure_recorded else "a return"
+                self.fatal = self.cursor.nondeterminism(
+                    self.cursor.seq + 1,
+                    f"{ended} of the workflow (the run is compensating)",
+                    None,
+                    "durable.continue_as_new()",
+                    continued.location,
+                )
+            elif self.cursor.unreached(compensations_expected=False) is not None:
+                self.fatal = self.cursor.diverged("durable.continue_as_new()")
+        if self.fatal is not None:
+            await self.journal.block(self.fatal)
+            raise self.fatal
+        return Continued(await self.journal.continue_run(continued.payload))
 
     async def _park(self, update: RunUpdate) -> None:
         """Record the run parked (released until it is due). A cancel or pause requested since
@@ -381,5 +444,52 @@ class Engine:
         return self.helpers.random(location)
 
     def info(self) -> Info:
-        """Run id, workflow name and the number of the last step called."""
-        return Info(self.run_record.id, self.defn.name, self.cursor.seq, 0, None)
+        """Run id, workflow name, the number of the last step called and the generation."""
+        run = self.run_record
+        return Info(run.id, self.defn.name, self.cursor.seq, 0, None, run.generation)
+
+    def continue_as_new(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], location: str | None
+    ) -> NoReturn:
+        """End this generation: unwind the workflow (`ContinueAsNew`) so that `run` records
+        the next one with these arguments (see `durable.continue_as_new`).
+
+        Raises:
+            NotInWorkflowError: a step of the run is still under way, or the run has ended.
+            TypeError: the arguments do not fit the workflow's signature.
+            SerializationError: they cannot be encoded.
+        """
+        run_id = self.run_record.id
+        if self.fatal is not None:
+            raise self.fatal
+        if self.journal.closed:
+            raise NotInWorkflowError(
+                f"durable.continue_as_new() was called by a task of run {run_id!r} after the "
+                "run had ended; call it from the workflow body, once its other tasks are done"
+            )
+        if self.flight.busy or self.waits.wake or self.others.children:
+            raise NotInWorkflowError(
+                f"durable.continue_as_new() was called while other steps of run {run_id!r} "
+                "are under way (an activity, child workflow, signal send, sleep or signal wait "
+                "in another task); it ends this generation, so call it once every branch has "
+                "finished: await them (durable.gather or a task group) first"
+            )
+        try:
+            inspect.signature(self.defn.fn).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(
+                f"durable.continue_as_new() of run {run_id!r}: the arguments do not fit "
+                f"workflow {self.defn.name!r}: {exc}"
+            ) from None
+        except ValueError:
+            pass  # no signature to check against
+        payload = self.journal.payloads.dumps(
+            (args, kwargs),
+            what=f"arguments of generation {self.run_record.generation + 1} of run {run_id!r}",
+        )
+        if self.replay_only:  # a replay stops where the generation ends, if its history does
+            if self.cursor.unreached(compensations_expected=False) is not None:
+                self.fatal = self.cursor.diverged("durable.continue_as_new()")
+                raise self.fatal
+            raise ReplayEnd(self.cursor.seq + 1)
+        raise ContinueAsNew(payload, location)

@@ -21,7 +21,7 @@ from durable import _tracing as tracing
 from durable._errors import ActivityInterrupted, ActivityTimeout, OutcomeUnknown
 from durable._registry import ActivityDefinition
 from durable._saga import Undo
-from durable._types import Info, StepKind, StepStatus
+from durable._types import Info, StepKind, StepStatus, step_key
 from durable.store import StepRecord
 
 from ._in_flight import Ticket
@@ -140,7 +140,8 @@ class Activities(Part):
         if intent is not None:
             stop: Exception | None = None
             if defn.final and not defn.idempotent:
-                stop = OutcomeUnknown(self._run.id, seq, name)
+                key = step_key(self._run.id, self._run.generation, seq)
+                stop = OutcomeUnknown(self._run.id, seq, name, idempotency_key=key)
             elif defn.crash_limit and done >= defn.retry.max_attempts:
                 stop = ActivityInterrupted(self._run.id, seq, name, done)
             if stop is not None:
@@ -236,8 +237,9 @@ class Activities(Part):
         attempt: int,
     ) -> Any:
         """One attempt: the activity called in its `durable.info` context, under its timeout."""
-        run_id = self._run.id
-        info = Info(run_id, self._defn.name, seq, attempt, f"{run_id}/{seq}")
+        run_id, generation = self._run.id, self._run.generation
+        key = step_key(run_id, generation, seq)
+        info = Info(run_id, self._defn.name, seq, attempt, key, generation)
         tokens = _context.enter_activity(info)
         if self._interceptor is None:  # the hot path: no wrapper per attempt
             call: Awaitable[Any] = self._invoke(defn, fn, args, kwargs)

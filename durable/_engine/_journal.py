@@ -205,6 +205,28 @@ class Journal:
             )
         )
 
+    async def continue_run(self, args: bytes) -> RunRecord:
+        """Start the run's next generation with ``args`` (see `Store.continue_run`): this
+        journal's generation ends (nothing more is recorded through it) and the lease stays
+        with the executor. Helper steps buffered since the last commit are dropped with the
+        history they belonged to.
+
+        Raises:
+            LeaseLost, StoreError: (fatal) someone else owns the run, or the store cannot say
+                what was written.
+        """
+        self._pending.clear()
+        self._flight.enter()
+        try:
+            run = await self._store.continue_run(self._lease, args, now=self._clock.time())
+        except (LeaseLost, StoreError) as exc:
+            self.fatal = exc
+            raise
+        finally:
+            self._flight.leave()
+        self.closed = True
+        return run
+
     async def block(self, fatal: BaseException) -> None:
         """Record the run ``blocked`` by ``fatal`` (unless fatal means: write nothing)."""
         if isinstance(fatal, LeaseLost | StoreError) and not isinstance(fatal, UnreadableRecord):
@@ -307,6 +329,11 @@ class Journal:
             )
             raise self.fatal from exc
         self.lease_renewed(lease)
+
+    @property
+    def lease(self) -> Lease:
+        """The lease, as last renewed."""
+        return self._lease
 
     def lease_renewed(self, lease: Lease) -> None:
         """The lease was renewed: later checks use the new expiry."""

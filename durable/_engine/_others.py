@@ -3,7 +3,10 @@
 A child step is recorded as started before the child run is created, and replaced by the
 child's outcome; a parked child makes the parent's step wait like a signal wait, so the parent
 parks too. A signal sent from workflow code is sent once however often the run replays: its
-idempotency key is ``"<run id>/<step>"`` unless the workflow gives one.
+idempotency key is ``"<run id>/<step>"`` unless the workflow gives one. From a run's second
+generation on (``durable.continue_as_new``) both are ``"<run id>/g<generation>/<step>"``
+(`durable._types.step_key`), so a step never finds what an earlier generation's step of the
+same number created.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from durable._errors import StoreError, WorkflowIdConflict
 from durable._registry import WorkflowDefinition
 from durable._signals import send_signal
-from durable._types import StepKind, StepStatus
+from durable._types import StepKind, StepStatus, step_key
 from durable.store import StepRecord
 
 from ._common import FATAL, PARKED
@@ -51,7 +54,7 @@ class OtherRuns(Part):
         child_id: str | None = None,
     ) -> Coroutine[Any, Any, Any]:
         """Number the call now; return an awaitable that replays it or runs the child run
-        (under ``child_id``, by default ``"<run id>/<step>"``)."""
+        (under ``child_id``, by default ``"<run id>/<step>"``, see `step_key`)."""
         seq, recorded = self._e.gate.step(StepKind.CHILD, defn.name, location)
         if self._cancel.claim_at_call(seq, recorded):
             return self._e.gate.deliver_cancel(seq)
@@ -82,7 +85,7 @@ class OtherRuns(Part):
             call = StepCall(seq, StepKind.CHILD, defn.name, location, started)
             if intent is None:  # the child step is recorded as started before the child is
                 await self._e.gate.begin(self._journal.started(call, 1))
-            child_id = child_id or f"{self._run.id}/{seq}"
+            child_id = child_id or step_key(self._run.id, self._run.generation, seq)
             try:
                 value = await self._await_child(seq, defn, args, kwargs, child_id)
             except FATAL as exc:
@@ -158,7 +161,7 @@ class OtherRuns(Part):
         if self._e.waits.pause_requested:
             return self._e.waits.pause_here()
         ticket = self._flight.ticket()  # until the step is recorded (or fails, or is dropped)
-        key = idempotency_key or f"{self._run.id}/{seq}"
+        key = idempotency_key or step_key(self._run.id, self._run.generation, seq)
         body = self._send_signal(ticket, seq, run_id, name, payload, key, location, recorded)
         ticket.watch(body)
         return body

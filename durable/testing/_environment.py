@@ -45,6 +45,7 @@ _WRITES = frozenset(
         "send_signal",
         "wake",
         "receive_signal",
+        "continue_run",
     }
 )
 """Store calls that mean a run is moving (the rest are reads, polls and lease renewals)."""

@@ -271,6 +271,10 @@ def _head(root: str, view: RunView) -> str:
         ("Attempts", str(info.attempts)),
         ("Recoveries", str(info.recoveries)),
         ("Code version", _e(info.code_version) if info.code_version else "—"),
+    ]
+    if info.generation > 1:  # continued as new: the steps shown are this generation's
+        rows.append(("Generation", str(info.generation)))
+    rows += [
         ("Parent", parent),
         ("Children", str(len(view.children))),
     ]

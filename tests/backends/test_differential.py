@@ -181,8 +181,9 @@ class _Scenario:
                 "prune",
                 "read",
                 "put_queue",
+                "continue",
             ],
-            weights=[6, 6, 5, 3, 3, 10, 4, 3, 4, 2, 2, 2, 1],
+            weights=[6, 6, 5, 3, 3, 10, 4, 3, 4, 2, 2, 2, 1, 2],
         )[0]
         if kind == "create":
             return self.create()
@@ -248,6 +249,9 @@ class _Scenario:
             return _Operation(method, (self.run_id(),), {"now": now})
         if kind == "wake":
             return _Operation("wake", (self.run_id(),), {"now": now})
+        if kind == "continue":
+            args = rng.choice([b"args-2", b"args-3"])
+            return _Operation("continue_run", (self.lease(), args), {"now": now})
         if kind == "prune":
             before = now - rng.choice([-1.0, 0.0, 10.0, 100.0])
             return _Operation("prune", (), {"before": before, "limit": rng.randint(0, 3)})
@@ -333,4 +337,5 @@ async def test_memory_and_sql_stores_agree_on_a_random_sequence(
     seen: set[str] = set()
     await _compare(seed, sql_store, sink=seen.add)
     # the sequence reached every kind of operation
-    assert {"commit", "claim", "receive_signal", "prune", "request_pause", "put_queue"} <= seen
+    expected = {"commit", "claim", "receive_signal", "prune", "request_pause", "put_queue"}
+    assert expected | {"continue_run"} <= seen

@@ -156,6 +156,21 @@ async def test_a_claim_with_a_lost_reply_frees_what_it_took(
     assert sorted(run.id for run, _ in again) == ["r0", "r1", "r2"]
 
 
+@pytest.mark.parametrize("applied", [True, False])
+async def test_a_continue_with_a_lost_reply_starts_one_generation(
+    store: SQLStore, lose_reply: Callable[[bool], None], applied: bool
+) -> None:
+    await store.create_run(_run("r"))
+    lease = await store.acquire_lease("r", OWNER, now=1.0, duration=30)
+    assert lease is not None
+    await store.commit(lease, [_step("r", 1)], now=2.0)
+    lose_reply(applied)
+    run = await store.continue_run(lease, b"next", now=3.0)
+    assert (run.generation, run.args, run.lease_token) == (2, b"next", lease.token)
+    assert run == await store.get_run("r")
+    assert await store.load_steps("r") == []
+
+
 @pytest.fixture
 def own_database() -> Iterator[str]:
     """A database of this test alone (so it can refuse connections without harming others)."""

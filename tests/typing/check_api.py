@@ -67,6 +67,14 @@ async def checkout(order_id: str, cents: int) -> dict[str, str]:
     }
 
 
+@workflow
+async def poller(cursor: int) -> int:
+    generation: int = durable.info().generation
+    if generation < 3:
+        durable.continue_as_new(cursor + 1)  # NoReturn: the code below is the last generation
+    return cursor
+
+
 async def caller() -> None:
     result: dict[str, str] = await durable.execute(checkout, "o-1", 100, id="o-1")
     handle: durable.WorkflowHandle = await durable.start(checkout, "o-1", 100, id="o-1")
