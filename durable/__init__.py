@@ -41,6 +41,7 @@ from durable._errors import (
     WorkflowFinished,
     WorkflowIdConflict,
     WorkflowNotFound,
+    WorkflowTimeout,
 )
 from durable._retention import prune
 from durable._retry import RetryPolicy
@@ -100,6 +101,7 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowIdConflict",
     "WorkflowNotFound",
+    "WorkflowTimeout",
     "activity",
     "close_stores",
     "deprecate_patch",

@@ -28,6 +28,7 @@ _RUN_FIELDS = (
     "cancel_requested",
     "cancelled_seq",
     "rollback_requested",
+    "deadline",
 )
 _BYTES = frozenset({"args", "result", "error"})
 

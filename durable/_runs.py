@@ -47,6 +47,7 @@ class RunInfo:
         error: a failed, cancelled or blocked run's error, with the traceback where it was
             first raised when the error could be decoded, else ``None``.
         code_version: the code version the run started under.
+        deadline: when the run times out (UTC; set by ``timeout=``), else ``None``.
     """
 
     id: str
@@ -60,6 +61,7 @@ class RunInfo:
     recoveries: int
     error: str | None
     code_version: str | None
+    deadline: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +139,7 @@ def run_info(store: Store, run: RunRecord) -> RunInfo:
         recoveries=run.recoveries,
         error=_error_text(store, run),
         code_version=run.code_version,
+        deadline=None if run.deadline is None else utc(run.deadline),
     )
 
 

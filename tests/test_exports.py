@@ -46,6 +46,7 @@ EXPECTED = {
     "WorkflowFinished",
     "WorkflowIdConflict",
     "WorkflowNotFound",
+    "WorkflowTimeout",
     "Worker",
     "activity",
     "close_stores",

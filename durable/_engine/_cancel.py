@@ -6,6 +6,12 @@ wait in progress (a sleep, a signal wait). That step number is decided the momen
 it, so two concurrent calls cannot both take the delivery, and it is then recorded in the run
 (``cancelled_seq``) so every replay raises `Cancelled` at that same step. Steps that meet the
 request after another step claimed it wait for that record (`delivered`).
+
+A run's deadline (``timeout=``) is delivered the same way, as `WorkflowTimeout`: once the
+clock passes it (`check_deadline`), the run is treated as asked to cancel. The reason needs no
+column of its own: a delivered cancel (``cancelled_seq``) on a run that has a deadline and no
+``cancel_requested`` is a timeout, so every replay raises `WorkflowTimeout` at that step too.
+A cancel requested before the timeout is delivered wins (the run ends ``cancelled``).
 """
 
 from __future__ import annotations
@@ -25,20 +31,58 @@ class Cancellation:
         delivered_at: the run's ``cancelled_seq``: the step where it was delivered before.
     """
 
-    __slots__ = ("_unrecorded", "at", "delivered", "requested")
+    __slots__ = ("_armed", "_unrecorded", "at", "deadline", "delivered", "requested", "timed_out")
 
-    def __init__(self, *, requested: bool, delivered_at: int | None) -> None:
-        """See the class docstring."""
-        self.requested = requested
+    def __init__(
+        self,
+        *,
+        requested: bool,
+        delivered_at: int | None,
+        deadline: float | None = None,
+        armed: bool = True,
+    ) -> None:
+        """See the class docstring. ``deadline``: the run's (epoch seconds); ``armed``: the
+        deadline may still be delivered (not while a recorded failure is being replayed)."""
+        self.deadline = deadline
+        # A delivered cancel on a run with a deadline and no cancel request is its timeout.
+        self.timed_out = delivered_at is not None and deadline is not None and not requested
+        self.requested = requested or self.timed_out
         self.at = delivered_at  # the step at which Cancelled is raised
+        self._armed = armed
         self._unrecorded = False  # `at` is decided but not committed yet
         self.delivered = anyio.Event()  # `at` is recorded in the run
         if delivered_at is not None:
             self.delivered.set()
 
     def request(self) -> None:
-        """The run was asked to cancel."""
+        """The run was asked to cancel (a timeout not delivered yet becomes this cancel: the
+        run records ``cancel_requested``)."""
         self.requested = True
+        if not self.delivered.is_set():
+            self.timed_out = False
+
+    @property
+    def open_deadline(self) -> float | None:
+        """The deadline while it may still be delivered: armed, and no cancel (nor timeout)
+        requested yet; else ``None`` (a wait need not wake for it)."""
+        if not self._armed or self.requested:
+            return None
+        return self.deadline
+
+    def check_deadline(self, now: float) -> bool:
+        """At ``now`` past the open deadline, the run is to time out: requested as a cancel
+        whose error is `WorkflowTimeout`. Returns whether that happened now."""
+        deadline = self.open_deadline
+        if deadline is None or now < deadline:
+            return False
+        self.requested = self.timed_out = True
+        return True
+
+    @property
+    def timeout_pending(self) -> bool:
+        """A timeout is requested and its delivery not recorded yet: like a cancel request
+        the store holds, it stops every step that would start meanwhile."""
+        return self.timed_out and not self.delivered.is_set()
 
     @property
     def unclaimed(self) -> bool:
