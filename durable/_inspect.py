@@ -194,6 +194,7 @@ def info_json(info: RunInfo) -> dict[str, Any]:
         "attempts": info.attempts,
         "recoveries": info.recoveries,
         "code_version": info.code_version,
+        "deadline": _iso(info.deadline),
         "error": info.error,
     }
 

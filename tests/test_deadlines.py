@@ -5,6 +5,7 @@ and on the test environment's virtual clock."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -418,3 +419,43 @@ def test_deadline_after_a_crash_postgres(
     init = durable_cli(PROGRAMS, "db", "init", fresh_postgres_url, timeout=120)
     assert init.returncode == 0, init.stderr
     _crash_then_time_out(processes, fresh_postgres_url, tmp_path)
+
+
+# -- what operators see ------------------------------------------------------------------------
+
+
+def test_the_cli_and_the_web_view_show_timed_out_runs_and_deadlines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from starlette.testclient import TestClient
+
+    import durable.ui
+    from durable._cli import main
+
+    url = f"sqlite:///{tmp_path / 'ops.db'}"
+    try:
+        with pytest.raises(durable.WorkflowTimeout):
+            durable.run(napper, 3600, id="ops", store=url, timeout=0.2)
+        durable.run(napper, 0, id="fine", store=url)
+        capsys.readouterr()
+        assert main(["runs", "list", "--status", "timed_out", "--store", url, "--json"]) == 0
+        listed = json.loads(capsys.readouterr().out)
+        assert [run["id"] for run in listed] == ["ops"]
+        assert main(["runs", "show", "ops", "--store", url, "--json"]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        info = anyio.run(durable.get_handle("ops", store=url).describe)
+        assert info.deadline is not None
+        assert shown["status"] == "timed_out"
+        assert shown["deadline"] == info.deadline.isoformat()
+        assert main(["runs", "show", "ops", "--store", url]) == 0
+        text = capsys.readouterr().out
+        (line,) = [line for line in text.splitlines() if line.startswith("deadline ")]
+        assert "timed_out" in text and f"{info.deadline:%Y-%m-%d %H:%M:%S} UTC" in line
+        with TestClient(durable.ui.create_app(url)) as client:
+            page = client.get("/run", params={"id": "ops"})
+            assert page.status_code == 200
+            assert 's-timed_out">timed out<' in page.text and "Deadline" in page.text
+            listing = client.get("/", params={"status": "timed_out"})
+            assert "ops" in listing.text
+    finally:
+        anyio.run(durable.close_stores)
