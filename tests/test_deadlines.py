@@ -146,6 +146,66 @@ async def test_a_run_times_out_in_its_activity_loop_and_is_compensated(store: St
     assert booked == [0, 1, 2, 3] and undone == [3, 2, 1, 0]
 
 
+@durable.workflow
+async def fan_out() -> list[int]:
+    await book(0, 0)  # holds until the deadline has passed
+    return list(await durable.gather(book(1, -1), book(2, -1), book(3, -1)))
+
+
+async def test_concurrent_steps_after_the_deadline_never_start(store: Store) -> None:
+    STORES["fan"] = store
+    with pytest.raises(durable.WorkflowTimeout):
+        await durable.execute(fan_out, id="fan", store=store, timeout=1.0)
+    assert booked == [0] and undone == [0]
+    assert (await _info(store, "fan")).status == RunStatus.TIMED_OUT
+
+
+async def _cancel_requested(run_id: str) -> None:
+    store = STORES[run_id]
+
+    async def asked() -> bool:
+        run = await store.get_run(run_id)
+        return run is not None and run.cancel_requested
+
+    await eventually("the cancel request", asked)
+
+
+@durable.activity(compensate=unbook)
+async def book_until_cancelled(i: int, hold_at: int) -> int:
+    booked.append(i)
+    if i == hold_at:
+        await _cancel_requested(durable.info().run_id)
+    return i
+
+
+@durable.workflow
+async def fan_out_cancelled() -> list[int]:
+    await book_until_cancelled(0, 0)
+    steps = (book_until_cancelled(i, -1) for i in (1, 2, 3))
+    return list(await durable.gather(*steps))
+
+
+async def test_concurrent_steps_after_a_cancel_never_start(store: Store) -> None:
+    """The same for a cancel (the engine's delivery is shared): the gather's other branches,
+    whichever took the delivery, are cancelled before they start."""
+    STORES["fan-c"] = store
+    handle = await durable.start(fan_out_cancelled, id="fan-c", store=store)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_cancel_when_booked, handle)
+        with pytest.raises(durable.Cancelled):
+            await durable.execute(fan_out_cancelled, id="fan-c", store=store)
+    assert booked == [0] and undone == [0]
+
+
+async def _cancel_when_booked(handle: durable.WorkflowHandle) -> None:
+    await eventually("the first booking", _booked_any)
+    await handle.cancel()
+
+
+async def _booked_any() -> bool:
+    return bool(booked)
+
+
 class _ParkWatch:
     """A store that notes how runs were parked (the updates that released them asleep)."""
 

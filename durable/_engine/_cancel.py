@@ -31,7 +31,16 @@ class Cancellation:
         delivered_at: the run's ``cancelled_seq``: the step where it was delivered before.
     """
 
-    __slots__ = ("_armed", "_unrecorded", "at", "deadline", "delivered", "requested", "timed_out")
+    __slots__ = (
+        "_armed",
+        "_unrecorded",
+        "at",
+        "called_before",
+        "deadline",
+        "delivered",
+        "requested",
+        "timed_out",
+    )
 
     def __init__(
         self,
@@ -53,6 +62,10 @@ class Cancellation:
         self.delivered = anyio.Event()  # `at` is recorded in the run
         if delivered_at is not None:
             self.delivered.set()
+        # The last step called when the delivery was raised: the other steps up to it that
+        # have not started yet were called beside it (a gather's other branches, numbered
+        # before or after it) and are about to be cancelled.
+        self.called_before = 0
 
     def request(self) -> None:
         """The run was asked to cancel (a timeout not delivered yet becomes this cancel: the
@@ -65,29 +78,31 @@ class Cancellation:
     def open_deadline(self) -> float | None:
         """The deadline while it may still be delivered: armed, and no cancel (nor timeout)
         requested yet; else ``None`` (a wait need not wake for it)."""
-        if not self._armed or self.requested:
+        if not self._armed or self.requested or self.timed_out:
             return None
         return self.deadline
 
     def check_deadline(self, now: float) -> bool:
-        """At ``now`` past the open deadline, the run is to time out: requested as a cancel
-        whose error is `WorkflowTimeout`. Returns whether that happened now."""
+        """At ``now`` past the open deadline, the run is to time out: like a cancel request
+        the store holds (see `timeout_pending`), its error `WorkflowTimeout`. Returns whether
+        that happened now."""
         deadline = self.open_deadline
         if deadline is None or now < deadline:
             return False
-        self.requested = self.timed_out = True
+        self.timed_out = True
         return True
 
     @property
     def timeout_pending(self) -> bool:
-        """A timeout is requested and its delivery not recorded yet: like a cancel request
-        the store holds, it stops every step that would start meanwhile."""
+        """The deadline passed and its delivery is not recorded yet: as the store refuses a
+        step while a cancel is pending, the gate stops every step that would start
+        meanwhile, and a wait in progress takes the delivery."""
         return self.timed_out and not self.delivered.is_set()
 
     @property
     def unclaimed(self) -> bool:
-        """Requested, and no step has taken the delivery yet."""
-        return self.requested and self.at is None
+        """Requested (or timed out), and no step has taken the delivery yet."""
+        return (self.requested or self.timed_out) and self.at is None
 
     def claim_at_call(self, seq: int, recorded: StepRecord | None) -> bool:
         """Whether step ``seq``, now called, raises `Cancelled`: where it was delivered before
@@ -101,7 +116,7 @@ class Cancellation:
 
     def claim_at_wait(self, seq: int) -> bool:
         """Whether the wait at step ``seq`` (in progress) takes the delivery."""
-        if not self.requested or self.at not in (None, seq):
+        if not (self.requested or self.timed_out) or self.at not in (None, seq):
             return False
         if self.at is None:
             self._claim(seq)
@@ -113,6 +128,11 @@ class Cancellation:
         self.requested = True
         if self.at is None:
             self._claim(seq)
+
+    def beside_delivery(self, seq: int) -> bool:
+        """Whether step ``seq``, about to start, was called beside the step that raised the
+        delivery (before that was raised): its task group is about to cancel it."""
+        return self.at is not None and seq != self.at and seq <= self.called_before
 
     @property
     def unrecorded(self) -> bool:

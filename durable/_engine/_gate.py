@@ -69,6 +69,8 @@ class Gate:
         passed) stops it the same way, before the store is asked. ``relaxed``: the record only
         counts an attempt, so the store need not wait for the disk (see `Store.commit`)."""
         while True:
+            if check_requests:
+                await self._beside_delivery(record.seq)
             if check_requests and self._e.cancellation.timeout_pending:
                 # The deadline passed: the store knows nothing of it, so the gate stops the
                 # step as the store stops one while a cancel is pending.
@@ -82,8 +84,19 @@ class Gate:
                 relaxed=relaxed,
             )
             if stopped is None:
+                if check_requests:  # a delivery may have been raised while this was written
+                    await self._beside_delivery(record.seq)
                 return
             await self._interrupted(record.seq, stopped)
+
+    async def _beside_delivery(self, seq: int) -> None:
+        """Step ``seq`` was called beside the step that raised the cancellation (another
+        branch of its task group, which cancels this one once that error reaches it): let
+        that happen before this step starts. A branch that catches the error and goes on
+        lets this step start."""
+        if self._e.cancellation.beside_delivery(seq):
+            for _ in range(3):
+                await anyio.lowlevel.checkpoint()
 
     async def _interrupted(self, seq: int, stopped: Interruption) -> None:
         """Step ``seq`` was refused by a request: deliver the cancellation here, park the run
@@ -123,6 +136,8 @@ class Gate:
         """Raise `Cancelled` (or `WorkflowTimeout`) at step ``seq``, its first delivery
         recorded."""
         await self.record_cancel(seq)
+        cancellation = self._e.cancellation
+        cancellation.called_before = max(cancellation.called_before, self._e.cursor.seq)
         raise self.cancel_error()
 
     def cancel_error(self) -> Cancelled:
