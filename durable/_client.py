@@ -448,6 +448,8 @@ class WorkflowHandle:
 
         Raises:
             TimeoutError: the run did not finish within ``timeout``.
+            WorkflowTimeout: the run timed out (its own deadline, ``timeout=`` when it was
+                started); also a `TimeoutError`: catch it first to tell them apart.
             WorkflowNotFound: no such run.
         """
         if timeout is not None and (not math.isfinite(timeout) or timeout < 0):
@@ -555,11 +557,12 @@ class WorkflowHandle:
         await executor.execute(defn, self._id, (), {}, run.parent_id, check_args=False)
 
     async def retry(self, *, after_compensation: bool = False) -> None:
-        """Resume a ``failed``, ``cancelled``, ``blocked`` or ``compensation_failed`` run with
-        the code deployed now: the steps before its first failed (or unfinished) step stay
-        recorded; that step and those after it run again, the failing one with a fresh attempt
-        budget. The run becomes ``pending``; a worker (or `durable.execute` with its id) takes
-        it up. A ``compensation_failed`` run re-attempts only the undos that failed. The README
+        """Resume a ``failed``, ``cancelled``, ``timed_out``, ``blocked`` or
+        ``compensation_failed`` run with the code deployed now: the steps before its first
+        failed (or unfinished) step stay recorded; that step and those after it run again, the
+        failing one with a fresh attempt budget. The run becomes ``pending`` (without a
+        deadline); a worker (or `durable.execute` with its id) takes it up. A
+        ``compensation_failed`` run re-attempts only the undos that failed. The README
         ("Retrying, forking and deleting runs") says exactly what is kept.
 
         Args:
