@@ -17,7 +17,7 @@ from typing import Any, cast
 import anyio
 import pytest
 import sqlalchemy as sa
-from support import PROGRAMS, Processes, durable_cli, eventually, eventually_sync
+from support import PROGRAMS, Processes, durable_cli, eventually, eventually_sync, python
 
 import durable
 from durable import RunStatus
@@ -130,7 +130,7 @@ async def _info(store: Store, run_id: str) -> durable.RunInfo:
 async def test_a_run_times_out_in_its_activity_loop_and_is_compensated(store: Store) -> None:
     STORES["loop"] = store
     with pytest.raises(durable.WorkflowTimeout) as caught:
-        await durable.execute(booking_loop, 100, 3, id="loop", store=store, timeout=1.0)
+        await durable.execute(booking_loop, 100, 3, id="loop", store=store, timeout=2.0)
     error = caught.value
     assert isinstance(error, TimeoutError) and isinstance(error, durable.DurableError)
     assert isinstance(error, durable.Cancelled)
@@ -519,3 +519,13 @@ def test_the_cli_and_the_web_view_show_timed_out_runs_and_deadlines(
             assert "ops" in listing.text
     finally:
         anyio.run(durable.close_stores)
+
+
+def test_the_example_in_the_docs_runs(tmp_path: Path) -> None:
+    doc = (Path(__file__).parent.parent / "docs" / "deadlines.md").read_text()
+    example = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "example.py").write_text(example)
+    done = python("example.py", cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "released o-1"  # the undo ran before the caller saw it
+    assert done.stdout.splitlines()[1].startswith("o-1 timed out at ")

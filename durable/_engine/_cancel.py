@@ -29,6 +29,9 @@ class Cancellation:
     Args:
         requested: the run's ``cancel_requested`` when the engine starts.
         delivered_at: the run's ``cancelled_seq``: the step where it was delivered before.
+        deadline: the run's deadline (epoch seconds), or ``None``.
+        armed: whether the deadline may still be delivered (not while a run whose failure is
+            recorded replays it to finish compensating, nor during a rollback).
     """
 
     __slots__ = (
@@ -50,8 +53,7 @@ class Cancellation:
         deadline: float | None = None,
         armed: bool = True,
     ) -> None:
-        """See the class docstring. ``deadline``: the run's (epoch seconds); ``armed``: the
-        deadline may still be delivered (not while a recorded failure is being replayed)."""
+        """See the class docstring."""
         self.deadline = deadline
         # A delivered cancel on a run with a deadline and no cancel request is its timeout.
         self.timed_out = delivered_at is not None and deadline is not None and not requested
