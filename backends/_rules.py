@@ -429,6 +429,7 @@ def reset(run: RunRecord, *, rollback: bool, now: float) -> RunRecord:
         wake_at=None,
         pause_requested=False,
         recoveries=0,
+        deadline=None,
         updated_at=now,
     )
 

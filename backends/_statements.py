@@ -238,6 +238,7 @@ class _RunStatements:
                 wake_at=sa.null(),
                 pause_requested=sa.false(),
                 recoveries=0,
+                deadline=sa.null(),
                 updated_at=bp("now"),
             )
         )

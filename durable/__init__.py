@@ -41,6 +41,7 @@ from durable._errors import (
     WorkflowFinished,
     WorkflowIdConflict,
     WorkflowNotFound,
+    WorkflowTimeout,
 )
 from durable._queues import Queue
 from durable._retention import prune
@@ -103,6 +104,7 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowIdConflict",
     "WorkflowNotFound",
+    "WorkflowTimeout",
     "activity",
     "close_stores",
     "continue_as_new",

@@ -118,7 +118,9 @@ def add_commands(commands: Any) -> None:
     verb("cancel", "cancel a run (its compensations run)")
     verb("pause", "pause a run at its next step boundary")
     verb("resume", "let a paused run continue")
-    retry = verb("retry", "run a failed, cancelled or blocked run again from its failed step")
+    retry = verb(
+        "retry", "run a failed, cancelled, timed-out or blocked run again from its failed step"
+    )
     retry.add_argument(
         "--after-compensation",
         action="store_true",
@@ -341,6 +343,8 @@ def _view_text(view: RunView) -> str:
     ]
     if info.wake_at is not None:
         fields.append(("wakes", f"{_when(info.wake_at)} UTC"))
+    if info.deadline is not None:
+        fields.append(("deadline", f"{_when(info.deadline)} UTC"))
     if info.parent_id is not None:
         fields.append(("parent", info.parent_id))
     fields.append(("attempts", f"{info.attempts} (recoveries: {info.recoveries})"))

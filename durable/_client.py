@@ -44,11 +44,13 @@ from durable.store import RunRecord, Store
 __all__ = [
     "RESULT_FALLBACK_SECONDS",
     "WorkflowHandle",
+    "deadline_of",
     "execute",
     "get_handle",
     "run",
     "signal",
     "start",
+    "start_deadline",
 ]
 
 R = TypeVar("R")
@@ -81,6 +83,33 @@ def _check_id(run_id: object, call: str) -> str:
     return check_name(run_id, f"durable.{call}(..., id=...): the id")
 
 
+def timeout_seconds(timeout: float | timedelta | None, call: str) -> float | None:
+    """``timeout=`` of ``call`` (e.g. ``"durable.start(..., id='x')"``) checked: seconds > 0,
+    or ``None`` for no timeout.
+
+    Raises:
+        ValueError: not a number of seconds or a timedelta, not finite, or not > 0.
+    """
+    if timeout is None:
+        return None
+    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise ValueError(f"{call}: timeout= takes seconds or a timedelta, not {timeout!r}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(
+            f"{call}: timeout= must be a finite number of seconds > 0 (or a positive "
+            f"timedelta), not {timeout!r}; leave it out for a run without a deadline"
+        )
+    return float(seconds)
+
+
+def deadline_of(timeout: float | timedelta | None, now: float, call: str) -> float | None:
+    """The deadline (epoch seconds) of a run that may start at ``now`` with ``timeout=`` (see
+    `timeout_seconds`, which checks it and whose errors name ``call``), or ``None``."""
+    seconds = timeout_seconds(timeout, call)
+    return None if seconds is None else now + seconds
+
+
 # -- public entry points -----------------------------------------------------------------------
 
 
@@ -90,6 +119,7 @@ def execute(
     *args: Any,
     id: str,
     store: Store | str | None = None,
+    timeout: float | timedelta | None = None,
     **kwargs: Any,
 ) -> Coroutine[Any, Any, R]:
     """Run (or resume) the run ``id`` of ``workflow`` in this task until it finishes.
@@ -101,13 +131,18 @@ def execute(
 
     Inside a workflow, it starts a child run under the given id (``store`` must be left out:
     children live in their parent's store) whose outcome is one step of the parent, like
-    calling the workflow directly, which picks the id ``"<parent id>/<step>"``.
+    calling the workflow directly, which picks the id ``"<parent id>/<step>"``. A child
+    run's deadline is its parent's (it inherits the remaining time), or ``timeout`` from its
+    start if that comes sooner.
 
     Args:
         workflow: a ``@durable.workflow`` function.
         *args: its positional arguments.
         id: the run id, the idempotency key of this run.
         store: a store, a URL, or ``None`` for ``DURABLE_URL`` / ``sqlite:///durable.db``.
+        timeout: a deadline for a new run, this long after it is recorded (seconds or a
+            timedelta): past it, the run is cancelled (its compensations run) and ends
+            ``timed_out`` with `WorkflowTimeout`. A run that exists keeps its own deadline.
         **kwargs: its keyword arguments.
 
     Returns:
@@ -115,11 +150,14 @@ def execute(
 
     Raises:
         WorkflowIdConflict: ``id`` is recorded for another workflow.
+        WorkflowTimeout: the run's deadline passed (the run is timed out).
         NonDeterminismError: the code diverged from the run's history (the run is blocked).
+        ValueError: ``timeout`` is not a positive number of seconds or timedelta.
         Exception: whatever the workflow raised (the run is failed).
     """
     defn = _workflow_definition(workflow, "execute", id)
     _check_id(id, "execute")
+    seconds = timeout_seconds(timeout, f"durable.execute(..., id={id!r})")
     args = with_instance(workflow, args)
     ctx = _context.current_or_none()
     if ctx is not None:
@@ -128,8 +166,9 @@ def execute(
                 f"durable.execute(..., id={id!r}) inside a workflow starts a child run in the "
                 "parent's store; leave out store="
             )
-        return ctx.call_workflow(defn, args, kwargs, caller_location(), child_id=id)
-    return _execute_top(defn, id, store, args, kwargs)
+        location = caller_location()
+        return ctx.call_workflow(defn, args, kwargs, location, child_id=id, timeout=seconds)
+    return _execute_top(defn, id, store, args, kwargs, seconds)
 
 
 async def _execute_top(
@@ -138,9 +177,14 @@ async def _execute_top(
     store: Store | str | None,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    timeout: float | None,
 ) -> Any:
+    config = current_config()
     async with using_async(store) as resolved:
-        return await Executor(resolved, current_config()).execute(defn, run_id, args, kwargs)
+        # counted from now, once the store is open (opening it may take a while)
+        deadline = None if timeout is None else config.clock.time() + timeout
+        executor = Executor(resolved, config)
+        return await executor.execute(defn, run_id, args, kwargs, deadline=deadline)
 
 
 def _refuse_running_loop(run_id: str) -> None:
@@ -173,9 +217,11 @@ def run(
     *args: Any,
     id: str,
     store: Store | str | None = None,
+    timeout: float | timedelta | None = None,
     **kwargs: Any,
 ) -> R:
-    """Synchronous `execute`: run or resume run ``id`` until it finishes and return its result.
+    """Synchronous `execute`: run or resume run ``id`` until it finishes and return its result
+    (``timeout``: a deadline for a new run, as for `execute`).
 
     Raises:
         RunningLoopError: called from inside a running event loop (use `execute`).
@@ -183,11 +229,16 @@ def run(
     """
     defn = _workflow_definition(workflow, "run", id)
     _check_id(id, "run")
+    seconds = timeout_seconds(timeout, f"durable.run(..., id={id!r})")
     args = with_instance(workflow, args)
     _refuse_running_loop(id)
+    config = current_config()
     with using(store) as resolved:
-        executor = Executor(resolved, current_config())
-        result: R = anyio.run(functools.partial(executor.execute, defn, id, args, kwargs))
+        # counted from now, once the store is open (opening it may take a while)
+        deadline = None if seconds is None else config.clock.time() + seconds
+        executor = Executor(resolved, config)
+        call = functools.partial(executor.execute, defn, id, args, kwargs, deadline=deadline)
+        result: R = anyio.run(call)
     return result
 
 
@@ -199,6 +250,7 @@ async def start(
     store: Store | str | None = None,
     delay: float | timedelta | None = None,
     start_at: datetime | None = None,
+    timeout: float | timedelta | None = None,
     **kwargs: Any,
 ) -> WorkflowHandle:
     """Record run ``id`` as pending (unless it exists) and return its handle without running it.
@@ -210,19 +262,48 @@ async def start(
             timedelta), not at once. ``run`` / ``execute`` of its id start it at once.
         start_at: the same, as a timezone-aware time (``delay`` or ``start_at``, not both).
             A time in the past starts at once.
+        timeout: a deadline for a new run, this long after it is recorded (after its
+            delayed start, with ``delay`` / ``start_at``): see `execute`. The handle's
+            ``result()`` then raises `WorkflowTimeout`.
 
     Raises:
         WorkflowIdConflict: ``id`` is recorded for another workflow.
-        ValueError: a negative or non-finite ``delay``, a naive ``start_at``, or both given.
+        ValueError: a negative or non-finite ``delay``, a naive ``start_at``, or both given;
+            a ``timeout`` that is not a positive number of seconds or timedelta.
     """
     defn = _workflow_definition(workflow, "start", id)
     _check_id(id, "start")
     at, after = _start_time(delay, start_at, id)
+    call = f"durable.start(..., id={id!r})"
+    seconds = timeout_seconds(timeout, call)
     args = with_instance(workflow, args)
     resolved = await open_store(store)
     clock = current_config().clock
-    await ensure_run(resolved, defn, id, args, kwargs, None, clock, start_at=at, delay=after)
+    at, after, deadline = start_deadline(seconds, at, after, clock.time(), call)
+    await ensure_run(
+        resolved,
+        defn,
+        id,
+        args,
+        kwargs,
+        None,
+        clock,
+        start_at=at,
+        delay=after,
+        deadline=deadline,
+    )
     return WorkflowHandle(id, resolved)
+
+
+def start_deadline(
+    seconds: float | None, at: float | None, after: float | None, now: float, call: str
+) -> tuple[float | None, float | None, float | None]:
+    """A new run's ``(start_at, delay, deadline)`` for a checked ``timeout`` of ``seconds``
+    and a delayed start (`_start_time`), ``now`` being read once the store is open (opening
+    it may take a while): the deadline counts from when the run may start."""
+    if seconds is not None and after is not None:
+        at, after = now + after, None
+    return at, after, deadline_of(seconds, now if at is None else max(at, now), call)
 
 
 def _start_time(
@@ -376,6 +457,8 @@ class WorkflowHandle:
 
         Raises:
             TimeoutError: the run did not finish within ``timeout``.
+            WorkflowTimeout: the run timed out (its own deadline, ``timeout=`` when it was
+                started); also a `TimeoutError`: catch it first to tell them apart.
             WorkflowNotFound: no such run.
         """
         if timeout is not None and (not math.isfinite(timeout) or timeout < 0):
@@ -483,11 +566,12 @@ class WorkflowHandle:
         await executor.execute(defn, self._id, (), {}, run.parent_id, check_args=False)
 
     async def retry(self, *, after_compensation: bool = False) -> None:
-        """Resume a ``failed``, ``cancelled``, ``blocked`` or ``compensation_failed`` run with
-        the code deployed now: the steps before its first failed (or unfinished) step stay
-        recorded; that step and those after it run again, the failing one with a fresh attempt
-        budget. The run becomes ``pending``; a worker (or `durable.execute` with its id) takes
-        it up. A ``compensation_failed`` run re-attempts only the undos that failed. The README
+        """Resume a ``failed``, ``cancelled``, ``timed_out``, ``blocked`` or
+        ``compensation_failed`` run with the code deployed now: the steps before its first
+        failed (or unfinished) step stay recorded; that step and those after it run again, the
+        failing one with a fresh attempt budget. The run becomes ``pending`` (without a
+        deadline); a worker (or `durable.execute` with its id) takes it up. A
+        ``compensation_failed`` run re-attempts only the undos that failed. The README
         ("Retrying, forking and deleting runs") says exactly what is kept.
 
         Args:

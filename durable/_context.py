@@ -51,8 +51,10 @@ class RunContext(Protocol):
         kwargs: dict[str, Any],
         location: str | None,
         child_id: str | None = None,
+        timeout: float | None = None,
     ) -> Coroutine[Any, Any, Any]:
-        """Number the call as the next step now; the coroutine runs it as a child run."""
+        """Number the call as the next step now; the coroutine runs it as a child run (whose
+        deadline is ``timeout`` seconds away, or the calling run's, whichever comes first)."""
         ...
 
     def send_signal(

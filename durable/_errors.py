@@ -16,6 +16,7 @@
     ├── SerializationError        a result or argument could not be encoded
     ├── PayloadDecodeError        a recorded payload could not be decoded
     ├── Cancelled                 the run was cancelled (raised into the workflow)
+    │   └── WorkflowTimeout       (also TimeoutError) the run's deadline passed (``timeout=``)
     ├── CompensationFailed        undos still failed after their retries
     ├── OutcomeUnknown            a final activity's intent was recorded, but not its outcome
     ├── ActivityInterrupted       every attempt an activity had was cut off by a crash
@@ -30,6 +31,7 @@ Every error pickles and cloudpickles by its public name (``durable.X``) with its
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
@@ -57,6 +59,7 @@ __all__ = [
     "WorkflowFinished",
     "WorkflowIdConflict",
     "WorkflowNotFound",
+    "WorkflowTimeout",
 ]
 
 
@@ -381,6 +384,33 @@ class Cancelled(DurableError):
             "unless the workflow catches this error"
         )
         self.run_id = run_id
+
+
+class WorkflowTimeout(Cancelled, TimeoutError):
+    """The run's deadline passed (``timeout=`` of `durable.run` / `execute` / `start`).
+
+    Delivered exactly as a `Cancelled` is: raised into the workflow at its first step not yet
+    recorded after the deadline (at once in a sleep or signal wait); unless the workflow
+    catches it, the compensations of completed activities run and the run ends ``timed_out``.
+    It is a `Cancelled`, so code that cleans up on a cancel cleans up on a timeout too, and a
+    `TimeoutError`. The caller (`durable.run`, `execute`, ``handle.result()``) gets it.
+
+    Attributes:
+        run_id: the run that timed out.
+        deadline: when it timed out (timezone-aware, UTC).
+    """
+
+    def __init__(self, run_id: str, deadline: datetime) -> None:
+        at = deadline.astimezone(UTC)
+        DurableError.__init__(
+            self,
+            f"run {run_id!r} timed out: its deadline {at:%Y-%m-%d %H:%M:%S}."
+            f"{at.microsecond // 1000:03d} UTC passed; the compensations of its completed "
+            "activities run unless the workflow catches this error (give it a longer timeout= "
+            "to let it finish)",
+        )
+        self.run_id = run_id
+        self.deadline = deadline
 
 
 class CompensationFailed(DurableError):

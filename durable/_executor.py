@@ -94,11 +94,20 @@ class Executor:
         parent_id: str | None = None,
         *,
         check_args: bool = True,
+        deadline: float | None = None,
     ) -> RunRecord:
-        """The run ``run_id``, recorded now (at the config's clock) if it is new (see
-        `durable._recording.ensure_run`)."""
+        """The run ``run_id``, recorded now (at the config's clock) if it is new, timing out
+        at ``deadline`` (see `durable._recording.ensure_run`)."""
         return await ensure_run(
-            self.store, defn, run_id, args, kwargs, parent_id, self.config.clock, check_args
+            self.store,
+            defn,
+            run_id,
+            args,
+            kwargs,
+            parent_id,
+            self.config.clock,
+            check_args,
+            deadline=deadline,
         )
 
     async def execute(
@@ -110,11 +119,15 @@ class Executor:
         parent_id: str | None = None,
         *,
         check_args: bool = True,
+        deadline: float | None = None,
     ) -> Any:
-        """Execute run ``run_id`` (recorded now if new) until it finishes, and return its
-        result or raise its error; or return `PARKED` once it parks when not ``wait_parked``."""
+        """Execute run ``run_id`` (recorded now if new, timing out at ``deadline``) until it
+        finishes, and return its result or raise its error; or return `PARKED` once it parks
+        when not ``wait_parked``."""
         store, clock = self.store, self.config.clock
-        run = await self.ensure_run(defn, run_id, args, kwargs, parent_id, check_args=check_args)
+        run = await self.ensure_run(
+            defn, run_id, args, kwargs, parent_id, check_args=check_args, deadline=deadline
+        )
         delay = 0.02
         while True:
             if run.status.finished:
@@ -169,8 +182,9 @@ class Executor:
             args: tuple[Any, ...],
             kwargs: dict[str, Any],
             parent_id: str,
+            deadline: float | None,
         ) -> Any:
-            return await self.execute(child, child_id, args, kwargs, parent_id)
+            return await self.execute(child, child_id, args, kwargs, parent_id, deadline=deadline)
 
         _active_owners.add(lease.owner.owner)
         engine: Engine | None = None
@@ -266,15 +280,19 @@ class Executor:
         return value
 
     async def _supervise(self, lease: Lease, engine: Engine, scope: anyio.CancelScope) -> None:
-        """Renew the lease every third of its duration, and pass on cancel and pause requests
-        to the waits the run holds in memory."""
+        """Renew the lease every third of its duration, pass on cancel and pause requests
+        to the waits the run holds in memory, and wake the engine at the run's deadline."""
         store, config, clock = self.store, self.config, self.config.clock
         duration = config.lease_seconds
         renew_at = clock.time() + duration / 3
         cancel_seen = False
         watching = False
         look_by = 0.0
+        deadline = engine.run_record.deadline
         while True:
+            if deadline is not None and clock.time() >= deadline:
+                engine.check_deadline()  # a wait held in memory takes the timeout now
+                deadline = None
             # A step that starts is refused by the store while a request is pending, so
             # requests need looking for only to wake a wait held in memory (a sleep, a signal
             # wait) or to pass a cancel on to children in flight. A request rings the run's
@@ -282,6 +300,8 @@ class Executor:
             if not cancel_seen and engine.waits_in_memory():
                 if watching:
                     within = max(0.0, min(self._until(renew_at), look_by - anyio.current_time()))
+                    if deadline is not None:
+                        within = min(within, max(0.0, self._until(deadline)))
                     woken = await store.watch([lease.run_id], within=within)
                     look = woken or anyio.current_time() >= look_by
                 else:

@@ -29,6 +29,7 @@ _RUN_FIELDS = (
     "cancelled_seq",
     "rollback_requested",
     "generation",  # absent from histories exported before generations existed: 1
+    "deadline",
 )
 _BYTES = frozenset({"args", "result", "error"})
 

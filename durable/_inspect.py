@@ -197,6 +197,7 @@ def info_json(info: RunInfo) -> dict[str, Any]:
         "recoveries": info.recoveries,
         "code_version": info.code_version,
         "generation": info.generation,
+        "deadline": _iso(info.deadline),
         "error": info.error,
     }
 

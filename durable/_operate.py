@@ -15,6 +15,8 @@ Retry keeps what a run did and re-attempts what went wrong, with the code deploy
   ``compensated`` after a rollback.
 * A failed child workflow behind a deleted step (under its default id) is retried first, so the
   parent's re-executed step finds the child running again rather than its recorded failure.
+* A ``timed_out`` run is retried like a cancelled one, without a deadline (a retry gets no
+  ``timeout``).
 * The run becomes ``pending`` with its recoveries reset; whoever executes runs (a worker, or
   `durable.execute` / `durable.run` with its id) takes it up. Signals still buffered stay;
   signals that deleted steps had received are not delivered again.
@@ -46,6 +48,7 @@ RETRYABLE = frozenset(
     {
         RunStatus.FAILED,
         RunStatus.CANCELLED,
+        RunStatus.TIMED_OUT,
         RunStatus.BLOCKED,
         RunStatus.COMPENSATION_FAILED,
     }

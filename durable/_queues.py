@@ -25,6 +25,8 @@ from durable._client import (
     _refuse_running_loop,
     _start_time,
     _workflow_definition,
+    start_deadline,
+    timeout_seconds,
 )
 from durable._config import current_config
 from durable._decorators import with_instance
@@ -133,6 +135,7 @@ class Queue:
         priority: int = 0,
         delay: float | timedelta | None = None,
         start_at: datetime | None = None,
+        timeout: float | timedelta | None = None,
         store: Store | str | None = None,
         **kwargs: Any,
     ) -> WorkflowHandle:
@@ -144,17 +147,22 @@ class Queue:
             priority: smaller runs first among the queue's runnable runs (default 0; may be
                 negative).
             delay / start_at: a delayed start, as `durable.start` takes it.
+            timeout: a deadline, as `durable.start` takes it (counted from when the run may
+                start; waiting for room in the queue counts).
 
         Raises:
             WorkflowIdConflict: ``id`` is recorded for another workflow.
-            ValueError: a bad ``key``, ``priority``, ``delay`` or ``start_at``.
+            ValueError: a bad ``key``, ``priority``, ``delay``, ``start_at`` or ``timeout``.
         """
         defn, args = _checked(workflow, "start", id, args)
         at, after = _start_time(delay, start_at, id)
         _check_placement(key, priority, id)
+        call = f"{self!r}.start(..., id={id!r})"
+        seconds = timeout_seconds(timeout, call)
         resolved = await open_store(store)
         await self._declare(resolved)
         clock = current_config().clock
+        at, after, deadline = start_deadline(seconds, at, after, clock.time(), call)
         await ensure_run(
             resolved,
             defn,
@@ -168,6 +176,7 @@ class Queue:
             queue=self.name,
             queue_key=key,
             priority=priority,
+            deadline=deadline,
         )
         return WorkflowHandle(id, resolved)
 
@@ -179,18 +188,22 @@ class Queue:
         id: str,
         key: str | None = None,
         priority: int = 0,
+        timeout: float | timedelta | None = None,
         store: Store | str | None = None,
         **kwargs: Any,
     ) -> R:
         """Record run ``id`` on this queue (unless it exists) and execute it in this task when
         the queue's limits allow (waiting for room, woken by the store when a run of the queue
         releases its slot), until it finishes; return its result or raise its error, as
-        `durable.execute` does."""
+        `durable.execute` does (``timeout=``: a deadline for a new run, counted from now)."""
         defn, args = _checked(workflow, "execute", id, args)
         _check_placement(key, priority, id)
+        call = f"{self!r}.execute(..., id={id!r})"
+        seconds = timeout_seconds(timeout, call)
         async with using_async(store) as resolved:
             await self._declare(resolved)
             config = current_config()
+            _, _, deadline = start_deadline(seconds, None, None, config.clock.time(), call)
             await ensure_run(
                 resolved,
                 defn,
@@ -202,6 +215,7 @@ class Queue:
                 queue=self.name,
                 queue_key=key,
                 priority=priority,
+                deadline=deadline,
             )
             result: R = await Executor(resolved, config).execute(defn, id, args, kwargs)
             return result
@@ -214,16 +228,25 @@ class Queue:
         id: str,
         key: str | None = None,
         priority: int = 0,
+        timeout: float | timedelta | None = None,
         store: Store | str | None = None,
         **kwargs: Any,
     ) -> R:
         """Synchronous `execute` (from code without a running event loop), as `durable.run`."""
         _checked(workflow, "run", id, args)
         _check_placement(key, priority, id)
+        timeout_seconds(timeout, f"{self!r}.run(..., id={id!r})")
         _refuse_running_loop(id)
         with using(store) as resolved:
             call = functools.partial(
-                self.execute, workflow, *args, id=id, key=key, priority=priority, store=resolved
+                self.execute,
+                workflow,
+                *args,
+                id=id,
+                key=key,
+                priority=priority,
+                timeout=timeout,
+                store=resolved,
             )
             result: R = anyio.run(functools.partial(call, **kwargs))
         return result

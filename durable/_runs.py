@@ -49,6 +49,7 @@ class RunInfo:
         code_version: the code version the run started under.
         generation: which generation of the run this is: 1, plus one for each
             ``durable.continue_as_new`` (only the current generation's steps are kept).
+        deadline: when the run times out (UTC; set by ``timeout=``), else ``None``.
     """
 
     id: str
@@ -63,6 +64,7 @@ class RunInfo:
     error: str | None
     code_version: str | None
     generation: int = 1
+    deadline: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +143,7 @@ def run_info(store: Store, run: RunRecord) -> RunInfo:
         error=_error_text(store, run),
         code_version=run.code_version,
         generation=run.generation,
+        deadline=None if run.deadline is None else utc(run.deadline),
     )
 
 

@@ -549,7 +549,8 @@ class Store(Protocol):
         """Make a stopped run runnable again (a retry), in one transaction, if its token still
         equals ``token``, its status is still ``status`` and no executor holds its lease:
         delete its steps numbered in ``drop``; make it ``pending`` with ``result``, ``error``,
-        ``error_text``, ``wake_at`` and ``cancelled_seq`` cleared, no cancel or pause request,
+        ``error_text``, ``wake_at``, ``cancelled_seq`` and ``deadline`` cleared (a retried run
+        has no deadline), no cancel or pause request,
         ``recoveries`` 0 and ``rollback_requested`` set to ``rollback``; increment its token
         (so whoever read the run before sees that it changed). Signals are left as they are.
 

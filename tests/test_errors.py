@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from datetime import UTC, datetime
 from typing import Any
 
 import cloudpickle
@@ -37,6 +38,7 @@ ERRORS: list[BaseException] = [
     durable.StoreError("bad url"),
     durable.PoolTimeout("all 10 connections stayed busy"),
     durable.Cancelled("id-6"),
+    durable.WorkflowTimeout("id-13", datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)),
     durable.WorkflowFinished("id-9", "completed", "approve"),
     durable.SignalTimeout("id-10", 2, "approve", 30.0),
     durable.CompensationFailed("id-7", ValueError("first"), [KeyError("undo 1"), OSError("2")]),
@@ -78,3 +80,6 @@ def test_messages_name_the_run_and_the_fix() -> None:
     )
     assert all(part in nd for part in ("'r'", "step 4", "x.py:1", "y.py:2", "blocked"))
     assert isinstance(durable.ActivityTimeout("a", 1), TimeoutError)
+    timeout = durable.WorkflowTimeout("r-9", datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC))
+    assert isinstance(timeout, TimeoutError) and isinstance(timeout, durable.Cancelled)
+    assert "'r-9'" in str(timeout) and "2030-01-02 03:04:05.000 UTC" in str(timeout)

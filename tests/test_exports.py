@@ -47,6 +47,7 @@ EXPECTED = {
     "WorkflowFinished",
     "WorkflowIdConflict",
     "WorkflowNotFound",
+    "WorkflowTimeout",
     "Worker",
     "activity",
     "close_stores",

@@ -301,3 +301,14 @@ async def test_bad_placement_is_refused_naming_the_run(store: Store) -> None:
 def test_a_worker_needs_a_queue_when_given_queues() -> None:
     with pytest.raises(ValueError, match="at least one queue"):
         durable.Worker(durable.backends.MemoryStore(), [_counted_flow], queues=[])
+
+
+async def test_a_queued_run_takes_a_deadline(store: Store) -> None:
+    queue = durable.Queue("test-deadline")
+    await queue.start(_counted_flow, 0.0, id="t-1", timeout=timedelta(minutes=1), store=store)
+    run = await store.get_run("t-1")
+    assert run is not None and run.deadline is not None
+    assert run.deadline - run.created_at == pytest.approx(60.0, abs=1.0)
+    with pytest.raises(ValueError, match="'t-2'.*timeout= must be a finite number"):
+        await queue.start(_counted_flow, 0.0, id="t-2", timeout=-1, store=store)
+    assert await store.get_run("t-2") is None

@@ -60,11 +60,12 @@ from durable._errors import (
     LeaseLost,
     NotInWorkflowError,
     SerializationError,
+    WorkflowTimeout,
 )
 from durable._registry import ActivityDefinition, WorkflowDefinition
 from durable._saga import Compensator, current_scope
 from durable._trust import trust_of
-from durable._types import Info, RunStatus
+from durable._types import Info, RunStatus, utc
 from durable.store import (
     Lease,
     RunRecord,
@@ -145,15 +146,18 @@ class Engine:
             current_version=defn.version,
             replay_only=replay_only,
         )
+        # Resuming a run whose failure is recorded (it was compensating): its replay re-raises
+        # that failure, so a step that never completed before it must not start again.
+        self.failure_recorded = run.status == RunStatus.COMPENSATING and not run.rollback_requested
         self.cancellation = Cancellation(
-            requested=run.cancel_requested, delivered_at=run.cancelled_seq
+            requested=run.cancel_requested,
+            delivered_at=run.cancelled_seq,
+            deadline=run.deadline,
+            armed=not self.failure_recorded and not run.rollback_requested,
         )
         self.compensator = Compensator(
             run.id, lambda undo: self.activities.compensate(undo), lambda: self.fatal is not None
         )
-        # Resuming a run whose failure is recorded (it was compensating): its replay re-raises
-        # that failure, so a step that never completed before it must not start again.
-        self.failure_recorded = run.status == RunStatus.COMPENSATING and not run.rollback_requested
         self.gate = Gate(self)
         self.helpers = Helpers(self)
         self.activities = Activities(self)
@@ -317,13 +321,24 @@ class Engine:
         if isinstance(exc, ExceptionGroup):  # Cancelled delivered inside a task group
             cancelled, rest = exc.split(Cancelled)
             if cancelled is not None and rest is None:
-                exc = Cancelled(self.run_record.id)
+                timeouts, _ = cancelled.split(WorkflowTimeout)
+                exc = Cancelled(self.run_record.id) if timeouts is None else _first(timeouts)
+        if isinstance(exc, WorkflowTimeout) and exc.run_id != self.run_record.id:
+            # A child's timeout that this run did not catch: when this run's own deadline
+            # has passed too (the child inherited it), this run timed out.
+            deadline = self.cancellation.deadline
+            if deadline is not None and self.clock.time() >= deadline:
+                own = WorkflowTimeout(self.run_record.id, utc(deadline))
+                own.__cause__ = exc
+                exc = own
         errors: list[tuple[str, BaseException]] = []
         if self.compensator.root.entries:
             await self.journal.commit((), RunUpdate(RunStatus.COMPENSATING))
             errors = await self.compensator.unwind(self.compensator.root)
         final: Exception = exc
-        if isinstance(exc, Cancelled):
+        if isinstance(exc, WorkflowTimeout):
+            status = RunStatus.TIMED_OUT
+        elif isinstance(exc, Cancelled):
             status = RunStatus.CANCELLED
         elif isinstance(exc, CompensationFailed):  # from a durable.saga block
             status = RunStatus.COMPENSATION_FAILED
@@ -371,9 +386,11 @@ class Engine:
         kwargs: dict[str, Any],
         location: str | None,
         child_id: str | None = None,
+        timeout: float | None = None,
     ) -> Coroutine[Any, Any, Any]:
-        """Number the call now; return an awaitable that replays it or runs the child run."""
-        return self.others.call_workflow(defn, args, kwargs, location, child_id)
+        """Number the call now; return an awaitable that replays it or runs the child run
+        (timing out ``timeout`` seconds after it is recorded, or at this run's deadline)."""
+        return self.others.call_workflow(defn, args, kwargs, location, child_id, timeout)
 
     def send_signal(
         self,
@@ -420,6 +437,13 @@ class Engine:
         self.waits.pause_requested = paused
 
     # -- cancellation ----------------------------------------------------------------------
+
+    def check_deadline(self) -> None:
+        """Past the run's deadline, time it out: `WorkflowTimeout` is delivered like a cancel
+        (at the next step boundary; at once to a sleep or signal wait). Called at every step,
+        and by the executor's supervisor when the deadline comes."""
+        if self.cancellation.check_deadline(self.clock.time()):
+            self.waits.wake_all()
 
     def request_cancel(self) -> None:
         """Called by the executor when the run's ``cancel_requested`` is seen: deliver
@@ -493,3 +517,9 @@ class Engine:
                 raise self.fatal
             raise ReplayEnd(self.cursor.seq + 1)
         raise ContinueAsNew(payload, location)
+
+
+def _first(group: BaseExceptionGroup[WorkflowTimeout]) -> WorkflowTimeout:
+    """The first leaf of a group of timeouts."""
+    first = group.exceptions[0]
+    return first if isinstance(first, WorkflowTimeout) else _first(first)

@@ -25,9 +25,10 @@ __all__ = [
 ]
 
 ChildRunner = Callable[
-    [WorkflowDefinition, str, tuple[Any, ...], dict[str, Any], str], Awaitable[Any]
+    [WorkflowDefinition, str, tuple[Any, ...], dict[str, Any], str, float | None], Awaitable[Any]
 ]
-"""Runs a child workflow ``(defn, child_id, args, kwargs, parent_id)`` to its outcome."""
+"""Runs a child workflow ``(defn, child_id, args, kwargs, parent_id, deadline)`` to its
+outcome (``deadline``: the child's, epoch seconds, when the child run is recorded now)."""
 
 
 FATAL = (NonDeterminismError, LeaseLost, PayloadDecodeError, StoreError)

@@ -52,9 +52,11 @@ class OtherRuns(Part):
         kwargs: dict[str, Any],
         location: str | None,
         child_id: str | None = None,
+        timeout: float | None = None,
     ) -> Coroutine[Any, Any, Any]:
         """Number the call now; return an awaitable that replays it or runs the child run
-        (under ``child_id``, by default ``"<run id>/<step>"``, see `step_key`)."""
+        (under ``child_id``, by default ``"<run id>/<step>"``, see `step_key`; with a deadline
+        ``timeout`` seconds from when it is recorded, at most this run's: see `child_deadline`)."""
         seq, recorded = self._e.gate.step(StepKind.CHILD, defn.name, location)
         if self._cancel.claim_at_call(seq, recorded):
             return self._e.gate.deliver_cancel(seq)
@@ -65,7 +67,9 @@ class OtherRuns(Part):
         if self._e.waits.pause_requested:
             return self._e.waits.pause_here()
         ticket = self._flight.ticket()  # until the step is recorded (or fails, or is dropped)
-        body = self._execute_child(ticket, seq, defn, args, kwargs, location, child_id, recorded)
+        body = self._execute_child(
+            ticket, seq, defn, args, kwargs, location, child_id, recorded, timeout
+        )
         ticket.watch(body)
         return body
 
@@ -79,6 +83,7 @@ class OtherRuns(Part):
         location: str | None,
         child_id: str | None,
         intent: StepRecord | None,
+        child_timeout: float | None,
     ) -> Any:
         try:  # counted in flight from the call (call_workflow) until recorded
             started = self._clock.time() if intent is None else intent.started_at
@@ -87,7 +92,7 @@ class OtherRuns(Part):
                 await self._e.gate.begin(self._journal.started(call, 1))
             child_id = child_id or step_key(self._run.id, self._run.generation, seq)
             try:
-                value = await self._await_child(seq, defn, args, kwargs, child_id)
+                value = await self._await_child(seq, defn, args, kwargs, child_id, child_timeout)
             except FATAL as exc:
                 self._e.fatal = exc  # the child cannot progress, so neither can this run
                 raise
@@ -117,13 +122,17 @@ class OtherRuns(Part):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         child_id: str,
+        child_timeout: float | None,
     ) -> Any:
         """The child run's outcome. A parked child (a worker resumes it when due) makes this
         step wait like a signal wait, so the parent parks too; the child's outcome wakes it."""
         self.children.add(child_id)
+        deadline = self.child_deadline(child_timeout)
         try:
             while True:
-                value = await self._child_runner(defn, child_id, args, kwargs, self._run.id)
+                value = await self._child_runner(
+                    defn, child_id, args, kwargs, self._run.id, deadline
+                )
                 if value is not PARKED:
                     return value
                 self._e.waits.wake[seq] = (StepKind.CHILD, None)
@@ -140,6 +149,16 @@ class OtherRuns(Part):
                     self._e.waits.wake.pop(seq, None)
         finally:
             self.children.discard(child_id)
+
+    def child_deadline(self, timeout: float | None) -> float | None:
+        """The deadline of a child run recorded now: this run's deadline (it inherits the
+        remaining time), or ``timeout`` seconds from now if that comes sooner. A child that
+        exists already keeps the deadline it was recorded with."""
+        own = self._run.deadline
+        if timeout is None:
+            return own
+        mine = self._clock.time() + timeout
+        return mine if own is None else min(own, mine)
 
     def send_signal(
         self,

@@ -5,13 +5,16 @@ resumed run keeps it. A wait longer than ``park_after`` parks the run once nothi
 in flight (`InFlight`): the workflow is unwound (`Park`) and the run released with its wake-up
 time, holding no memory or task; whoever executes it resumes it later. A pause request unwinds
 the run the same way, with status ``paused``, once the steps in flight are recorded.
+
+Every wait also wakes at the run's deadline (``timeout=``) and takes the timeout there, as it
+would take a cancel (`WorkflowTimeout`); a parked run is due at its deadline at the latest.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Collection
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, overload
 
 import anyio
 import anyio.lowlevel
@@ -92,11 +95,13 @@ class Waits(Part):
             while True:
                 if self.parked is not None:
                     raise Park  # the run parks: the parking commit takes the cancel on
+                self._e.check_deadline()
                 if self._cancel.claim_at_wait(seq):
-                    break  # this sleep takes the cancellation
-                remaining = due - self._clock.time()
-                if remaining <= 0:
+                    break  # this sleep takes the cancellation (or the timeout)
+                now = self._clock.time()
+                if due - now <= 0:
                     break
+                remaining = self._until(due) - now  # woken at the run's deadline too
                 long_wait = self._park_after is not None and remaining > self._park_after
                 await self.nap(seq, remaining, long_wait)
                 # woken early by a cancel that another step took: sleep on until due
@@ -151,6 +156,7 @@ class Waits(Part):
         while True:
             if self.parked is not None:
                 raise Park  # the run parks: the parking commit takes a cancel on
+            self._e.check_deadline()
             if self._cancel.claim_at_wait(seq):
                 await self._e.gate.deliver_cancel(seq)
             outcome = self._journal.record(call, 1)
@@ -164,16 +170,17 @@ class Waits(Part):
                 seen = await self._journal.record_failure(call, 1, exc, replaces=True)
                 await self._journal.commit((), RunUpdate(RunStatus.RUNNING))
                 raise seen
+            wake_by = self._until(deadline)  # the wait's deadline, or the run's if sooner
             long_wait = (
                 self._park_after is not None
                 and now - waiting_since >= self._park_after
-                and (deadline is None or deadline - now > self._park_after)
+                and (wake_by is None or wake_by - now > self._park_after)
             )
             # A signal sent to the run wakes the nap at once (`Store.watch`); otherwise it
             # lasts until the deadline, until the run may park, or until the fallback look.
             limits = [poll]
-            if deadline is not None:
-                limits.append(deadline - now)
+            if wake_by is not None:
+                limits.append(wake_by - now)
             if self._park_after is not None and not long_wait:
                 limits.append(waiting_since + self._park_after - now)
             await self.nap(seq, max(min(limits), 0.0), long_wait, watch=(self._run.id,))
@@ -253,11 +260,25 @@ class Waits(Part):
             return
         kinds = {kind for kind, _ in self.wake.values()}
         times = [at for _, at in self.wake.values() if at is not None]
+        if self._cancel.open_deadline is not None:  # a parked run wakes for its deadline
+            times.append(self._cancel.open_deadline)
         waiting = StepKind.SIGNAL in kinds or StepKind.CHILD in kinds
         status = RunStatus.WAITING if waiting else RunStatus.SLEEPING
         self.parked = RunUpdate(status, wake_at=min(times) if times else None, release=True)
         for wait in list(self._waits):  # the other waits unwind too
             wait.cancel()
+
+    @overload
+    def _until(self, due: float) -> float: ...
+    @overload
+    def _until(self, due: float | None) -> float | None: ...
+    def _until(self, due: float | None) -> float | None:
+        """When a wait due at ``due`` (``None``: only a signal ends it) must wake: then, or at
+        the run's deadline if that comes first and may still be delivered."""
+        deadline = self._cancel.open_deadline
+        if deadline is None:
+            return due
+        return deadline if due is None else min(due, deadline)
 
     def in_memory(self) -> bool:
         """Whether a wait of this run is held in memory (a sleep, a signal wait) or a child

@@ -14,7 +14,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from durable import _config
-from durable._client import WorkflowHandle
+from durable._client import WorkflowHandle, deadline_of
 from durable._config import ExecutorConfig, current_config
 from durable._decorators import definition_of, with_instance
 from durable._errors import LeaseLost
@@ -184,21 +184,36 @@ class WorkflowEnvironment:
         return datetime.fromtimestamp(self.clock.time(), UTC)
 
     async def start(
-        self, workflow: Callable[..., Any], /, *args: Any, id: str, **kwargs: Any
+        self,
+        workflow: Callable[..., Any],
+        /,
+        *args: Any,
+        id: str,
+        timeout: float | timedelta | None = None,
+        **kwargs: Any,
     ) -> WorkflowHandle:
         """Record a run (as `durable.start` does, at the virtual time); the environment's
-        worker executes it. Returns its handle."""
+        worker executes it. Returns its handle. ``timeout``: the run's deadline, this long
+        after now on the virtual clock (see `durable.start`)."""
         defn = _workflow(workflow)
-        await ensure_run(
-            self._store, defn, id, with_instance(workflow, args), kwargs, None, self.clock
-        )
+        call = f"WorkflowEnvironment.start(..., id={id!r})"
+        deadline = deadline_of(timeout, self.clock.time(), call)
+        args = with_instance(workflow, args)
+        await ensure_run(self._store, defn, id, args, kwargs, None, self.clock, deadline=deadline)
         return self.get_handle(id)
 
     async def execute(
-        self, workflow: Callable[..., Any], /, *args: Any, id: str, **kwargs: Any
+        self,
+        workflow: Callable[..., Any],
+        /,
+        *args: Any,
+        id: str,
+        timeout: float | timedelta | None = None,
+        **kwargs: Any,
     ) -> Any:
-        """Start a run and wait for its result (skipping time if ``auto_skip``)."""
-        handle = await self.start(workflow, *args, id=id, **kwargs)
+        """Start a run and wait for its result (skipping time if ``auto_skip``); a run past
+        its ``timeout`` (virtual time) raises `durable.WorkflowTimeout`."""
+        handle = await self.start(workflow, *args, id=id, timeout=timeout, **kwargs)
         return await handle.result()
 
     def get_handle(self, id: str) -> WorkflowHandle:

@@ -267,6 +267,8 @@ def _head(root: str, view: RunView) -> str:
     ]
     if info.wake_at is not None and not info.status.finished:
         rows.append(("Wakes at", _time_tag(info.wake_at)))
+    if info.deadline is not None:
+        rows.append(("Deadline", _time_tag(info.deadline)))
     rows += [
         ("Attempts", str(info.attempts)),
         ("Recoveries", str(info.recoveries)),
