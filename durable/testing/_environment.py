@@ -46,6 +46,9 @@ _WRITES = frozenset(
         "wake",
         "receive_signal",
         "continue_run",
+        "put_schedule",
+        "set_schedule_paused",
+        "fire_schedule",
     }
 )
 """Store calls that mean a run is moving (the rest are reads, polls and lease renewals)."""
