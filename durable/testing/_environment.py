@@ -306,7 +306,25 @@ class WorkflowEnvironment:
             limits = settings.get(name) or QueueSettings(name)
             load = rules.queue_load(limits, runs, self.clock.time())
             due.append(rules.queue_due(limits, load, (run for run in idle if run.queue == name)))
-        return min((d for d in due if d is not None), default=None)
+        return min([d for d in due if d is not None] + await self._ticks_due(), default=None)
+
+    async def _ticks_due(self) -> list[float]:
+        """The next ticks of the schedules the worker fires (a due one is work now, even
+        before the worker's scheduler has looked)."""
+        list_schedules = getattr(self._inner, "list_schedules", None)
+        if list_schedules is None:
+            return []
+        known = (
+            {_workflow(fn).name for fn in self._workflows}
+            if self._workflows is not None
+            else set(registered_workflows())
+        )
+        schedules = await list_schedules()
+        return [
+            s.next_tick
+            for s in schedules
+            if not s.paused and s.next_tick is not None and s.workflow in known
+        ]
 
     async def _next_due(self) -> float | None:
         due = [d for d in (await self._runs_due(), self.clock.next_due()) if d is not None]
