@@ -19,7 +19,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from support import PROGRAMS, Processes, durable_cli, eventually
+from support import PROGRAMS, Processes, durable_cli, eventually, python
 
 import durable
 from durable.backends import MemoryStore, SQLStore
@@ -395,3 +395,17 @@ async def test_a_worker_started_after_downtime_catches_up_on_a_real_store(
         seconds = _seconds(await _fired(store, "late"), "late")
         # None of the first nine missed ticks ran: only the most recent one, then the next.
         assert seconds[0] >= info.next_run.timestamp() + 9
+
+
+def test_the_docs_example_runs_a_week_of_ticks(tmp_path: Path) -> None:
+    docs = (Path(__file__).parent.parent / "docs" / "schedules.md").read_text()
+    section = docs[docs.index("## In tests") :]
+    begin = section.index("```python\n") + len("```python\n")
+    code = section[begin : section.index("\n```", begin)]
+    script = tmp_path / "week.py"
+    script.write_text(code)
+    done = python(str(script), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:-1] == [f"nightly@{_day(d)} report for ops" for d in range(2, 9)]
+    assert lines[-1] == "next run: 2026-12-09 00:00:00+00:00"
