@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
+import anyio
 import sqlalchemy as sa
 from sqlalchemy import Double
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -27,6 +28,7 @@ from . import _rules as rules
 from ._doorbell import Doorbell
 from ._schema import run_values, schedules_table, tables
 from ._sql_calls import Calls, Runner, execute, fetch_all, fetch_one
+from ._sqlite import SQLiteRunner
 from ._statements import Compiled
 from ._verify import NOT_APPLIED
 
@@ -70,6 +72,8 @@ class _Statements:
             )
         )
         self.insert_run = comp(insert(runs).on_conflict_do_nothing())
+        # What another process's schedule write changes (SQLite tells only that it wrote).
+        self.fingerprint = comp(sa.select(sa.func.count(), sa.func.max(c.updated_at)))
 
 
 def _from_row(row: Sequence[Any]) -> ScheduleRecord:
@@ -91,6 +95,7 @@ class Schedules:
         self._runner = runner
         self._doorbell = doorbell
         self._s = _Statements(calls.s._parts.dialect)
+        self._polled = isinstance(runner, SQLiteRunner)  # no notifications between processes
 
     async def put(self, schedule: ScheduleRecord, now: float) -> ScheduleRecord:
         """`SQLStore.put_schedule` (no ``verify``: doing it twice stores the same)."""
@@ -203,11 +208,25 @@ class Schedules:
 
     async def wait(self, within: float) -> bool:
         """`SQLStore.wait_for_schedules`: this process's schedule writes wake it at once,
-        other processes' through the runner (Postgres: ``NOTIFY``; SQLite: any commit, seen
-        through its data version)."""
+        other processes' through the runner: on Postgres their ``NOTIFY``; on SQLite a commit
+        of another process (its data version) after which the schedules look different
+        (their count or latest ``updated_at``), so the many commits of runs wake nobody."""
         self._calls.check_open()
+        deadline = anyio.current_time() + within
         event = self._doorbell.watcher([rules.SCHEDULE_BELL])
         try:
-            return await self._runner.wait(event, within)
+            seen = await self._fingerprint() if self._polled else None
+            while not event.is_set():
+                left = deadline - anyio.current_time()
+                if left <= 0:
+                    return False
+                if await self._runner.wait(event, left) and seen is not None:
+                    if await self._fingerprint() != seen:
+                        return True
+            return True
         finally:
             self._doorbell.forget(event)
+
+    async def _fingerprint(self) -> tuple[Any, ...]:
+        row = await self._calls.call(False, fetch_one, self._s.fingerprint, {})
+        return tuple(row)

@@ -522,6 +522,9 @@ class Scheduler:
                 await self._wait(store, soonest)
 
     async def _wait(self, store: Store, soonest: float | None) -> None:
+        """Until the next tick (on the worker's clock) or a schedule change; with no tick to
+        wait for, only the change (or `FALLBACK_SECONDS` of real time: a test's virtual clock
+        is not asked to jump for a poll)."""
         delay = FALLBACK_SECONDS if soonest is None else soonest - self._clock.time()
         if delay <= 0:
             await anyio.sleep(0.001)  # a schedule another pass must finish: no busy loop
@@ -529,6 +532,8 @@ class Scheduler:
         async with anyio.create_task_group() as tg:
 
             async def tick() -> None:
+                if soonest is None:
+                    await anyio.sleep_forever()
                 await self._clock.sleep(delay)
                 tg.cancel_scope.cancel()
 
