@@ -33,9 +33,6 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import anyio
-import anyio.lowlevel
-from croniter import croniter
-from croniter.croniter import CroniterBadDateError
 
 from durable._client import WorkflowHandle
 from durable._clock import Clock
@@ -163,6 +160,14 @@ def trigger_id(name: str, now: float) -> str:
     return f"{name}@trigger-{_utc(now).isoformat(timespec='microseconds')}"
 
 
+def _croniter() -> Any:
+    """croniter, imported on first use (it takes tens of milliseconds; most programs that
+    import durable never read a cron expression)."""
+    import croniter
+
+    return croniter
+
+
 class Cron:
     """A cron expression in a time zone, checked once, that finds its ticks.
 
@@ -185,7 +190,8 @@ class Cron:
         fields = expression.split(" ")
         alias = len(fields) == 1 and expression.lower() in _ALIASES
         if not alias and (
-            len(fields) not in (5, 6) or not croniter.is_valid(expression, second_at_beginning=True)
+            len(fields) not in (5, 6)
+            or not _croniter().croniter.is_valid(expression, second_at_beginning=True)
         ):
             raise ValueError(
                 f"{what}: {expression!r} is not a valid cron expression; use five fields "
@@ -211,20 +217,20 @@ class Cron:
 
     def _iter(self, seconds: float) -> Any:
         start = datetime.fromtimestamp(seconds, self._zone)
-        return croniter(self.expression, start, second_at_beginning=True)
+        return _croniter().croniter(self.expression, start, second_at_beginning=True)
 
     def after(self, seconds: float) -> float | None:
         """The first tick strictly after ``seconds`` (epoch), or ``None`` when there is none."""
         try:
             return float(self._iter(seconds).get_next(float))
-        except CroniterBadDateError:
+        except _croniter().CroniterBadDateError:
             return None
 
     def latest(self, seconds: float) -> float | None:
         """The last tick at or before ``seconds`` (epoch), or ``None`` when there is none."""
         try:
             before = float(self._iter(seconds).get_prev(float))
-        except CroniterBadDateError:
+        except _croniter().CroniterBadDateError:
             return None
         following = self.after(before)
         return following if following is not None and following <= seconds else before

@@ -7,6 +7,8 @@ passed, a signal or a cancel arrived), or held by an executor whose lease expire
 Runs of workflows this worker does not know are left for a worker that does, and reported once.
 Runs of a `durable.Queue` are claimed only while the queue's limits allow (the store checks
 them); a worker given ``queues`` claims only the runs of those queues.
+Beside the claim loop, a scheduler task (`durable._schedules.Scheduler`) fires the cron
+schedules of the workflows the worker knows, each tick once across all workers.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ Guarantees every implementation gives (DESIGN.md, "What the store must guarantee
 * `Store.acquire_lease` is atomic: of any number of concurrent callers, at most one gets the
   lease, and each success increments the run's fencing token.
 * Payloads are opaque bytes: stores never decode them.
+* `Store.fire_schedule` is a compare-and-set on the schedule's next tick, in one transaction
+  with the tick's runs: of any number of concurrent callers firing a tick, one records it.
 
 Timestamps are float seconds since the Unix epoch (UTC), passed in by the caller so that a test
 clock controls them.

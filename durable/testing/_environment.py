@@ -82,7 +82,10 @@ class WorkflowEnvironment:
     ``durable.sleep(timedelta(days=3))`` takes no wall time: the clock moves by `advance` /
     `advance_to`, or by itself with ``auto_skip``. Every wait parks its run (as a worker would
     after ``park_after``), and the environment's own worker executes whatever is runnable, so
-    `start`, `execute`, `signal` and `get_handle` behave as in production.
+    `start`, `execute`, `signal` and `get_handle` behave as in production. Its worker also
+    fires the cron schedules (`durable.schedule`) of its workflows at their ticks on the
+    virtual clock; store them at the virtual time, inside
+    ``durable.executor_config(clock=env.clock)``, with ``store=env.store``.
 
     Args:
         auto_skip: while the test awaits the environment (a handle's ``result()``,
