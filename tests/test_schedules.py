@@ -290,7 +290,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def _spawn(processes: Processes, url: str, logs: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "SCHED_LOG": str(log)}
-    options = ("--lease", "2", "--grace", "1")
+    options = ("--grace", "1")  # a killed worker's runs: taken over by its host's workers
     name = logs / f"worker-{uuid.uuid4().hex[:8]}.log"
     return processes.spawn_worker("sched_app", url, name, *options, env=env)
 
