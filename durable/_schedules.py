@@ -189,6 +189,8 @@ class Cron:
         expression = " ".join(expression.split())
         fields = expression.split(" ")
         alias = len(fields) == 1 and expression.lower() in _ALIASES
+        if alias:
+            expression = expression.lower()
         if not alias and (
             len(fields) not in (5, 6)
             or not _croniter().croniter.is_valid(expression, second_at_beginning=True)

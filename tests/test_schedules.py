@@ -146,6 +146,13 @@ async def test_ticks_missed_while_paused_follow_catch_up_at_resume(
     assert await _ids(env.store) == [f"nightly@{_day(d)}" for d in [2, *on_resume, 6]]
 
 
+async def test_an_alias_fires_like_its_expression(env: WorkflowEnvironment) -> None:
+    info = await _schedule(env, name="alias", cron="@Daily")
+    assert info.cron == "@daily" and info.next_run == datetime(2026, 12, 2, tzinfo=UTC)
+    await env.advance(2 * DAY)
+    assert await _ids(env.store, "alias@") == [f"alias@{_day(2)}", f"alias@{_day(3)}"]
+
+
 async def test_a_cron_in_a_time_zone_fires_at_its_utc_instant() -> None:
     # Paris is UTC+1 until the clocks go forward on 29 March 2026, UTC+2 after.
     start = datetime(2026, 3, 27, 12, 0, tzinfo=UTC)
@@ -158,6 +165,27 @@ async def test_a_cron_in_a_time_zone_fires_at_its_utc_instant() -> None:
             "paris@2026-03-30T07:00:00+00:00",
             "paris@2026-03-31T07:00:00+00:00",
         ]
+
+
+@pytest.mark.parametrize(
+    ("start", "expected"),
+    [
+        # Clocks go forward at 02:00: 02:30 does not exist that night and fires at 03:00.
+        (datetime(2026, 3, 28, 12, tzinfo=UTC), ["2026-03-29T01:00:00", "2026-03-30T00:30:00"]),
+        # Clocks go back at 03:00: 02:30 happens twice that night and fires at both instants.
+        (
+            datetime(2026, 10, 24, 12, tzinfo=UTC),
+            ["2026-10-25T00:30:00", "2026-10-25T01:30:00", "2026-10-26T01:30:00"],
+        ),
+    ],
+)
+async def test_daylight_saving_changes_fire_as_documented(
+    start: datetime, expected: list[str]
+) -> None:
+    async with WorkflowEnvironment(start=start, workflows=[report]) as env:
+        await _schedule(env, name="dst", cron="30 2 * * *", timezone="Europe/Paris")
+        await env.advance(2 * DAY)
+        assert await _ids(env.store, "dst@") == [f"dst@{t}+00:00" for t in expected]
 
 
 async def test_updating_a_schedule_keeps_its_tick_unless_the_cron_changes(
