@@ -83,9 +83,8 @@ class WorkflowEnvironment:
     `advance_to`, or by itself with ``auto_skip``. Every wait parks its run (as a worker would
     after ``park_after``), and the environment's own worker executes whatever is runnable, so
     `start`, `execute`, `signal` and `get_handle` behave as in production. Its worker also
-    fires the cron schedules (`durable.schedule`) of its workflows at their ticks on the
-    virtual clock; store them at the virtual time, inside
-    ``durable.executor_config(clock=env.clock)``, with ``store=env.store``.
+    fires the cron schedules (`durable.schedule`, with ``store=env.store``) of its workflows at
+    their ticks on the virtual clock.
 
     Args:
         auto_skip: while the test awaits the environment (a handle's ``result()``,
