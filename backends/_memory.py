@@ -25,12 +25,14 @@ from durable.store import (
     RunRecord,
     RunStatus,
     RunUpdate,
+    ScheduleRecord,
     StepRecord,
 )
 
 from . import _rules as rules
 from ._memory_leases import Leases
 from ._memory_requests import Requests
+from ._memory_schedules import Schedules
 from ._memory_tables import Tables
 
 __all__ = ["MemoryStore"]
@@ -63,6 +65,7 @@ class MemoryStore:
         self._doorbell = self._tables.doorbell
         self._leases = Leases(self._tables)
         self._requests = Requests(self._tables)
+        self._schedules = Schedules(self._tables)
 
     def __repr__(self) -> str:
         return f"MemoryStore(runs={len(self._tables.runs)})"
@@ -388,3 +391,47 @@ class MemoryStore:
     ) -> None:
         """Close the store."""
         await self.close()
+
+    # -- schedules (see `durable.store.Store`) ------------------------------------------------
+
+    async def put_schedule(self, schedule: ScheduleRecord, *, now: float) -> ScheduleRecord:
+        """Create or update a schedule; wakes `wait_for_schedules` (see
+        `durable.store.Store.put_schedule`)."""
+        return self._schedules.put(schedule, now)
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None:
+        """The schedule ``name``, or ``None``."""
+        return self._schedules.get(name)
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule, ordered by name."""
+        return self._schedules.list()
+
+    async def set_schedule_paused(
+        self, name: str, paused: bool, *, now: float, next_tick: float | None = None
+    ) -> ScheduleRecord | None:
+        """Pause or resume a schedule (see `durable.store.Store.set_schedule_paused`)."""
+        return self._schedules.set_paused(name, paused, now, next_tick)
+
+    async def delete_schedule(self, name: str) -> bool:
+        """Delete a schedule; whether it existed."""
+        return self._schedules.delete(name)
+
+    async def fire_schedule(
+        self,
+        name: str,
+        *,
+        expected_tick: float,
+        next_tick: float | None,
+        last_tick: float | None,
+        runs: Sequence[RunRecord],
+        now: float,
+    ) -> ScheduleRecord | None:
+        """Fire ticks of a schedule, compare-and-set on its next tick (see
+        `durable.store.Store.fire_schedule`)."""
+        return self._schedules.fire(name, expected_tick, next_tick, last_tick, runs, now)
+
+    async def wait_for_schedules(self, *, within: float) -> bool:
+        """Wait for a schedule write of this process, at most ``within`` seconds."""
+        self._tables.check_open()
+        return await self._doorbell.watch([rules.SCHEDULE_BELL], within)

@@ -25,6 +25,7 @@ from durable.store import (
     RunRecord,
     RunStatus,
     RunUpdate,
+    ScheduleRecord,
     StepRecord,
     StepStatus,
     StoreError,
@@ -33,6 +34,7 @@ from durable.store import (
 
 __all__ = [
     "PARKED",
+    "SCHEDULE_BELL",
     "QueueLoad",
     "acquire",
     "admits",
@@ -62,6 +64,10 @@ __all__ = [
     "request_rollback",
     "resume",
     "runnable",
+    "schedule_fired",
+    "schedule_fires",
+    "schedule_paused",
+    "schedule_put",
     "served",
     "signal_accepted",
     "unfinished",
@@ -616,3 +622,53 @@ def continued(run: RunRecord, args: bytes, now: float) -> RunRecord:
         recoveries=0,
         updated_at=now,
     )
+
+
+# -- schedules -----------------------------------------------------------------------------------
+
+SCHEDULE_BELL = "\x1eschedules"
+"""What a write to the schedules rings the doorbell (and, on Postgres, ``NOTIFY``) with: a key
+no run id can be (ids hold no control character), so it wakes `Store.wait_for_schedules` and
+the workers waiting for work, and no watcher of a run."""
+
+
+def schedule_put(
+    existing: ScheduleRecord | None, schedule: ScheduleRecord, now: float
+) -> ScheduleRecord:
+    """`Store.put_schedule`: a new schedule as given (created and updated ``now``); an
+    existing one takes the new definition, keeps ``created_at``, ``paused`` and ``last_tick``,
+    and keeps ``next_tick`` unless its cron expression or time zone changed.
+    SQL: ``_sql_schedules.Schedules.put``."""
+    if existing is None:
+        return replace(schedule, created_at=now, updated_at=now)
+    same_times = (existing.cron, existing.timezone) == (schedule.cron, schedule.timezone)
+    return replace(
+        schedule,
+        paused=existing.paused,
+        next_tick=existing.next_tick if same_times else schedule.next_tick,
+        last_tick=existing.last_tick,
+        created_at=existing.created_at,
+        updated_at=now,
+    )
+
+
+def schedule_paused(
+    schedule: ScheduleRecord, paused: bool, now: float, next_tick: float | None
+) -> ScheduleRecord:
+    """`Store.set_schedule_paused`: ``paused`` set; a resume given a ``next_tick`` takes it."""
+    tick = next_tick if not paused and next_tick is not None else schedule.next_tick
+    return replace(schedule, paused=paused, next_tick=tick, updated_at=now)
+
+
+def schedule_fires(schedule: ScheduleRecord, expected_tick: float) -> bool:
+    """`Store.fire_schedule`'s compare-and-set: not paused, and still expecting that tick."""
+    return not schedule.paused and schedule.next_tick == expected_tick
+
+
+def schedule_fired(
+    schedule: ScheduleRecord, next_tick: float | None, last_tick: float | None, now: float
+) -> ScheduleRecord:
+    """`Store.fire_schedule` once `schedule_fires`: the next tick set, the last one recorded
+    (``None`` keeps it: the ticks were skipped)."""
+    last = schedule.last_tick if last_tick is None else last_tick
+    return replace(schedule, next_tick=next_tick, last_tick=last, updated_at=now)

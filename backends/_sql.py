@@ -44,6 +44,7 @@ from durable.store import (
     RunRecord,
     RunStatus,
     RunUpdate,
+    ScheduleRecord,
     StepRecord,
 )
 
@@ -53,6 +54,7 @@ from ._sql_open import open_database
 from ._sql_queues import QueueStatements
 from ._sql_requests import Requests
 from ._sql_runs import Runs
+from ._sql_schedules import Schedules
 from ._sql_waits import Waits
 
 __all__ = ["SQLStore"]
@@ -128,6 +130,7 @@ class SQLStore:
         self._commits = Commits(self._calls)
         self._requests = Requests(self._calls)
         self._waits = Waits(self._calls, db.runner, self._doorbell)
+        self._schedules = Schedules(self._calls, db.runner, self._doorbell)
 
     def __repr__(self) -> str:
         return f"SQLStore({self.url!r})"
@@ -419,3 +422,48 @@ class SQLStore:
     ) -> None:
         """Close the store."""
         await self.close()
+
+    # -- schedules (see `durable.store.Store`; `._sql_schedules`) -----------------------------
+
+    async def put_schedule(self, schedule: ScheduleRecord, *, now: float) -> ScheduleRecord:
+        """Create or update a schedule in one transaction; wakes `wait_for_schedules` in
+        every process (see `durable.store.Store.put_schedule`)."""
+        return await self._schedules.put(schedule, now)
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None:
+        """The schedule ``name``, or ``None``."""
+        return await self._schedules.get(name)
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule, ordered by name."""
+        return await self._schedules.list()
+
+    async def set_schedule_paused(
+        self, name: str, paused: bool, *, now: float, next_tick: float | None = None
+    ) -> ScheduleRecord | None:
+        """Pause or resume a schedule (see `durable.store.Store.set_schedule_paused`)."""
+        return await self._schedules.set_paused(name, paused, now, next_tick)
+
+    async def delete_schedule(self, name: str) -> bool:
+        """Delete a schedule; whether it existed."""
+        return await self._schedules.delete(name)
+
+    async def fire_schedule(
+        self,
+        name: str,
+        *,
+        expected_tick: float,
+        next_tick: float | None,
+        last_tick: float | None,
+        runs: Sequence[RunRecord],
+        now: float,
+    ) -> ScheduleRecord | None:
+        """Fire ticks of a schedule in one transaction, compare-and-set on its next tick
+        (see `durable.store.Store.fire_schedule`)."""
+        return await self._schedules.fire(name, expected_tick, next_tick, last_tick, runs, now)
+
+    async def wait_for_schedules(self, *, within: float) -> bool:
+        """Wait for a schedule write (see `durable.store.Store.wait_for_schedules`): this
+        process's at once, others' through ``NOTIFY`` (Postgres) or the data version
+        (SQLite, where any commit wakes it)."""
+        return await self._schedules.wait(within)

@@ -34,6 +34,7 @@ from durable._errors import (
     PoolTimeout,
     RecoveryLimitExceeded,
     RunningLoopError,
+    ScheduleNotFound,
     SchemaVersionError,
     SerializationError,
     SignalTimeout,
@@ -47,6 +48,15 @@ from durable._queues import Queue
 from durable._retention import prune
 from durable._retry import RetryPolicy
 from durable._runs import RunInfo, RunPage, list_runs
+from durable._schedules import (
+    ScheduleInfo,
+    delete_schedule,
+    list_schedules,
+    pause_schedule,
+    resume_schedule,
+    schedule,
+    trigger_schedule,
+)
 from durable._stores import close_stores
 from durable._types import Info, RunStatus, Step, StepKind, StepStatus
 from durable._worker import Worker
@@ -92,6 +102,8 @@ __all__ = [
     "RunPage",
     "RunStatus",
     "RunningLoopError",
+    "ScheduleInfo",
+    "ScheduleNotFound",
     "SchemaVersionError",
     "SerializationError",
     "SignalTimeout",
@@ -108,6 +120,7 @@ __all__ = [
     "activity",
     "close_stores",
     "continue_as_new",
+    "delete_schedule",
     "deprecate_patch",
     "execute",
     "executor_config",
@@ -115,15 +128,20 @@ __all__ = [
     "get_handle",
     "info",
     "list_runs",
+    "list_schedules",
     "now",
     "patched",
+    "pause_schedule",
     "prune",
     "random",
+    "resume_schedule",
     "run",
     "saga",
+    "schedule",
     "signal",
     "sleep",
     "start",
+    "trigger_schedule",
     "uuid4",
     "wait_signal",
     "workflow",

@@ -9,6 +9,8 @@
 * ``durable db prune [URL] --older-than 30d`` deletes old finished runs.
 * ``durable runs <verb>`` lists, shows and acts on runs, and ``durable ui`` serves the web
   view: see `durable._cli_runs`.
+* ``durable schedules <verb>`` lists, pauses, resumes, deletes and triggers cron schedules: see
+  `durable._cli_schedules`.
 
 Passwords in store URLs never reach the output: every message goes through
 `durable.backends._redact.redact`.
@@ -31,6 +33,7 @@ import anyio.abc
 
 from durable import _retention as retention
 from durable._cli_runs import add_commands, runs_command, ui_command
+from durable._cli_schedules import add_schedule_commands, schedules_command
 from durable._errors import StoreError
 from durable._logging import FORMATS, LEVELS, configure_logging
 from durable._registry import registered_workflows
@@ -111,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     prune.add_argument("--batch-size", type=int, default=1000, help="runs per transaction")
     add_commands(commands)
+    add_schedule_commands(commands)
     return parser
 
 
@@ -186,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return runs_command(args)
     if args.command == "ui":
         return ui_command(args)
+    if args.command == "schedules":
+        return schedules_command(args)
     configure_logging(args.log_level, args.log_format)
     sys.path.insert(0, os.getcwd())
     for module in args.modules:

@@ -7,6 +7,7 @@
     ├── WorkflowIdConflict        an id already recorded for another workflow, other arguments
     │                             or another parent
     ├── WorkflowNotFound          no run with that id
+    ├── ScheduleNotFound          no schedule with that name
     ├── WorkflowFinished          a signal sent to a run that has finished
     ├── SignalTimeout             (also TimeoutError) `wait_signal` timed out
     ├── NonDeterminismError       replayed code diverged from the recorded history; run is blocked
@@ -52,6 +53,7 @@ __all__ = [
     "PoolTimeout",
     "RecoveryLimitExceeded",
     "RunningLoopError",
+    "ScheduleNotFound",
     "SchemaVersionError",
     "SerializationError",
     "SignalTimeout",
@@ -131,6 +133,22 @@ class WorkflowNotFound(DurableError):
             "durable.run(...), or check the id and the store URL"
         )
         self.run_id = run_id
+
+
+class ScheduleNotFound(DurableError):
+    """No schedule is stored under the given name (pausing, resuming, deleting or triggering
+    it).
+
+    Attributes:
+        name: the schedule name that was looked up.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"no schedule {name!r} in this store; create it with durable.schedule(...), or "
+            "check the name and the store URL (durable.list_schedules() lists them)"
+        )
+        self.name = name
 
 
 class ActionRefused(DurableError):

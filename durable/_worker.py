@@ -7,6 +7,8 @@ passed, a signal or a cancel arrived), or held by an executor whose lease expire
 Runs of workflows this worker does not know are left for a worker that does, and reported once.
 Runs of a `durable.Queue` are claimed only while the queue's limits allow (the store checks
 them); a worker given ``queues`` claims only the runs of those queues.
+Beside the claim loop, a scheduler task (`durable._schedules.Scheduler`) fires the cron
+schedules of the workflows the worker knows, each tick once across all workers.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from durable._logging import RunLog
 from durable._names import check_name
 from durable._queues import Queue, declared_queues
 from durable._registry import WorkflowDefinition, registered_workflows
+from durable._schedules import Scheduler
 from durable._stores import using_async
 from durable._types import RunStatus
 from durable.store import Lease, LeaseOwner, RunRecord, Store
@@ -165,7 +168,9 @@ class Worker:
         self._stopping = False
         await self._declare_queues(store)
         queues: Collection[str] | None = self._queues
+        scheduler = Scheduler(workflows, self._clock)  # fires the schedules of these workflows
         async with anyio.create_task_group() as tg:
+            tg.start_soon(scheduler.run, store)
             next_report = 0.0
             next_orphan_scan = 0.0
             next_unreadable_scan = 0.0
@@ -216,6 +221,7 @@ class Worker:
                         )
                     if anyio.current_time() - started < _MIN_IDLE_SECONDS:
                         await anyio.sleep(_MIN_IDLE_SECONDS)
+            scheduler.stop()
             if self._active:
                 self._drained = anyio.Event()
                 with anyio.move_on_after(self._grace):

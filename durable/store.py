@@ -13,6 +13,8 @@ Guarantees every implementation gives (DESIGN.md, "What the store must guarantee
 * `Store.acquire_lease` is atomic: of any number of concurrent callers, at most one gets the
   lease, and each success increments the run's fencing token.
 * Payloads are opaque bytes: stores never decode them.
+* `Store.fire_schedule` is a compare-and-set on the schedule's next tick, in one transaction
+  with the tick's runs: of any number of concurrent callers firing a tick, one records it.
 
 Timestamps are float seconds since the Unix epoch (UTC), passed in by the caller so that a test
 clock controls them.
@@ -48,6 +50,7 @@ __all__ = [
     "RunRecord",
     "RunStatus",
     "RunUpdate",
+    "ScheduleRecord",
     "SchemaVersionError",
     "StepKind",
     "StepRecord",
@@ -292,6 +295,41 @@ class Interruption:
 
     cancel: bool
     pause: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    """One cron schedule as stored (see ``durable.schedule``).
+
+    Attributes:
+        name: the schedule's name (primary key); its runs' ids are ``"<name>@<tick>"``.
+        workflow: the registered name of the workflow each tick starts.
+        cron: the cron expression (5 fields, or 6 with seconds first).
+        timezone: the IANA time zone the expression is read in (``"UTC"``, ``"Europe/Paris"``).
+        args: encoded ``(args, kwargs)`` of every run it starts.
+        catch_up: ``"latest"``, ``"all"`` or ``"none"``: what a worker does with ticks that
+            passed while no worker fired them.
+        queue: the `durable.Queue` name its runs are started on, or ``None``.
+        paused: no tick fires while set (`Store.set_schedule_paused`).
+        next_tick: the next tick to fire (epoch seconds), or ``None`` when the expression
+            never fires again. `Store.fire_schedule` advances it, compare-and-set.
+        last_tick: the tick fired last, or ``None``.
+        created_at: when the schedule was first stored.
+        updated_at: when it last changed.
+    """
+
+    name: str
+    workflow: str
+    cron: str
+    timezone: str
+    args: bytes
+    catch_up: str
+    queue: str | None
+    paused: bool
+    next_tick: float | None
+    last_tick: float | None
+    created_at: float
+    updated_at: float
 
 
 class UnreadableRecord(StoreError):
@@ -692,6 +730,84 @@ class Store(Protocol):
 
         Returns:
             How many runs were deleted (fewer than ``limit`` means none are left to delete).
+        """
+        ...
+
+    # -- schedules ----------------------------------------------------------------------------
+
+    async def put_schedule(self, schedule: ScheduleRecord, *, now: float) -> ScheduleRecord:
+        """Create the schedule ``schedule.name``, or update it, in one transaction, and wake
+        the tasks waiting in `wait_for_schedules` (in every process, where the store can tell).
+
+        An update replaces workflow, cron, timezone, args, catch_up and queue, and sets
+        ``updated_at`` to ``now``; it keeps ``created_at``, ``paused`` and ``last_tick``, and
+        keeps ``next_tick`` unless the cron expression or the time zone changed (then it takes
+        ``schedule.next_tick``, which the caller computed from ``now``). A new schedule is
+        stored as given, with ``created_at`` and ``updated_at`` set to ``now``.
+
+        Returns:
+            The schedule as stored now.
+        """
+        ...
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None:
+        """The schedule ``name``, or ``None``."""
+        ...
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule, ordered by name."""
+        ...
+
+    async def set_schedule_paused(
+        self, name: str, paused: bool, *, now: float, next_tick: float | None = None
+    ) -> ScheduleRecord | None:
+        """Pause or resume the schedule ``name`` (``updated_at`` becomes ``now``). Resuming
+        with a ``next_tick`` also replaces its next tick (ticks that passed while it was
+        paused are then skipped); resuming wakes `wait_for_schedules`.
+
+        Returns:
+            The schedule as it is now, or ``None`` when missing.
+        """
+        ...
+
+    async def delete_schedule(self, name: str) -> bool:
+        """Delete the schedule ``name`` (the runs it started are left alone).
+
+        Returns:
+            Whether it existed.
+        """
+        ...
+
+    async def fire_schedule(
+        self,
+        name: str,
+        *,
+        expected_tick: float,
+        next_tick: float | None,
+        last_tick: float | None,
+        runs: Sequence[RunRecord],
+        now: float,
+    ) -> ScheduleRecord | None:
+        """Fire ticks of a schedule exactly once, however many workers try: in one
+        transaction, if the schedule exists, is not paused and its ``next_tick`` still equals
+        ``expected_tick`` (compare-and-set), record ``runs`` (one whose id is taken is
+        skipped), set ``next_tick``, set ``last_tick`` (unless ``None``: the ticks were
+        skipped) and ``updated_at = now``; otherwise write nothing. The new runs wake waiting
+        workers as `create_run` does.
+
+        Returns:
+            The schedule as it is now (its ``next_tick`` tells whether it moved on), or
+            ``None`` when missing.
+        """
+        ...
+
+    async def wait_for_schedules(self, *, within: float) -> bool:
+        """Wait until a schedule may have been created, changed or resumed (by this process
+        or, where the store can tell, another one), or at the latest ``within`` seconds.
+        Waking without such a write is allowed (the caller reads the schedules again).
+
+        Returns:
+            Whether it was woken (``False``: ``within`` passed).
         """
         ...
 

@@ -18,6 +18,7 @@ ERRORS: list[BaseException] = [
     durable.RunningLoopError("loop"),
     durable.WorkflowIdConflict("id-1", "a.wf", "b.wf"),
     durable.WorkflowNotFound("id-2"),
+    durable.ScheduleNotFound("nightly"),
     durable.NonDeterminismError("id-3", 4, "activity 'a'", "x.py:1", "activity 'b'", "x.py:2"),
     durable.NonDeterminismError(
         "id-3",

@@ -46,6 +46,9 @@ _WRITES = frozenset(
         "wake",
         "receive_signal",
         "continue_run",
+        "put_schedule",
+        "set_schedule_paused",
+        "fire_schedule",
     }
 )
 """Store calls that mean a run is moving (the rest are reads, polls and lease renewals)."""
@@ -79,7 +82,9 @@ class WorkflowEnvironment:
     ``durable.sleep(timedelta(days=3))`` takes no wall time: the clock moves by `advance` /
     `advance_to`, or by itself with ``auto_skip``. Every wait parks its run (as a worker would
     after ``park_after``), and the environment's own worker executes whatever is runnable, so
-    `start`, `execute`, `signal` and `get_handle` behave as in production.
+    `start`, `execute`, `signal` and `get_handle` behave as in production. Its worker also
+    fires the cron schedules (`durable.schedule`, with ``store=env.store``) of its workflows at
+    their ticks on the virtual clock.
 
     Args:
         auto_skip: while the test awaits the environment (a handle's ``result()``,
@@ -318,7 +323,25 @@ class WorkflowEnvironment:
             limits = settings.get(name) or QueueSettings(name)
             load = rules.queue_load(limits, runs, self.clock.time())
             due.append(rules.queue_due(limits, load, (run for run in idle if run.queue == name)))
-        return min((d for d in due if d is not None), default=None)
+        return min([d for d in due if d is not None] + await self._ticks_due(), default=None)
+
+    async def _ticks_due(self) -> list[float]:
+        """The next ticks of the schedules the worker fires (a due one is work now, even
+        before the worker's scheduler has looked)."""
+        list_schedules = getattr(self._inner, "list_schedules", None)
+        if list_schedules is None:
+            return []
+        known = (
+            {_workflow(fn).name for fn in self._workflows}
+            if self._workflows is not None
+            else set(registered_workflows())
+        )
+        schedules = await list_schedules()
+        return [
+            s.next_tick
+            for s in schedules
+            if not s.paused and s.next_tick is not None and s.workflow in known
+        ]
 
     async def _next_due(self) -> float | None:
         due = [d for d in (await self._runs_due(), self.clock.next_due()) if d is not None]
