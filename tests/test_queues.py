@@ -309,6 +309,6 @@ async def test_a_queued_run_takes_a_deadline(store: Store) -> None:
     run = await store.get_run("t-1")
     assert run is not None and run.deadline is not None
     assert run.deadline - run.created_at == pytest.approx(60.0, abs=1.0)
-    with pytest.raises(ValueError, match="'t-2'.*timeout= must be a finite number"):
+    with pytest.raises(ValueError, match=r"'t-2'.*timeout= must be a finite number"):
         await queue.start(_counted_flow, 0.0, id="t-2", timeout=-1, store=store)
     assert await store.get_run("t-2") is None
