@@ -345,6 +345,9 @@ def _view_text(view: RunView) -> str:
         fields.append(("wakes", f"{_when(info.wake_at)} UTC"))
     if info.deadline is not None:
         fields.append(("deadline", f"{_when(info.deadline)} UTC"))
+    if info.queue is not None:
+        key = "" if info.queue_key is None else f", key {info.queue_key}"
+        fields.append(("queue", f"{info.queue}{key}, priority {info.priority}"))
     if info.parent_id is not None:
         fields.append(("parent", info.parent_id))
     fields.append(("attempts", f"{info.attempts} (recoveries: {info.recoveries})"))

@@ -198,6 +198,9 @@ def info_json(info: RunInfo) -> dict[str, Any]:
         "code_version": info.code_version,
         "generation": info.generation,
         "deadline": _iso(info.deadline),
+        "queue": info.queue,
+        "queue_key": info.queue_key,
+        "priority": info.priority,
         "error": info.error,
     }
 

@@ -50,6 +50,9 @@ class RunInfo:
         generation: which generation of the run this is: 1, plus one for each
             ``durable.continue_as_new`` (only the current generation's steps are kept).
         deadline: when the run times out (UTC; set by ``timeout=``), else ``None``.
+        queue: the `durable.Queue` the run was started on, else ``None``.
+        queue_key: its key within the queue (``per_key_concurrency``), else ``None``.
+        priority: its priority within the queue (smaller first; 0 off a queue).
     """
 
     id: str
@@ -65,6 +68,9 @@ class RunInfo:
     code_version: str | None
     generation: int = 1
     deadline: datetime | None = None
+    queue: str | None = None
+    queue_key: str | None = None
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +150,9 @@ def run_info(store: Store, run: RunRecord) -> RunInfo:
         code_version=run.code_version,
         generation=run.generation,
         deadline=None if run.deadline is None else utc(run.deadline),
+        queue=run.queue,
+        queue_key=run.queue_key,
+        priority=run.priority,
     )
 
 

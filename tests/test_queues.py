@@ -312,3 +312,16 @@ async def test_a_queued_run_takes_a_deadline(store: Store) -> None:
     with pytest.raises(ValueError, match=r"'t-2'.*timeout= must be a finite number"):
         await queue.start(_counted_flow, 0.0, id="t-2", timeout=-1, store=store)
     assert await store.get_run("t-2") is None
+
+
+async def test_operators_see_a_run_s_queue(store: Store) -> None:
+    from durable._inspect import info_json
+
+    queue = durable.Queue("test-shown")
+    handle = await queue.start(
+        _counted_flow, 0.0, id="shown-1", key="acme", priority=3, store=store
+    )
+    info = await handle.describe()
+    assert (info.queue, info.queue_key, info.priority) == ("test-shown", "acme", 3)
+    shown = info_json(info)
+    assert (shown["queue"], shown["queue_key"], shown["priority"]) == ("test-shown", "acme", 3)

@@ -276,6 +276,11 @@ def _head(root: str, view: RunView) -> str:
     ]
     if info.generation > 1:  # continued as new: the steps shown are this generation's
         rows.append(("Generation", str(info.generation)))
+    if info.queue is not None:
+        placed = _e(info.queue)
+        if info.queue_key is not None:
+            placed += f" (key {_e(info.queue_key)})"
+        rows.append(("Queue", f"{placed}, priority {info.priority}"))
     rows += [
         ("Parent", parent),
         ("Children", str(len(view.children))),
