@@ -225,6 +225,66 @@ def _logged(entry: str) -> Any:
     return check
 
 
+@durable.workflow
+async def named_child_or_signal() -> tuple[int, Any]:
+    child = durable.execute(child_books, "n", id="named-child")
+    return await durable.wait_first(child, durable.wait_signal("stop"))
+
+
+async def test_a_losing_child_under_its_own_id_is_cancelled(store: Store) -> None:
+    handle = await durable.start(named_child_or_signal, id="nc", store=store)
+    await handle.signal("stop", "now")  # buffered: the wait wins as soon as it starts
+    results: list[tuple[int, Any]] = []
+
+    async def execute() -> None:
+        results.append(await durable.execute(named_child_or_signal, id="nc", store=store))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(execute)
+        await eventually("the child asked to cancel", _cancel_requested(store, "named-child"))
+        release("n")
+    assert results == [(1, "now")]
+    child = await store.get_run("named-child")
+    assert child is not None and child.status.finished
+
+
+@durable.workflow
+async def waits_for_ever() -> tuple[int, Any]:
+    return await durable.wait_first(durable.wait_signal("never"), durable.sleep(3600))
+
+
+async def test_a_run_cancelled_while_it_waits_raises_cancelled(store: Store) -> None:
+    handle = await durable.start(waits_for_ever, id="cx", store=store)
+    errors: list[BaseException] = []
+
+    async def execute() -> None:
+        try:
+            await durable.execute(waits_for_ever, id="cx", store=store)
+        except durable.Cancelled as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(execute)
+        await _status(store, "cx", RunStatus.WAITING)
+        await handle.cancel()
+    assert len(errors) == 1
+    assert await handle.status() == RunStatus.CANCELLED
+    assert _first_steps(await handle.history()) == []  # no winner: the cancel was delivered
+    with pytest.raises(durable.Cancelled):  # and replays the same
+        await durable.execute(waits_for_ever, id="cx", store=store)
+
+
+async def test_an_exported_history_replays_with_its_winner() -> None:
+    from durable.testing import replay
+
+    store = durable.backends.MemoryStore()
+    assert await durable.execute(held_or_sleep, 0.01, id="hx", store=store) == (1, None)
+    history = await durable.get_handle("hx", store).export_history()
+    log.clear()
+    await replay(held_or_sleep, history)
+    assert log == []  # nothing executed: the recorded winner, the loser never run
+
+
 # -- errors -----------------------------------------------------------------------------------
 
 

@@ -8,15 +8,17 @@ knows what it was given.
 
 How the winner is decided, in this order:
 
-1. The ``first`` step is recorded: its index, whatever the timing now (a replay).
-2. The run's cancellation was delivered at one of the steps: that one (it raises `Cancelled`).
+1. The run's cancellation was delivered at one of the steps: that one (it raises `Cancelled`,
+   and nothing is recorded: the run records where its cancellation was delivered).
+2. The ``first`` step is recorded: its index, whatever the timing now (a replay).
 3. Some of the steps already finished by the history (a run resumed after a crash between a
    step's outcome and the ``first`` record, or parked meanwhile): the one that finished
    earliest by the recorded times (a timer finishes at its due time), the lowest index on a
    tie. The workflow never saw another winner: ``wait_first`` returns only once the winner is
    recorded.
 4. Otherwise the steps race: each in a task of its own; the first to end (with a value or an
-   error) wins.
+   error) wins. If one of them took the run's cancellation meanwhile, `Cancelled` is raised
+   whoever won (as in 1).
 
 Then the losers are wound down: a timer or signal wait is cancelled (a signal is consumed only
 by a wait that completes), an activity attempt under way is cancelled as its ``timeout=`` would
@@ -29,6 +31,11 @@ recorded order), an unfinished child is asked again to cancel and waited for, an
 loser is closed without running: its step never executes again. Only then is the ``first``
 step recorded (with the run's status back to ``running``, which a loser's wait may have
 changed), and the winner's value returned or its error raised.
+
+A loser's outcome that its store committed is always seen by its branch: no store yields
+between applying a commit and returning (Postgres shields the transaction, and nothing after
+it waits), so a cancellation arriving meanwhile lands at the branch's next wait, after the
+completed activity pushed its undo.
 """
 
 from __future__ import annotations
