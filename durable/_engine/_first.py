@@ -17,7 +17,7 @@ How the winner is decided, in this order:
    tie. The workflow never saw another winner: ``wait_first`` returns only once the winner is
    recorded.
 4. Otherwise the steps race: each in a task of its own; the first to end (with a value or an
-   error) wins. If one of them took the run's cancellation meanwhile, `Cancelled` is raised
+   error) wins, and a step whose task had not begun by then never starts. If one of them took the run's cancellation meanwhile, `Cancelled` is raised
    whoever won (as in 1).
 
 Then the losers are wound down: a timer or signal wait is cancelled (a signal is consumed only
@@ -297,7 +297,6 @@ class FirstOf(Part):
             async with anyio.create_task_group() as tg:
                 for entry in entries:
                     entry.scope = anyio.CancelScope()
-                    entry.used = True
                     tg.start_soon(self._branch, entry, entries, won, tg)
         except BaseExceptionGroup as group:
             if len(group.exceptions) == 1:
@@ -315,6 +314,10 @@ class FirstOf(Part):
     ) -> None:
         assert entry.scope is not None
         try:
+            if won:  # decided before this branch began: its step never starts
+                self._close(entry)
+                return
+            entry.used = True
             with entry.scope:
                 try:
                     outcome = _Outcome(entry.index, await entry.awaitable)
