@@ -17,8 +17,8 @@ How the winner is decided, in this order:
    tie. The workflow never saw another winner: ``wait_first`` returns only once the winner is
    recorded.
 4. Otherwise the steps race: each in a task of its own; the first to end (with a value or an
-   error) wins, and a step whose task had not begun by then never starts. If one of them took the run's cancellation meanwhile, `Cancelled` is raised
-   whoever won (as in 1).
+   error) wins, and a step whose task had not begun by then never starts. If one of them
+   took the run's cancellation meanwhile, `Cancelled` is raised whoever won (as in 1).
 
 Then the losers are wound down: a timer or signal wait is cancelled (a signal is consumed only
 by a wait that completes), an activity attempt under way is cancelled as its ``timeout=`` would
