@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
-from support import PROGRAMS, Processes, eventually, eventually_sync
+from support import PROGRAMS, Crash, Processes, eventually, eventually_sync
 
 import durable
 from durable import RunStatus, StepKind, StepStatus
@@ -440,6 +440,46 @@ async def test_the_environment_runs_wait_first_on_its_virtual_clock() -> None:
         "book c done",
         "quick c confirmed",
     ]
+
+
+class _CrashesAtFirstRecord(durable.backends.MemoryStore):
+    """Dies (as a killed process would) at the first commit of a ``first`` step."""
+
+    crashed = False
+
+    async def commit(self, lease: Any, steps: Any = (), update: Any = None, **kw: Any) -> Any:
+        if not self.crashed and any(s.kind == StepKind.FIRST for s in steps):
+            self.crashed = True
+            raise Crash
+        return await super().commit(lease, steps, update, **kw)
+
+
+@durable.workflow
+async def sleep_or_signal(seconds: float) -> tuple[int, Any]:
+    return await durable.wait_first(durable.sleep(seconds), durable.wait_signal("go"))
+
+
+async def test_a_crash_before_the_winner_is_recorded_keeps_the_step_that_finished_first() -> None:
+    store = _CrashesAtFirstRecord()
+    handle = await durable.start(sleep_or_signal, 0.2, id="cw", store=store)
+    await handle.signal("go", "signalled")  # buffered: the wait wins as soon as it starts
+    with pytest.raises(Crash):
+        await durable.execute(sleep_or_signal, 0.2, id="cw", store=store)
+    history = await handle.history()
+    assert _first_steps(history) == []  # the signal's step is recorded, the winner is not
+    timer = [s for s in history if s.kind == StepKind.TIMER]
+    due = timer[0].result if timer else 0.0
+    await eventually("the sleep is due too", _past(float(due)))
+    # the sleep comes first and is due now, but the signal finished first by the history
+    assert await durable.execute(sleep_or_signal, 0.2, id="cw", store=store) == (1, "signalled")
+    assert _first_steps(await handle.history()) == [1]
+
+
+def _past(when: float) -> Any:
+    async def check() -> bool:
+        return time.time() > when
+
+    return check
 
 
 # -- a real crash -------------------------------------------------------------------------------

@@ -264,9 +264,13 @@ class FirstOf(Part):
             finished = step is not None and step.status in _FINISHED
             if kind != StepKind.TIMER and finished:
                 await self._swallow(entry)  # replayed: a completed activity pushes its undo
-            elif kind == StepKind.CHILD and step is not None and not self._e.failure_recorded:
-                await self._cancel_child(entry)
-                await self._swallow(entry)
+            elif (
+                kind == StepKind.CHILD
+                and step is not None
+                and not self._e.failure_recorded
+                and await self._ask_child_to_cancel(entry)
+            ):
+                await self._swallow(entry)  # resumes awaiting the child, until it ends
             else:
                 self._close(entry)
         entry = entries[winner]
@@ -339,14 +343,21 @@ class FirstOf(Part):
         """Ask the losing child run to cancel; its branch then waits for its outcome. The run
         may not exist yet (its step is about to create it): ask again until it does, or the
         branch is over."""
-        child_id = entry.made.child_id
-        assert child_id is not None
-        store = self._e.store
         while not entry.ended.is_set():
-            if await store.request_cancel(child_id, now=self._clock.time()) is not None:
-                return
+            try:
+                if await self._ask_child_to_cancel(entry):
+                    return
+            except Exception:  # the store failed to answer: ask again
+                pass
             with anyio.move_on_after(0.05):
                 await entry.ended.wait()
+
+    async def _ask_child_to_cancel(self, entry: _Entry) -> bool:
+        """Request the cancellation of ``entry``'s child run; whether the run exists."""
+        child_id = entry.made.child_id
+        assert child_id is not None
+        found = await self._e.store.request_cancel(child_id, now=self._clock.time())
+        return found is not None
 
     def _close(self, entry: _Entry) -> None:
         """A loser that is never to run: close it, and stop counting its step in flight."""
