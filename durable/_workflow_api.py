@@ -255,7 +255,8 @@ def wait_first(*awaitables: Awaitable[Any]) -> Awaitable[tuple[int, Any]]:
 
     Raises:
         The error of the first step to finish, when it failed (as awaiting it would);
-            `Cancelled` when the run's cancellation reached one of the steps, whichever won.
+            `Cancelled` (`WorkflowTimeout` past the run's deadline) when the run's
+            cancellation reached one of the steps, whichever won.
         ValueError: no awaitable, one already awaited, or the same one twice.
         TypeError: an argument is not such a step of this run (the message names its index).
         NotInWorkflowError: called outside workflow code.

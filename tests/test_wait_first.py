@@ -275,6 +275,14 @@ async def test_a_run_cancelled_while_it_waits_raises_cancelled(store: Store) -> 
         await durable.execute(waits_for_ever, id="cx", store=store)
 
 
+async def test_a_run_whose_deadline_passes_while_it_waits_times_out(store: Store) -> None:
+    with pytest.raises(durable.WorkflowTimeout):
+        await durable.execute(waits_for_ever, id="dl", store=store, timeout=0.2)
+    handle = durable.get_handle("dl", store)
+    assert await handle.status() == RunStatus.TIMED_OUT
+    assert _first_steps(await handle.history()) == []
+
+
 async def test_an_exported_history_replays_with_its_winner() -> None:
     from durable.testing import replay
 
