@@ -71,6 +71,7 @@ from durable._workflow_api import (
     saga,
     sleep,
     uuid4,
+    wait_first,
     wait_signal,
 )
 
@@ -143,6 +144,7 @@ __all__ = [
     "start",
     "trigger_schedule",
     "uuid4",
+    "wait_first",
     "wait_signal",
     "workflow",
 ]

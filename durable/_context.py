@@ -8,7 +8,7 @@ concurrent branches share their run's context.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from datetime import datetime
@@ -74,6 +74,13 @@ class RunContext(Protocol):
 
     def wait_signal(self, name: str, timeout: float | None, location: str | None) -> Awaitable[Any]:
         """Number the wait now; the awaitable returns the next signal's payload."""
+        ...
+
+    def wait_first(
+        self, awaitables: Sequence[Awaitable[Any]], location: str | None
+    ) -> Awaitable[tuple[int, Any]]:
+        """Number the ``first`` step now; the awaitable returns the index and outcome of the
+        first of ``awaitables`` (steps of this run) to finish."""
         ...
 
     def now(self, location: str | None) -> datetime:

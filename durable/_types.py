@@ -57,6 +57,7 @@ class StepKind(enum.StrEnum):
     COMPENSATION = "compensation"
     PATCH = "patch"
     SIGNAL_SEND = "signal_send"
+    FIRST = "first"
 
 
 class StepStatus(enum.StrEnum):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager
@@ -28,6 +29,7 @@ __all__ = [
     "saga",
     "sleep",
     "uuid4",
+    "wait_first",
     "wait_signal",
 ]
 
@@ -234,6 +236,47 @@ async def gather(*awaitables: Awaitable[T]) -> list[T]:
             raise group.exceptions[0] from None
         raise
     return results
+
+
+def wait_first(*awaitables: Awaitable[Any]) -> Awaitable[tuple[int, Any]]:
+    """Wait for the first of several steps to finish: its index and its value.
+
+    ``index, value = await durable.wait_first(durable.wait_signal("approve"),
+    durable.sleep(timedelta(days=3)))``. Each argument is the awaitable an activity call, a
+    child-workflow call, `durable.sleep` or `durable.wait_signal` of this run returned, not yet
+    awaited. Which one won is recorded as a step (kind ``first``), so every replay returns the
+    same winner whatever the timing. The others are cancelled: a sleep or signal wait stops (a
+    signal is consumed only by a wait that completes), an activity attempt under way is
+    cancelled as its ``timeout=`` would cancel it (its ``started`` step stays in the history;
+    it never runs again), a child run is asked to cancel and waited for (it runs its own
+    compensations). A loser that completed before it could be cancelled keeps its undo on the
+    saga stack. A run waiting only on sleeps and signal waits this way parks like a single
+    wait, due at its earliest timer, woken early by a signal.
+
+    Raises:
+        The error of the first step to finish, when it failed (as awaiting it would);
+            `Cancelled` (`WorkflowTimeout` past the run's deadline) when the run's
+            cancellation reached one of the steps, whichever won.
+        ValueError: no awaitable, one already awaited, or the same one twice.
+        TypeError: an argument is not such a step of this run (the message names its index).
+        NotInWorkflowError: called outside workflow code.
+    """
+    try:
+        ctx = _context.current("wait_first")
+    except NotInWorkflowError:
+        _close_unawaited(awaitables)
+        raise
+    return ctx.wait_first(awaitables, caller_location())
+
+
+def _close_unawaited(awaitables: tuple[Awaitable[Any], ...]) -> None:
+    """Close the coroutines given to a call that refused them, so none warns it was never
+    awaited."""
+    for awaitable in awaitables:
+        if inspect.iscoroutine(awaitable) and (
+            inspect.getcoroutinestate(awaitable) == inspect.CORO_CREATED
+        ):
+            awaitable.close()
 
 
 def saga() -> AbstractAsyncContextManager[None]:

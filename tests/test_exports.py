@@ -77,6 +77,7 @@ EXPECTED = {
     "start",
     "trigger_schedule",
     "uuid4",
+    "wait_first",
     "wait_signal",
     "workflow",
 }

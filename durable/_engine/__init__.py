@@ -28,7 +28,8 @@ way, so the run parks or pauses only when nothing is), `Cancellation` (where a c
 delivered), `Compensator` (the saga stacks, in `durable._saga`). Operations: `Gate` (the
 step boundary: numbering, starting a step, delivering a cancel), `Activities` (activities,
 retries, compensations), `OtherRuns` (child runs, signals sent), `Waits` (timers, signal
-waits, parking, pausing), `Helpers` (now, uuid4, random, version markers). `Engine` wires
+waits, parking, pausing), `Helpers` (now, uuid4, random, version markers), `FirstOf`
+(`durable.wait_first`: which step of several finished first). `Engine` wires
 them, runs the workflow and decides its outcome, and is the run's `RunContext`; the executor
 talks to it only through `lease_renewed`, `set_paused`, `request_cancel`, `lose_lease`,
 `waits_in_memory`, `children`, `fatal`, `finished`, `parked_as` and `lease` (read only).
@@ -45,7 +46,7 @@ from __future__ import annotations
 
 import inspect
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, NoReturn
@@ -65,7 +66,7 @@ from durable._errors import (
 from durable._registry import ActivityDefinition, WorkflowDefinition
 from durable._saga import Compensator, current_scope
 from durable._trust import trust_of
-from durable._types import Info, RunStatus, utc
+from durable._types import Info, RunStatus, StepKind, step_key, utc
 from durable.store import (
     Lease,
     RunRecord,
@@ -87,6 +88,7 @@ from ._common import (
     continue_of,
     only_parks,
 )
+from ._first import FirstOf
 from ._gate import Gate
 from ._helpers import Helpers
 from ._in_flight import InFlight
@@ -163,6 +165,7 @@ class Engine:
         self.activities = Activities(self)
         self.others = OtherRuns(self)
         self.waits = Waits(self, park_after=config.park_after, pause_requested=run.pause_requested)
+        self.first = FirstOf(self)  # notes the steps durable.wait_first may race
         self.parked_as: RunUpdate | None = None  # how the run was parked, once it is
         self.tracer = tracing.tracer()  # None: no spans (no OpenTelemetry provider configured)
         self.replay_only = replay_only
@@ -377,7 +380,8 @@ class Engine:
         instance: Any = None,
     ) -> Awaitable[Any]:
         """Number the call now; return an awaitable that replays or executes it."""
-        return self.activities.call_activity(defn, fn, args, kwargs, location, instance)
+        step = self.activities.call_activity(defn, fn, args, kwargs, location, instance)
+        return self.first.note(step, StepKind.ACTIVITY)
 
     def call_workflow(
         self,
@@ -390,7 +394,10 @@ class Engine:
     ) -> Coroutine[Any, Any, Any]:
         """Number the call now; return an awaitable that replays it or runs the child run
         (timing out ``timeout`` seconds after it is recorded, or at this run's deadline)."""
-        return self.others.call_workflow(defn, args, kwargs, location, child_id, timeout)
+        step = self.others.call_workflow(defn, args, kwargs, location, child_id, timeout)
+        run = self.run_record
+        child_id = child_id or step_key(run.id, run.generation, self.cursor.seq)
+        return self.first.note(step, StepKind.CHILD, child_id)
 
     def send_signal(
         self,
@@ -405,11 +412,19 @@ class Engine:
 
     def sleep(self, seconds: float, location: str | None) -> Awaitable[None]:
         """Number the timer step now; the awaitable records its due time and waits for it."""
-        return self.waits.sleep(seconds, location)
+        return self.first.note(self.waits.sleep(seconds, location), StepKind.TIMER)
 
     def wait_signal(self, name: str, timeout: float | None, location: str | None) -> Awaitable[Any]:
         """Number the wait now; the awaitable returns the next signal's payload."""
-        return self.waits.wait_signal(name, timeout, location)
+        step = self.waits.wait_signal(name, timeout, location)
+        return self.first.note(step, StepKind.SIGNAL)
+
+    def wait_first(
+        self, awaitables: Sequence[Awaitable[Any]], location: str | None
+    ) -> Awaitable[tuple[int, Any]]:
+        """Number the ``first`` step now; the awaitable returns ``(index, value)`` of the
+        first of ``awaitables`` to finish (see `FirstOf`)."""
+        return self.first.wait_first(awaitables, location)
 
     def saga(self) -> AbstractAsyncContextManager[None]:
         """A block whose compensable activities are undone if the block raises."""

@@ -25,16 +25,19 @@ __all__ = ["InFlight", "Ticket"]
 class Ticket:
     """One step counted in flight; `close` (idempotent) stops counting it."""
 
-    __slots__ = ("_flight", "_open", "_watch")
+    __slots__ = ("_flight", "_key", "_open", "_watch")
 
     def __init__(self, flight: InFlight) -> None:
         self._flight = flight
         self._open = True
         self._watch: weakref.ref[Coroutine[Any, Any, Any]] | None = None
+        self._key = 0
 
     def watch(self, body: Coroutine[Any, Any, Any]) -> None:
         """Stop counting when ``body`` is freed, if it never ran to its end (never awaited)."""
         self._watch = weakref.ref(body, self._freed)
+        self._key = id(body)
+        self._flight.watched[self._key] = self
 
     def _freed(self, _: object) -> None:
         self.close()
@@ -43,18 +46,25 @@ class Ticket:
         """The step is recorded (or failed, or was dropped): it no longer counts."""
         if self._open:
             self._open = False
-            self._watch = None
+            if self._watch is not None:
+                self._flight.watched.pop(self._key, None)
+                self._watch = None
             self._flight.leave()
 
 
 class InFlight:
-    """Counts the steps and commits of one run that are under way; `wait_idle` waits for none."""
+    """Counts the steps and commits of one run that are under way; `wait_idle` waits for none.
 
-    __slots__ = ("_count", "_idle")
+    Attributes:
+        watched: the open tickets whose body is watched, by ``id`` of the body (see `drop`).
+    """
+
+    __slots__ = ("_count", "_idle", "watched")
 
     def __init__(self) -> None:
         self._count = 0
         self._idle: anyio.Event | None = None
+        self.watched: dict[int, Ticket] = {}
 
     @property
     def busy(self) -> bool:
@@ -65,6 +75,13 @@ class InFlight:
         """Count a step from its call; the ticket is closed by its body (or when dropped)."""
         self._count += 1
         return Ticket(self)
+
+    def drop(self, body: object) -> None:
+        """``body`` (a step's coroutine) will never be awaited (`durable.wait_first` closed a
+        loser it did not start): stop counting its step now rather than when it is freed."""
+        ticket = self.watched.get(id(body))
+        if ticket is not None and ticket._watch is not None and ticket._watch() is body:
+            ticket.close()
 
     def enter(self) -> None:
         """Count something under way (a commit, a step that stops waiting)."""

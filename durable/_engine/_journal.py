@@ -342,7 +342,10 @@ class Journal:
 
     async def receive_signal(self, name: str, outcome: StepRecord) -> bytes | None:
         """Consume the next buffered signal ``name`` into ``outcome`` (see
-        `Store.receive_signal`); a lost lease or store failure is fatal."""
+        `Store.receive_signal`); a lost lease or store failure is fatal. Counted in flight,
+        like a commit: a run must not park while a signal may be being consumed (a sibling
+        wait of `durable.wait_first` would park it with the winner unseen)."""
+        self._flight.enter()
         try:
             return await self._store.receive_signal(
                 self._lease, name, outcome, now=self._clock.time()
@@ -350,3 +353,5 @@ class Journal:
         except (LeaseLost, StoreError) as exc:
             self.fatal = exc
             raise
+        finally:
+            self._flight.leave()

@@ -103,6 +103,10 @@ class ReplayCursor:
             )
         return seq, recorded
 
+    def recorded(self, seq: int) -> StepRecord | None:
+        """What the history has at step ``seq`` (``None``: nothing)."""
+        return self._recorded.get(seq)
+
     def patched(self, change_id: str, *, deprecated: bool) -> tuple[bool, int | None]:
         """Decide `durable.patched(change_id)` here.
 
