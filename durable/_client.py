@@ -464,14 +464,24 @@ class WorkflowHandle:
         if timeout is not None and (not math.isfinite(timeout) or timeout < 0):
             raise ValueError(f"timeout must be a finite number of seconds >= 0, not {timeout!r}")
         store = await self._opened()
-        with anyio.fail_after(timeout):
-            while True:
-                run = await self._record()
-                if run.status.finished:
-                    return outcome(store, run)
-                # Recording the outcome rings the run's watchers (in any process, where the
-                # store can tell); the fallback reads again after RESULT_FALLBACK_SECONDS.
-                await store.watch([self._id], within=RESULT_FALLBACK_SECONDS)
+
+        async def wait() -> Any:
+            with anyio.fail_after(timeout):
+                while True:
+                    run = await self._record()
+                    if run.status.finished:
+                        return outcome(store, run)
+                    # Recording the outcome rings the run's watchers (in any process, where
+                    # the store can tell); the fallback reads again after
+                    # RESULT_FALLBACK_SECONDS.
+                    await store.watch([self._id], within=RESULT_FALLBACK_SECONDS)
+
+        # The store of a `durable.testing.WorkflowEnvironment` moves its virtual clock while
+        # a handle waits (a handle from `durable.start` or `Queue.start` on it included).
+        in_virtual_time = getattr(store, "wait_in_virtual_time", None)
+        if in_virtual_time is not None:
+            return await in_virtual_time(wait)
+        return await wait()
 
     async def signal(
         self, name: str, payload: Any = None, *, idempotency_key: str | None = None

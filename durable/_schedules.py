@@ -26,6 +26,7 @@ each of its two instants.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,6 +42,7 @@ from durable._config import current_config
 from durable._decorators import definition_of, with_instance
 from durable._errors import NotAWorkflowError, ScheduleNotFound
 from durable._names import MAX_NAME_LENGTH, check_name
+from durable._queues import Queue
 from durable._registry import WorkflowDefinition, lookup_workflow
 from durable._stores import open_store
 from durable._trust import trust_of
@@ -156,8 +158,10 @@ def tick_id(name: str, tick: float) -> str:
 
 def trigger_id(name: str, now: float) -> str:
     """The id of a run started by `trigger_schedule` at ``now``:
-    ``"nightly@trigger-2026-12-04T10:11:12.345678+00:00"`` (never a tick's id)."""
-    return f"{name}@trigger-{_utc(now).isoformat(timespec='microseconds')}"
+    ``"nightly@trigger-2026-12-04T10:11:12.345678+00:00-1f2e3d4c"`` (never a tick's id; the
+    random suffix keeps two triggers at one instant two runs)."""
+    stamp = _utc(now).isoformat(timespec="microseconds")
+    return f"{name}@trigger-{stamp}-{uuid.uuid4().hex[:8]}"
 
 
 def _croniter() -> Any:
@@ -302,7 +306,7 @@ async def schedule(
     args: Sequence[Any] = (),
     kwargs: Mapping[str, Any] | None = None,
     catch_up: str = "latest",
-    queue: str | None = None,
+    queue: Queue | str | None = None,
     store: Store | str | None = None,
 ) -> ScheduleInfo:
     """Create the schedule ``name``, or update it: every worker that knows ``workflow`` then
@@ -327,7 +331,8 @@ async def schedule(
         catch_up: what a worker does with ticks that passed while no worker fired them (or
             while the schedule was paused): ``"latest"`` runs only the most recent,
             ``"all"`` runs each, ``"none"`` skips them.
-        queue: start the runs on this queue (`durable.Queue`), or ``None``.
+        queue: start the runs on this queue (a `durable.Queue`, whose limits are written to
+            the store too, or a queue name), or ``None``.
         store: a store, a URL, or ``None`` for ``DURABLE_URL`` / ``sqlite:///durable.db``.
 
     Returns:
@@ -344,9 +349,12 @@ async def schedule(
     defn = _workflow(workflow, name)
     if catch_up not in CATCH_UP:
         raise ValueError(f"{call}: catch_up= must be 'latest', 'all' or 'none', not {catch_up!r}")
+    declared: Queue | None = None
+    if isinstance(queue, Queue):  # a Queue object: its name, its limits written below
+        declared, queue = queue, queue.name
     if queue is not None:
         if not isinstance(queue, str) or not queue:
-            raise ValueError(f"{call}: queue= takes a queue name (a string), not {queue!r}")
+            raise ValueError(f"{call}: queue= takes a durable.Queue or a queue name, not {queue!r}")
         check_name(queue, f"{call}: the queue name")
     if isinstance(args, str | bytes) or not isinstance(args, Sequence):
         raise TypeError(f"{call}: args= takes a tuple or list of arguments, not {args!r}")
@@ -359,6 +367,8 @@ async def schedule(
     if next_tick is None:
         raise ValueError(f"{call}: the cron expression {cron!r} never fires")
     resolved = await open_store(store)
+    if declared is not None:
+        await declared.declare(resolved)
     payloads = Payloads(defn.codec, trust_of(resolved))
     encoded = payloads.dumps(
         (with_instance(workflow, tuple(args)), dict(kwargs or {})),

@@ -154,8 +154,13 @@ class Worker:
 
     async def run(self) -> None:
         """Claim and execute runnable runs until `stop` is called (or this task is cancelled)."""
-        async with using_async(self._store_arg) as store:  # stays open while it serves
-            await self._serve(store)
+        try:
+            async with using_async(self._store_arg) as store:  # stays open while it serves
+                await self._serve(store)
+        finally:
+            # Reset here, not when serving starts: a `stop` called before this task first ran
+            # (a test environment entered and left at once) must end it, not be forgotten.
+            self._stopping = False
 
     async def _serve(self, store: Store) -> None:
         workflows = self._workflows if self._workflows is not None else registered_workflows()
@@ -165,7 +170,6 @@ class Worker:
                 "this worker knows no workflows: import the modules that define them, or pass "
                 "Worker(workflows=[...])"
             )
-        self._stopping = False
         await self._declare_queues(store)
         queues: Collection[str] | None = self._queues
         scheduler = Scheduler(workflows, self._clock)  # fires the schedules of these workflows

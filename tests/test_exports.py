@@ -179,6 +179,7 @@ ALLOWED = {
         "_decorators",
         "_errors",
         "_names",
+        "_queues",
         "_registry",
         "_stores",
         "_trust",

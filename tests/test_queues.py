@@ -252,8 +252,8 @@ async def test_a_rate_limit_on_the_virtual_clock_spaces_starts_without_real_wait
             await hourly.start(_counted_flow, 0.0, id=f"h-{i}", store=env.store) for i in range(4)
         ]
         with anyio.fail_after(10):  # virtual hours, real milliseconds
-            for handle in handles:
-                await env.get_handle(handle.id).result()
+            for handle in handles:  # the handles q.start returned move the virtual clock too
+                await handle.result()
         starts = []
         for handle in handles:
             run = await env.store.get_run(handle.id)
@@ -325,3 +325,26 @@ async def test_operators_see_a_run_s_queue(store: Store) -> None:
     assert (info.queue, info.queue_key, info.priority) == ("test-shown", "acme", 3)
     shown = info_json(info)
     assert (shown["queue"], shown["queue_key"], shown["priority"]) == ("test-shown", "acme", 3)
+
+
+async def test_a_schedule_takes_a_queue_object_and_declares_it() -> None:
+    nightly = durable.Queue("test-sched-queue", concurrency=1)
+    async with WorkflowEnvironment(workflows=[_counted_flow]) as env:
+        with durable.executor_config(clock=env.clock):
+            info = await durable.schedule(
+                "queued-nightly", _counted_flow, cron="@daily", args=(0.0,), queue=nightly,
+                store=env.store,
+            )  # fmt: skip
+        assert info.queue == "test-sched-queue"
+        (settings,) = [q for q in await env.store.list_queues() if q.name == nightly.name]
+        assert settings.concurrency == 1
+
+
+async def test_the_environment_delays_a_start_on_its_virtual_clock() -> None:
+    async with WorkflowEnvironment(workflows=[_counted_flow]) as env:
+        began = env.clock.time()
+        handle = await env.start(_counted_flow, 0.0, id="later", delay=timedelta(hours=2))
+        await handle.result()
+        run = await env.store.get_run("later")
+        assert run is not None and run.started_at is not None
+        assert run.started_at - began >= 7200

@@ -211,13 +211,23 @@ async def test_a_trigger_starts_one_run_now_and_leaves_the_ticks_alone(
     await durable.pause_schedule("nightly", store=env.store)  # a paused one can be triggered
     with durable.executor_config(clock=env.clock):
         handle = await durable.trigger_schedule("nightly", store=env.store)
-    assert handle.id == "nightly@trigger-2026-12-01T12:00:00.000000+00:00"
+    assert handle.id.startswith("nightly@trigger-2026-12-01T12:00:00.000000+00:00-")
     assert await env.get_handle(handle.id).result() == f"manual ? {handle.id}"
     (info,) = await durable.list_schedules(store=env.store)
     assert info.paused and info.last_run is None
     await durable.resume_schedule("nightly", store=env.store)
     await env.advance(DAY)
     assert await _ids(env.store) == [f"nightly@{_day(2)}", handle.id]
+
+
+async def test_two_triggers_at_one_instant_are_two_runs(env: WorkflowEnvironment) -> None:
+    await _schedule(env, args=("manual",))
+    with durable.executor_config(clock=env.clock):
+        first = await durable.trigger_schedule("nightly", store=env.store)
+        second = await durable.trigger_schedule("nightly", store=env.store)
+    assert first.id != second.id
+    assert await first.result() == f"manual ? {first.id}"
+    assert await second.result() == f"manual ? {second.id}"
 
 
 async def test_a_deleted_schedule_fires_no_more_and_its_runs_stay(
@@ -273,7 +283,7 @@ async def test_the_runs_of_a_schedule_carry_its_queue(env: WorkflowEnvironment) 
         ({"workflow": print}, durable.NotAWorkflowError, "@durable.workflow"),
         ({"args": "abc"}, TypeError, "args= takes a tuple or list"),
         ({"kwargs": ["a"]}, TypeError, "kwargs= takes a dict"),
-        ({"queue": ""}, ValueError, "queue= takes a queue name"),
+        ({"queue": ""}, ValueError, "queue= takes a durable.Queue or a queue name"),
     ],
 )
 async def test_bad_input_is_refused_with_a_clear_error(

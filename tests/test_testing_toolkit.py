@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import anyio
 import pytest
 
 import durable
@@ -293,3 +294,15 @@ async def test_replay_refuses_what_is_not_a_history_of_that_workflow() -> None:
         exported = await env.get_handle("e-9").export_history()
     with pytest.raises(ValueError, match=r"toolkit\.expense"):
         await replay(order, exported)
+
+
+async def test_an_environment_entered_and_left_at_once_stops_its_worker() -> None:
+    """The worker's stop() comes before its task first ran: it must still end."""
+    with anyio.fail_after(30):
+        async with WorkflowEnvironment(workflows=[_quick_flow]):
+            pass
+
+
+@durable.workflow(name="toolkit.quick")
+async def _quick_flow() -> int:
+    return 1

@@ -14,7 +14,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from durable import _config
-from durable._client import WorkflowHandle, deadline_of
+from durable._client import WorkflowHandle, _start_time, start_deadline, timeout_seconds
 from durable._config import ExecutorConfig, current_config
 from durable._decorators import definition_of, with_instance
 from durable._errors import LeaseLost
@@ -57,9 +57,21 @@ _WRITES = frozenset(
 class _Watched:
     """The environment's store, counting the calls that move runs along."""
 
-    def __init__(self, store: Store, moved: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        moved: Callable[[], None],
+        skip: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]],
+    ) -> None:
         self._store = store
         self._moved = moved
+        self._env_skip = skip
+
+    async def wait_in_virtual_time(self, awaited: Callable[[], Awaitable[Any]]) -> Any:
+        """Await ``awaited()`` while the environment skips virtual time (``auto_skip``): a
+        `durable.WorkflowHandle` on this store (from `durable.start` or `durable.Queue.start`)
+        waits for ``result()`` this way."""
+        return await self._env_skip(awaited)
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._store, name)
@@ -121,7 +133,7 @@ class WorkflowEnvironment:
         self._inner: Store = store if store is not None else MemoryStore()
         self._moves = 0
         self._in_flight = 0
-        self._store = cast(Store, _Watched(self._inner, self._moved))
+        self._store = cast(Store, _Watched(self._inner, self._moved, self._skip_while))
         self._workflows = list(workflows) if workflows is not None else None
         self._lease = float(lease)
         self._faults = Faults()
@@ -195,16 +207,32 @@ class WorkflowEnvironment:
         *args: Any,
         id: str,
         timeout: float | timedelta | None = None,
+        delay: float | timedelta | None = None,
+        start_at: datetime | None = None,
         **kwargs: Any,
     ) -> WorkflowHandle:
         """Record a run (as `durable.start` does, at the virtual time); the environment's
         worker executes it. Returns its handle. ``timeout``: the run's deadline, this long
-        after now on the virtual clock (see `durable.start`)."""
+        after now (or after its delayed start) on the virtual clock; ``delay`` /
+        ``start_at``: a delayed start on the virtual clock (see `durable.start`)."""
         defn = _workflow(workflow)
         call = f"WorkflowEnvironment.start(..., id={id!r})"
-        deadline = deadline_of(timeout, self.clock.time(), call)
+        at, after = _start_time(delay, start_at, id)
+        seconds = timeout_seconds(timeout, call)
+        at, after, deadline = start_deadline(seconds, at, after, self.clock.time(), call)
         args = with_instance(workflow, args)
-        await ensure_run(self._store, defn, id, args, kwargs, None, self.clock, deadline=deadline)
+        await ensure_run(
+            self._store,
+            defn,
+            id,
+            args,
+            kwargs,
+            None,
+            self.clock,
+            start_at=at,
+            delay=after,
+            deadline=deadline,
+        )
         return self.get_handle(id)
 
     async def execute(
