@@ -307,11 +307,14 @@ def start_deadline(
 
 
 def _start_time(
-    delay: float | timedelta | None, start_at: datetime | None, run_id: str
+    delay: float | timedelta | None,
+    start_at: datetime | None,
+    run_id: str,
+    call: str | None = None,
 ) -> tuple[float | None, float | None]:
     """A delayed start checked: ``(start time in epoch seconds, delay in seconds)``, at most
-    one of them set."""
-    call = f"durable.start(..., id={run_id!r})"
+    one of them set; errors name ``call`` (default: ``durable.start``)."""
+    call = call or f"durable.start(..., id={run_id!r})"
     if delay is not None and start_at is not None:
         raise ValueError(f"{call}: give delay= or start_at=, not both")
     if start_at is not None:

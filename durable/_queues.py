@@ -155,9 +155,9 @@ class Queue:
             ValueError: a bad ``key``, ``priority``, ``delay``, ``start_at`` or ``timeout``.
         """
         defn, args = _checked(workflow, "start", id, args)
-        at, after = _start_time(delay, start_at, id)
-        _check_placement(key, priority, id)
         call = f"{self!r}.start(..., id={id!r})"
+        at, after = _start_time(delay, start_at, id, call)
+        _check_placement(key, priority, id)
         seconds = timeout_seconds(timeout, call)
         resolved = await open_store(store)
         await self._declare(resolved)
@@ -286,7 +286,7 @@ def _rate(value: object, name: str) -> tuple[int, float] | None:
     if value is None:
         return None
     what = f"durable.Queue({name!r}, rate_limit=...)"
-    if not isinstance(value, tuple) or len(value) != 2:
+    if not isinstance(value, tuple | list) or len(value) != 2:  # a list: from JSON config
         raise ValueError(
             f"{what} takes (count, period), e.g. (100, 60) for 100 starts a minute, not {value!r}"
         )

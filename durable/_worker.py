@@ -57,6 +57,17 @@ _MIN_IDLE_SECONDS = 0.005
 """A due run that another worker holds for the moment is not claimed in a busy loop."""
 
 
+def _queue_name(queue: object) -> str:
+    if isinstance(queue, Queue):
+        return queue.name
+    if not isinstance(queue, str) or not queue.strip():
+        raise ValueError(
+            f"Worker(queues=...) takes durable.Queue objects or queue names (non-empty "
+            f"strings), not {queue!r}"
+        )
+    return check_name(queue, "Worker(queues=...)")
+
+
 class Worker:
     """Executes runnable runs: ``await Worker(store=...).run()``.
 
@@ -125,10 +136,7 @@ class Worker:
         if queues is not None:
             if isinstance(queues, str | Queue):
                 queues = [queues]
-            self._queues = frozenset(
-                q.name if isinstance(q, Queue) else check_name(q, "Worker(queues=...)")
-                for q in queues
-            )
+            self._queues = frozenset(_queue_name(q) for q in queues)
             if not self._queues:
                 raise ValueError("Worker(queues=...) needs at least one queue (or None for all)")
         self._concurrency = concurrency

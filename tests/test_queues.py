@@ -348,3 +348,15 @@ async def test_the_environment_delays_a_start_on_its_virtual_clock() -> None:
         run = await env.store.get_run("later")
         assert run is not None and run.started_at is not None
         assert run.started_at - began >= 7200
+
+
+def test_a_rate_limit_may_be_a_list_and_an_empty_queue_name_is_refused() -> None:
+    assert durable.Queue("test-list-rate", rate_limit=[5, 1]).rate_limit == (5, 1.0)
+    with pytest.raises(ValueError, match="non-empty strings"):
+        durable.Worker(durable.backends.MemoryStore(), [_counted_flow], queues=[""])
+
+
+async def test_a_bad_delay_names_the_queue(store: Store) -> None:
+    queue = durable.Queue("test-bad-delay")
+    with pytest.raises(ValueError, match=r"Queue\('test-bad-delay'\)\.start\(\.\.\., id='d-1'\)"):
+        await queue.start(_counted_flow, 0.0, id="d-1", delay=-5, store=store)
