@@ -47,6 +47,7 @@ __all__ = [
     "deadline_of",
     "execute",
     "get_handle",
+    "record_start",
     "run",
     "signal",
     "start",
@@ -278,12 +279,30 @@ async def start(
     seconds = timeout_seconds(timeout, call)
     args = with_instance(workflow, args)
     resolved = await open_store(store)
+    await record_start(resolved, defn, id, args, kwargs, (at, after, seconds), call)
+    return WorkflowHandle(id, resolved)
+
+
+async def record_start(
+    store: Store,
+    defn: WorkflowDefinition,
+    run_id: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    timing: tuple[float | None, float | None, float | None],
+    call: str,
+    **placement: Any,
+) -> None:
+    """Record a started run (`start`, `durable.Queue.start`) at the current config's clock:
+    ``timing`` is the checked ``(start_at, delay, timeout seconds)``, the deadline counting
+    from when the run may start; ``placement``: its queue, key and priority."""
+    at, after, seconds = timing
     clock = current_config().clock
     at, after, deadline = start_deadline(seconds, at, after, clock.time(), call)
     await ensure_run(
-        resolved,
+        store,
         defn,
-        id,
+        run_id,
         args,
         kwargs,
         None,
@@ -291,8 +310,8 @@ async def start(
         start_at=at,
         delay=after,
         deadline=deadline,
+        **placement,
     )
-    return WorkflowHandle(id, resolved)
 
 
 def start_deadline(

@@ -25,6 +25,7 @@ from durable._client import (
     _refuse_running_loop,
     _start_time,
     _workflow_definition,
+    record_start,
     start_deadline,
     timeout_seconds,
 )
@@ -161,23 +162,9 @@ class Queue:
         seconds = timeout_seconds(timeout, call)
         resolved = await open_store(store)
         await self._declare(resolved)
-        clock = current_config().clock
-        at, after, deadline = start_deadline(seconds, at, after, clock.time(), call)
-        await ensure_run(
-            resolved,
-            defn,
-            id,
-            args,
-            kwargs,
-            None,
-            clock,
-            start_at=at,
-            delay=after,
-            queue=self.name,
-            queue_key=key,
-            priority=priority,
-            deadline=deadline,
-        )
+        timing = (at, after, seconds)
+        placement = {"queue": self.name, "queue_key": key, "priority": priority}
+        await record_start(resolved, defn, id, args, kwargs, timing, call, **placement)
         return WorkflowHandle(id, resolved)
 
     async def execute(
