@@ -239,6 +239,9 @@ ALLOWED = {
         "store",
         "ui",
     },
+    # integrations (optional extras): the public API (`import durable`), and the run context
+    # to tell workflow code from an activity
+    "contrib": {"_context", "contrib"},
     # queues: started like the client's runs, executed by the client's executor
     "_queues": {
         "_client",
