@@ -12,7 +12,11 @@ from collections.abc import Iterable
 
 import anyio
 
-__all__ = ["Doorbell"]
+__all__ = ["PUBLISHED", "Doorbell"]
+
+PUBLISHED = "\x1f"
+"""The first character of a doorbell key that names a run's publications (events, streams):
+ringing it wakes that key's watchers only (see `._rules.published_bell`)."""
 
 
 class Doorbell:
@@ -25,8 +29,12 @@ class Doorbell:
 
     def ring(self, run_id: str | None = None) -> None:
         """Wake the tasks waiting for work, and those watching ``run_id`` (every watcher when
-        ``run_id`` is ``None``)."""
-        waiting, self._waiting = self._waiting, []
+        ``run_id`` is ``None``). A key that starts with ``PUBLISHED`` (a run's publications,
+        `._rules.published_bell`) wakes only its watchers: no run became runnable."""
+        if run_id is not None and run_id.startswith(PUBLISHED):
+            waiting: list[anyio.Event] = []
+        else:
+            waiting, self._waiting = self._waiting, []
         if run_id is None:
             waiting += self._watched
         else:

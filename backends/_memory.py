@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Self
 
 from durable.store import (
+    EventWrite,
     Interruption,
     Lease,
     LeaseOwner,
@@ -27,12 +28,15 @@ from durable.store import (
     RunUpdate,
     ScheduleRecord,
     StepRecord,
+    StreamEntry,
+    StreamWrite,
 )
 
 from . import _rules as rules
 from ._memory_leases import Leases
 from ._memory_requests import Requests
 from ._memory_schedules import Schedules
+from ._memory_streams import Publications
 from ._memory_tables import Tables
 
 __all__ = ["MemoryStore"]
@@ -66,6 +70,7 @@ class MemoryStore:
         self._leases = Leases(self._tables)
         self._requests = Requests(self._tables)
         self._schedules = Schedules(self._tables)
+        self._publications = Publications(self._tables)
 
     def __repr__(self) -> str:
         return f"MemoryStore(runs={len(self._tables.runs)})"
@@ -276,8 +281,13 @@ class MemoryStore:
             steps = self._tables.steps.get(run_id, {})
             for seq in drop:
                 steps.pop(seq, None)
+            withdrawn = self._publications.withdraw_steps(
+                run_id, run.generation, frozenset(drop), rules.WITHDRAW_ALL, now
+            )
             run = self._tables.runs[run_id] = rules.reset(run, rollback=rollback, now=now)
         self._doorbell.ring(run_id)
+        if withdrawn:
+            self._doorbell.ring(rules.published_bell(run_id))
         return run
 
     async def continue_run(self, lease: Lease, args: bytes, *, now: float) -> RunRecord:
@@ -332,6 +342,45 @@ class MemoryStore:
             LeaseLost: the run's token is no longer ``lease.token``.
         """
         return self._requests.receive_signal(lease, name, step)
+
+    async def publish(
+        self,
+        lease: Lease,
+        write: EventWrite | StreamWrite,
+        *,
+        steps: Sequence[StepRecord] = (),
+        now: float,
+    ) -> int:
+        """Record ``steps`` and set the event or append to the stream, fenced (see
+        `durable.store.Store.publish`).
+
+        Returns:
+            The position of the last stream entry written (0 for an event).
+        """
+        return self._publications.publish(lease, write, steps, now)
+
+    async def withdraw(
+        self, lease: Lease, *, generation: int, seq: int, below: int, now: float
+    ) -> int:
+        """Withdraw the stream entries of step ``seq``'s attempts below ``below`` (see
+        `durable.store.Store.withdraw`); how many were."""
+        return self._publications.withdraw(lease, generation, seq, below, now)
+
+    async def read_events(self, run_id: str) -> dict[str, bytes]:
+        """The run's events, each key's latest encoded value."""
+        return self._publications.read_events(run_id)
+
+    async def read_stream(
+        self, run_id: str, key: str, *, after: int, limit: int
+    ) -> list[StreamEntry]:
+        """The entries of stream ``key`` after position ``after``, at most ``limit``."""
+        return self._publications.read_stream(run_id, key, after, limit)
+
+    async def wait_published(self, run_id: str, *, within: float) -> bool:
+        """Wait for a publication or the outcome of the run (in this process), at most
+        ``within`` seconds."""
+        self._tables.check_open()
+        return await self._doorbell.watch([run_id, rules.published_bell(run_id)], within)
 
     async def wait_for_work(
         self,

@@ -15,6 +15,7 @@ from durable.store import (
     RunUpdate,
     StepRecord,
     StoreError,
+    StreamEntry,
 )
 
 from . import _rules as rules
@@ -34,6 +35,8 @@ class Tables:
     signals: dict[str, list[tuple[str, bytes]]] = field(default_factory=dict)
     signal_keys: dict[str, set[str]] = field(default_factory=dict)  # of signals, by run
     queues: dict[str, QueueSettings] = field(default_factory=dict)  # by name
+    events: dict[str, dict[str, bytes]] = field(default_factory=dict)  # by run, then key
+    streams: dict[str, dict[str, list[StreamEntry]]] = field(default_factory=dict)  # run, key
     doorbell: Doorbell = field(default_factory=Doorbell)
     closed: bool = False
 
@@ -75,7 +78,8 @@ class Tables:
         return None
 
     def prune(self, before: float, limit: int) -> int:
-        """`MemoryStore.prune`: how many runs were deleted, with their steps and signals."""
+        """`MemoryStore.prune`: how many runs were deleted, with their steps, signals, events
+        and streams."""
         with self.lock:
             self.check_open()
             old = rules.prunable(self.runs, before)[: max(limit, 0)]
@@ -99,9 +103,13 @@ class Tables:
         self.steps.pop(run_id, None)
         self.signals.pop(run_id, None)
         self.signal_keys.pop(run_id, None)
+        self.events.pop(run_id, None)
+        self.streams.pop(run_id, None)
 
     def close(self) -> None:
         with self.lock:
             self.closed = True
             self.runs.clear()
             self.steps.clear()
+            self.events.clear()
+            self.streams.clear()

@@ -16,6 +16,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from durable.store import (
+    EntryKind,
     Interruption,
     Lease,
     LeaseLost,
@@ -29,8 +30,11 @@ from durable.store import (
     StepRecord,
     StepStatus,
     StoreError,
+    StreamEntry,
     due_at,
 )
+
+from ._doorbell import PUBLISHED
 
 __all__ = [
     "PARKED",
@@ -672,3 +676,41 @@ def schedule_fired(
     (``None`` keeps it: the ticks were skipped)."""
     last = schedule.last_tick if last_tick is None else last_tick
     return replace(schedule, next_tick=next_tick, last_tick=last, updated_at=now)
+
+
+# -- events and streams ---------------------------------------------------------------------------
+
+
+def published_bell(run_id: str) -> str:
+    """What a publication of ``run_id`` rings the doorbell (and, on Postgres, ``NOTIFY``) with:
+    `._doorbell.PUBLISHED` and the run's id. No run id holds a control character, so it wakes
+    only the tasks in `Store.wait_published` for that run, never the workers waiting for work."""
+    return PUBLISHED + run_id
+
+
+def withdrawable(entry: StreamEntry, generation: int, seq: int, below: int) -> bool:
+    """`Store.withdraw`: an entry written by an attempt below ``below`` of step ``seq`` of
+    ``generation`` (a workflow step's entries have no attempt: only a retry of the run,
+    `Store.reset_run`, withdraws them), not a marker and not withdrawn yet.
+    SQL: ``_sql_streams.Streams.withdraw``."""
+    return (
+        entry.kind != EntryKind.RETRY
+        and not entry.withdrawn
+        and entry.generation == generation
+        and entry.seq == seq
+        and (entry.attempt or 0) < below
+    )
+
+
+WITHDRAW_ALL = 2**31 - 1
+"""``below`` for `Store.reset_run`'s withdrawal: every attempt of a dropped step, and the
+workflow step's own entries (no attempt)."""
+
+
+def markers(withdrawn: Iterable[StreamEntry]) -> list[tuple[str, int, int, int | None]]:
+    """The ``retry`` markers a withdrawal appends: one per stream and attempt withdrawn, as
+    ``(key, generation, seq, attempt)``, in the order the withdrawn entries were written."""
+    seen: dict[tuple[str, int, int, int | None], None] = {}
+    for entry in withdrawn:
+        seen.setdefault((entry.key, entry.generation, entry.seq, entry.attempt))
+    return list(seen)

@@ -8,6 +8,8 @@ Tables, portable between SQLite and Postgres (no dialect-specific types):
   `durable.store.StepRecord`.
 * ``durable_signals``: signals buffered for runs.
 * ``durable_queues``: each queue's limits; ``durable_schedules``: cron schedules.
+* ``durable_events``: each run's events (the latest value per key); ``durable_streams``: the
+  entries of each run's streams, keyed by ``(run_id, key, position)``.
 * ``durable_schema``: one row (``id = 1``) holding the schema ``version``.
 
 Payloads are opaque bytes (``LargeBinary``), timestamps are float seconds since the epoch
@@ -44,12 +46,15 @@ __all__ = [
     "SCHEMA_VERSION",
     "STEP_FIELDS",
     "DurableModel",
+    "EventRow",
     "QueueRow",
     "RunRow",
     "ScheduleRow",
     "SchemaRow",
     "SignalRow",
     "StepRow",
+    "StreamRow",
+    "events_table",
     "migration_ddl",
     "parked_statuses",
     "queues_table",
@@ -59,11 +64,12 @@ __all__ = [
     "signals_table",
     "step_from_row",
     "step_values",
+    "streams_table",
     "tables",
     "unknown_status_text",
 ]
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 """The schema version this code writes and understands.
 
 History: 1 — runs, steps; 2 — runs gain ``cancel_requested``, ``cancelled_seq``,
@@ -77,7 +83,8 @@ OpenTelemetry context of the code that started them); 7 — runs gain ``queue``,
 ``priority``, ``started_at``, ``deadline`` and ``generation`` (queues, deadlines,
 continue-as-new) with the queue indexes, the claim index holds only runs without a queue,
 the prune index covers the new status ``timed_out``,
-and the ``durable_queues`` and ``durable_schedules`` tables.
+and the ``durable_queues`` and ``durable_schedules`` tables; 8 — the ``durable_events`` and
+``durable_streams`` tables (``durable.set_event``, ``durable.stream_write``).
 `migration_ddl` upgrades an older database in place.
 """
 
@@ -160,6 +167,8 @@ def migration_ddl(version: int, dialect: Dialect, existing: frozenset[str]) -> l
                 QUEUE_STARTED_INDEX,
             )
         ]
+    if version == 7:
+        return []  # new tables only: ``create_all`` makes them
     raise ValueError(f"no migration from schema version {version}")
 
 
@@ -293,6 +302,36 @@ class ScheduleRow(DurableModel, table=True):
     updated_at: float = Field(sa_type=Double)
 
 
+class EventRow(DurableModel, table=True):
+    """A row of ``durable_events``: the latest value a run set for one event key
+    (``durable.set_event``)."""
+
+    __tablename__ = "durable_events"
+
+    run_id: str = Field(primary_key=True)
+    key: str = Field(primary_key=True)
+    value: bytes = Field(sa_type=LargeBinary)
+    updated_at: float = Field(sa_type=Double)
+
+
+class StreamRow(DurableModel, table=True):
+    """A row of ``durable_streams``: one entry of a run's stream (see
+    `durable.store.StreamEntry`); key ``(run_id, key, position)``."""
+
+    __tablename__ = "durable_streams"
+
+    run_id: str = Field(primary_key=True)
+    key: str = Field(primary_key=True)
+    position: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    kind: str
+    value: bytes | None = Field(default=None, sa_type=LargeBinary)
+    generation: int
+    seq: int
+    attempt: int | None = None
+    withdrawn: bool = False
+    written_at: float = Field(sa_type=Double)
+
+
 class SchemaRow(DurableModel, table=True):
     """The single row of ``durable_schema``: which schema version wrote the database."""
 
@@ -358,6 +397,16 @@ def queues_table() -> Table:
 def schedules_table() -> Table:
     """The Core table behind `ScheduleRow`."""
     return _table(ScheduleRow)
+
+
+def events_table() -> Table:
+    """The Core table behind `EventRow`."""
+    return _table(EventRow)
+
+
+def streams_table() -> Table:
+    """The Core table behind `StreamRow`."""
+    return _table(StreamRow)
 
 
 def _table(model: type[SQLModel]) -> Table:

@@ -24,8 +24,9 @@ row, so they are safe under concurrency; claiming uses ``FOR UPDATE SKIP LOCKED`
 
 The parts: `._sql_open` opens the database (engine, schema, runner), `._sql_calls` runs the
 transactions and their statements, `._sql_errors` words what fails; the transaction bodies
-are `._sql_runs` (runs and leases), `._sql_commits` (fenced writes) and `._sql_requests`
-(requests and signals); `._sql_waits` waits for work and writes. `SQLStore` holds them together.
+are `._sql_runs` (runs and leases), `._sql_commits` (fenced writes), `._sql_requests`
+(requests and signals), `._sql_schedules` and `._sql_streams` (events and streams);
+`._sql_waits` waits for work and writes. `SQLStore` holds them together.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from types import TracebackType
 from typing import Literal, Self
 
 from durable.store import (
+    EventWrite,
     Interruption,
     Lease,
     LeaseOwner,
@@ -46,15 +48,19 @@ from durable.store import (
     RunUpdate,
     ScheduleRecord,
     StepRecord,
+    StreamEntry,
+    StreamWrite,
 )
 
 from ._doorbell import Doorbell
+from ._rules import published_bell
 from ._sql_commits import Commits
 from ._sql_open import open_database
 from ._sql_queues import QueueStatements
 from ._sql_requests import Requests
 from ._sql_runs import Runs
 from ._sql_schedules import Schedules
+from ._sql_streams import Streams
 from ._sql_waits import Waits
 
 __all__ = ["SQLStore"]
@@ -131,6 +137,7 @@ class SQLStore:
         self._requests = Requests(self._calls)
         self._waits = Waits(self._calls, db.runner, self._doorbell)
         self._schedules = Schedules(self._calls, db.runner, self._doorbell)
+        self._streams = Streams(self._calls)
 
     def __repr__(self) -> str:
         return f"SQLStore({self.url!r})"
@@ -319,6 +326,49 @@ class SQLStore:
         """
         return await self._requests.receive_signal(lease, name, step, now=now)
 
+    # -- events and streams (see `durable.store.Store`; `._sql_streams`) ----------------------
+
+    async def publish(
+        self,
+        lease: Lease,
+        write: EventWrite | StreamWrite,
+        *,
+        steps: Sequence[StepRecord] = (),
+        now: float,
+    ) -> int:
+        """Record ``steps`` and set the event or append to the stream, in one transaction
+        fenced by ``lease`` (see `durable.store.Store.publish`); wakes the run's readers in
+        every process (Postgres: ``NOTIFY``; SQLite: its data version).
+
+        Returns:
+            The position of the last stream entry written (0 for an event).
+        """
+        return await self._streams.publish(lease, write, steps, now)
+
+    async def withdraw(
+        self, lease: Lease, *, generation: int, seq: int, below: int, now: float
+    ) -> int:
+        """Withdraw the stream entries of step ``seq``'s attempts below ``below``, with their
+        markers, in one fenced transaction (see `durable.store.Store.withdraw`); how many
+        were."""
+        return await self._streams.withdraw(lease, generation, seq, below, now)
+
+    async def read_events(self, run_id: str) -> dict[str, bytes]:
+        """The run's events, each key's latest encoded value."""
+        return await self._streams.read_events(run_id)
+
+    async def read_stream(
+        self, run_id: str, key: str, *, after: int, limit: int
+    ) -> list[StreamEntry]:
+        """The entries of stream ``key`` after position ``after``, at most ``limit``."""
+        return await self._streams.read_stream(run_id, key, after, limit)
+
+    async def wait_published(self, run_id: str, *, within: float) -> bool:
+        """Wait for a publication or the outcome of the run (see
+        `durable.store.Store.wait_published`): this process's at once, others' through
+        ``NOTIFY`` (Postgres) or the data version (SQLite, looked at every 50 ms)."""
+        return await self._waits.watch([run_id, published_bell(run_id)], within)
+
     async def wait_for_work(
         self,
         *,
@@ -378,7 +428,13 @@ class SQLStore:
         """Make a stopped run runnable again, in one transaction (see
         `durable.store.Store.reset_run`)."""
         return await self._runs.reset_run(
-            run_id, token=token, status=status, drop=drop, rollback=rollback, now=now
+            run_id,
+            token=token,
+            status=status,
+            drop=drop,
+            rollback=rollback,
+            now=now,
+            withdraw=self._streams.withdraw_steps,
         )
 
     async def continue_run(self, lease: Lease, args: bytes, *, now: float) -> RunRecord:

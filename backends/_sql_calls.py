@@ -116,6 +116,7 @@ class Calls:
         no_flush: bool = False,
         run_id: str | None = None,
         steps: Sequence[StepRecord] = (),
+        bell: str | None = None,
     ) -> _T:
         """Run ``await fn(cursor, *args)`` in one transaction.
 
@@ -126,6 +127,8 @@ class Calls:
         ``no_flush``: SQLite with ``durability="power"`` commits without waiting for an fsync
         (``synchronous=NORMAL`` for this transaction; the next full commit syncs it too).
         ``run_id`` and ``steps``: what the call reads or writes, named in its errors.
+        ``bell``: what ``notify`` rings instead of ``run_id`` (a run's publications,
+        `._rules.published_bell`).
         """
         self.check_open()
         try:
@@ -134,14 +137,14 @@ class Calls:
                 args,
                 write=write,
                 verify=verify,
-                notify=(run_id or "") if notify else None,
+                notify=(bell or run_id or "") if notify else None,
                 single=single or not write,
                 no_flush=no_flush,
             )
         except (self._dbapi_error, sa.exc.DBAPIError) as exc:
             raise self.say.failure(exc, write, run_id, steps) from exc
         if notify:
-            self._doorbell.ring(run_id)
+            self._doorbell.ring(bell or run_id)
         return result
 
     def check_open(self) -> None:

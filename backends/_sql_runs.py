@@ -4,7 +4,7 @@ LOCKED``), blocking runs this version cannot read, and pruning finished ones."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -20,11 +20,14 @@ from durable.store import (
 )
 
 from . import _sql_queues as queued
-from ._rules import check_step_batch, deletable, merge_claims
+from ._rules import WITHDRAW_ALL, check_step_batch, deletable, merge_claims
 from ._schema import run_from_row, run_values, step_from_row, step_values, unknown_status_text
 from ._sql_calls import Calls, execute, fenced_write, fetch_all, fetch_one
 from ._sql_errors import duplicate
 from ._verify import NOT_APPLIED
+
+Withdraw = Callable[[Any, str, int, Collection[int], int, float], Awaitable[int]]
+"""`._sql_streams.Streams.withdraw_steps`: withdraw what dropped steps wrote to streams."""
 
 __all__ = ["Runs"]
 
@@ -139,8 +142,10 @@ class Runs:
         drop: Collection[int],
         rollback: bool,
         now: float,
+        withdraw: Withdraw,
     ) -> RunRecord | None:
-        """Make a stopped run runnable again (see `SQLStore.reset_run`)."""
+        """Make a stopped run runnable again (see `SQLStore.reset_run`); ``withdraw``
+        withdraws the stream entries of the dropped steps in the same transaction."""
         values = {
             "rid": run_id,
             "token": token,
@@ -153,20 +158,25 @@ class Runs:
             self._reset,
             values,
             sorted(drop),
+            withdraw,
             verify=partial(self._verify_reset, values),
             notify=True,
             run_id=run_id,
         )
 
     async def _reset(
-        self, cur: Any, values: Mapping[str, Any], drop: Sequence[int]
+        self, cur: Any, values: Mapping[str, Any], drop: Sequence[int], withdraw: Withdraw
     ) -> RunRecord | None:
-        if await execute(cur, self._s.reset_run, values) == 1 and drop:
+        reset = await execute(cur, self._s.reset_run, values) == 1
+        if reset and drop:
             delete = self._s.delete_step
             rows = [delete.args({"rid": values["rid"], "seq": seq}) for seq in drop]
             await cur.executemany(delete.sql, rows)
         row = await fetch_one(cur, self._s.get_run, {"rid": values["rid"]})
-        return None if row is None else run_from_row(row)
+        run = None if row is None else run_from_row(row)
+        if reset and drop and run is not None:
+            await withdraw(cur, run.id, run.generation, drop, WITHDRAW_ALL, values["now"])
+        return run
 
     async def _verify_reset(self, values: Mapping[str, Any], cur: Any) -> Any:
         row = await fetch_one(cur, self._s.get_run, {"rid": values["rid"]})
@@ -235,7 +245,7 @@ class Runs:
             return None
         if not deletable(chain, run_id):
             return False
-        for statement in (self._s.delete_signals, self._s.delete_steps, self._s.delete_run):
+        for statement in self._s.delete_run_rows:
             await execute(cur, statement, {"rid": run_id})
         return True
 
@@ -422,6 +432,6 @@ class Runs:
     async def _prune(self, cur: Any, values: Mapping[str, Any]) -> int:
         ids = [{"rid": row[0]} for row in await fetch_all(cur, self._s.prune_ids, values)]
         if ids:
-            for statement in (self._s.delete_signals, self._s.delete_steps, self._s.delete_run):
+            for statement in self._s.delete_run_rows:
                 await cur.executemany(statement.sql, [statement.args(v) for v in ids])
         return len(ids)

@@ -26,8 +26,10 @@ from ._schema import (
     ACTIVE_STATUSES,
     RUN_FIELDS,
     STEP_FIELDS,
+    events_table,
     parked_statuses,
     signals_table,
+    streams_table,
     tables,
 )
 
@@ -218,6 +220,17 @@ class _RunStatements:
             signals_table().delete().where(signals_table().c.run_id == bp("rid"))
         )
         self.delete_run = comp(runs.delete().where(p.by_id))
+        events, streams = events_table(), streams_table()
+        self.delete_events = comp(events.delete().where(events.c.run_id == bp("rid")))
+        self.delete_streams = comp(streams.delete().where(streams.c.run_id == bp("rid")))
+        # What deleting a run deletes, the run's row last.
+        self.delete_run_rows = (
+            self.delete_signals,
+            self.delete_events,
+            self.delete_streams,
+            self.delete_steps,
+            self.delete_run,
+        )
         self.delete_step = comp(
             steps.delete().where(steps.c.run_id == bp("rid"), steps.c.seq == bp("seq"))
         )

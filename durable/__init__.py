@@ -25,6 +25,7 @@ from durable._errors import (
     CodecNotAllowed,
     CompensationFailed,
     DurableError,
+    EventTimeout,
     LeaseLost,
     NonDeterminismError,
     NotAWorkflowError,
@@ -39,11 +40,13 @@ from durable._errors import (
     SerializationError,
     SignalTimeout,
     StoreError,
+    StreamClosed,
     WorkflowFinished,
     WorkflowIdConflict,
     WorkflowNotFound,
     WorkflowTimeout,
 )
+from durable._publish import set_event, stream_close, stream_write
 from durable._queues import Queue
 from durable._retention import prune
 from durable._retry import RetryPolicy
@@ -58,6 +61,7 @@ from durable._schedules import (
     trigger_schedule,
 )
 from durable._stores import close_stores
+from durable._streams import StreamRetry
 from durable._types import Info, RunStatus, Step, StepKind, StepStatus
 from durable._worker import Worker
 from durable._workflow_api import (
@@ -85,6 +89,7 @@ __all__ = [
     "CodecNotAllowed",
     "CompensationFailed",
     "DurableError",
+    "EventTimeout",
     "ExecutorConfig",
     "Info",
     "JSONCodec",
@@ -112,6 +117,8 @@ __all__ = [
     "StepKind",
     "StepStatus",
     "StoreError",
+    "StreamClosed",
+    "StreamRetry",
     "Worker",
     "WorkflowFinished",
     "WorkflowHandle",
@@ -139,9 +146,12 @@ __all__ = [
     "run",
     "saga",
     "schedule",
+    "set_event",
     "signal",
     "sleep",
     "start",
+    "stream_close",
+    "stream_write",
     "trigger_schedule",
     "uuid4",
     "wait_first",

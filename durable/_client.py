@@ -13,7 +13,7 @@ import functools
 import math
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -21,6 +21,7 @@ import anyio
 
 from durable import _context
 from durable import _operate as operate
+from durable import _streams as streams
 from durable._clock import Clock
 from durable._config import current_config
 from durable._decorators import caller_location, definition_of, with_instance
@@ -58,6 +59,10 @@ R = TypeVar("R")
 
 RESULT_FALLBACK_SECONDS = 1.0
 """`WorkflowHandle.result` reads the run when a write to it wakes it, and at least this often."""
+
+
+async def _call(awaited: Callable[[], Awaitable[Any]]) -> Any:
+    return await awaited()
 
 
 # -- argument checks ---------------------------------------------------------------------------
@@ -504,6 +509,63 @@ class WorkflowHandle:
         if in_virtual_time is not None:
             return await in_virtual_time(wait)
         return await wait()
+
+    async def _waiter(self) -> tuple[Store, streams.Waiter]:
+        """The store, and how to await on it: a `durable.testing.WorkflowEnvironment`'s
+        store moves its virtual clock while a reader waits."""
+        store = await self._opened()
+        in_virtual_time = getattr(store, "wait_in_virtual_time", None)
+        return store, (in_virtual_time or _call)
+
+    async def get_event(self, key: str, timeout: float | None = None) -> Any:
+        """The latest value the run set for event ``key`` (`durable.set_event`), waiting until
+        it sets one: ``status = await handle.get_event("status", timeout=30)``.
+
+        Woken by the store's notifications (another process's write included, where the
+        store can tell), not by a fast poll.
+
+        Args:
+            key: the event key.
+            timeout: seconds to wait at most; ``None`` waits until the run sets it.
+
+        Raises:
+            EventTimeout: (a `TimeoutError`) no value within ``timeout``, or the run finished
+                without setting one.
+            WorkflowNotFound: no such run.
+        """
+        store, waiter = await self._waiter()
+        return await streams.get_event(store, self._id, key, timeout, waiter)
+
+    async def events(self) -> dict[str, Any]:
+        """Every event the run has set so far, each key's latest value (by key).
+
+        Raises:
+            WorkflowNotFound: no such run.
+        """
+        return await streams.read_events(await self._opened(), self._id)
+
+    async def stream(self, key: str, after: int = 0) -> AsyncIterator[Any]:
+        """The values of the run's stream ``key`` (`durable.stream_write`), as they come:
+        ``async for token in handle.stream("output"): print(token, end="")``.
+
+        Ends at the stream's close (`durable.stream_close`), or once the run has finished
+        and everything it wrote was read. Started while the run is going, it yields values
+        live, in order, and a `durable.StreamRetry` marker when values it yielded are
+        withdrawn (an activity attempt that wrote them failed): discard them. Started after
+        the run finished, it yields each value of the successful attempts once, in order.
+
+        Args:
+            key: the stream.
+            after: skip the entries up to this position. Every value takes the next position
+                (from 1), withdrawn ones and markers too: a live reader that counted the
+                values and markers it received resumes with ``after=`` that count.
+
+        Raises:
+            WorkflowNotFound: no such run.
+        """
+        store, waiter = await self._waiter()
+        async for item in streams.read_stream(store, self._id, key, after, waiter):
+            yield item
 
     async def signal(
         self, name: str, payload: Any = None, *, idempotency_key: str | None = None

@@ -21,7 +21,15 @@ from durable._types import Info
 if TYPE_CHECKING:
     from durable._registry import ActivityDefinition, WorkflowDefinition
 
-__all__ = ["RunContext", "activity_info", "current", "current_or_none", "in_workflow"]
+__all__ = [
+    "RunContext",
+    "StreamWriter",
+    "activity_info",
+    "activity_writer",
+    "current",
+    "current_or_none",
+    "in_workflow",
+]
 
 
 class RunContext(Protocol):
@@ -103,6 +111,18 @@ class RunContext(Protocol):
         """Whether this run takes the new code path of ``change_id`` (see `durable.patched`)."""
         ...
 
+    def set_event(self, key: str, value: Any, location: str | None) -> Awaitable[None]:
+        """Number the step now; the awaitable records it and sets the event."""
+        ...
+
+    def stream_write(self, key: str, value: Any, location: str | None) -> Awaitable[None]:
+        """Number the step now; the awaitable records it and appends to the stream."""
+        ...
+
+    def stream_close(self, key: str, location: str | None) -> Awaitable[None]:
+        """Number the step now; the awaitable records it and closes the stream."""
+        ...
+
     def continue_as_new(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], location: str | None
     ) -> NoReturn:
@@ -111,8 +131,18 @@ class RunContext(Protocol):
         ...
 
 
+class StreamWriter(Protocol):
+    """Implemented by the engine for the activity attempts of the run it executes."""
+
+    async def write_from_activity(self, info: Info, key: str, value: Any) -> None:
+        """Append ``value`` to stream ``key`` from the attempt ``info`` (withdrawn if it
+        fails)."""
+        ...
+
+
 _current: ContextVar[RunContext | None] = ContextVar("durable_run_context", default=None)
 _activity: ContextVar[Info | None] = ContextVar("durable_activity_info", default=None)
+_writer: ContextVar[StreamWriter | None] = ContextVar("durable_stream_writer", default=None)
 
 
 def current_or_none() -> RunContext | None:
@@ -157,12 +187,22 @@ def leave_run(token: Any) -> None:
     _current.reset(token)
 
 
-def enter_activity(info: Info) -> tuple[Any, Any]:
-    """Mark the current task as running an activity attempt (no run context inside it)."""
-    return _current.set(None), _activity.set(info)
+def activity_writer() -> tuple[Info, StreamWriter] | None:
+    """The activity attempt executing this code and its run's stream writer, or ``None``."""
+    info, writer = _activity.get(), _writer.get()
+    if info is None or writer is None:
+        return None
+    return info, writer
 
 
-def leave_activity(tokens: tuple[Any, Any]) -> None:
+def enter_activity(info: Info, writer: StreamWriter | None = None) -> tuple[Any, Any, Any]:
+    """Mark the current task as running an activity attempt (no run context inside it) whose
+    stream writes go to ``writer``."""
+    return _current.set(None), _activity.set(info), _writer.set(writer)
+
+
+def leave_activity(tokens: tuple[Any, Any, Any]) -> None:
     """Undo `enter_activity`."""
+    _writer.reset(tokens[2])
     _activity.reset(tokens[1])
     _current.reset(tokens[0])

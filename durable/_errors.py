@@ -211,6 +211,52 @@ class SignalTimeout(DurableError, TimeoutError):
         self.timeout = timeout
 
 
+class EventTimeout(DurableError, TimeoutError):
+    """`WorkflowHandle.get_event` found no value for the event: none was set within its
+    timeout, or the run finished without setting it.
+
+    Attributes:
+        run_id: the run.
+        key: the event key.
+        timeout: the seconds waited, or ``None`` (no timeout: the run finished without it).
+        finished: the run had finished without setting the event.
+    """
+
+    def __init__(
+        self, run_id: str, key: str, timeout: float | None, *, finished: bool = False
+    ) -> None:
+        if finished:
+            reason = "finished without setting it"
+        else:
+            reason = f"did not set it within {timeout:g} s"
+        super().__init__(
+            f"run {run_id!r} {reason}: event {key!r} has no value (it is set by "
+            "durable.set_event in the workflow); catch durable.EventTimeout to go on without "
+            "it, or wait longer"
+        )
+        self.run_id = run_id
+        self.key = key
+        self.timeout = timeout
+        self.finished = finished
+
+
+class StreamClosed(DurableError):
+    """A value was written to a stream the run had closed (`durable.stream_close`).
+
+    Attributes:
+        run_id: the run.
+        key: the stream.
+    """
+
+    def __init__(self, run_id: str, key: str) -> None:
+        super().__init__(
+            f"run {run_id!r} closed its stream {key!r} (durable.stream_close) and cannot "
+            "write to it again; write to another key, or close it only after the last write"
+        )
+        self.run_id = run_id
+        self.key = key
+
+
 class NonDeterminismError(DurableError):
     """Replaying a run made a different call than the one recorded at the same step.
 

@@ -58,6 +58,9 @@ class StepKind(enum.StrEnum):
     PATCH = "patch"
     SIGNAL_SEND = "signal_send"
     FIRST = "first"
+    EVENT = "event"
+    STREAM = "stream"
+    STREAM_CLOSE = "stream_close"
 
 
 class StepStatus(enum.StrEnum):

@@ -22,6 +22,7 @@ clock controls them.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -39,6 +40,8 @@ from durable._trust import PayloadTrust
 from durable._types import RunStatus, StepKind, StepStatus
 
 __all__ = [
+    "EntryKind",
+    "EventWrite",
     "Interruption",
     "Lease",
     "LeaseLost",
@@ -57,6 +60,8 @@ __all__ = [
     "StepStatus",
     "Store",
     "StoreError",
+    "StreamEntry",
+    "StreamWrite",
     "UnreadableRecord",
     "WorkflowIdConflict",
     "WorkflowNotFound",
@@ -332,6 +337,81 @@ class ScheduleRecord:
     updated_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class EventWrite:
+    """What `Store.publish` writes for ``durable.set_event``: the run's event ``key`` now
+    holds ``value`` (encoded), replacing what it held."""
+
+    key: str
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StreamWrite:
+    """What `Store.publish` appends to the run's stream ``key``: ``values`` (encoded), each at
+    the stream's next position, then a close entry if ``close``.
+
+    Attributes:
+        key: the stream.
+        values: the encoded values, in order.
+        close: append a close entry after them (readers stop there).
+        generation: the run generation of the step that writes them.
+        seq: that step: the workflow's own ``stream`` / ``stream_close`` step, or the activity
+            (or compensation) step whose attempt writes them.
+        attempt: the activity attempt writing them, or ``None`` for a workflow step. A later
+            `Store.withdraw` of the attempt withdraws them.
+    """
+
+    key: str
+    values: Sequence[bytes] = ()
+    close: bool = False
+    generation: int = 1
+    seq: int = 0
+    attempt: int | None = None
+
+
+class EntryKind(enum.StrEnum):
+    """What a stream entry is."""
+
+    VALUE = "value"
+    RETRY = "retry"
+    CLOSE = "close"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    """One entry of a run's stream, as stored: a value, a close, or the marker a withdrawal
+    appends (``retry``).
+
+    Attributes:
+        run_id: the run.
+        key: the stream.
+        position: the entry's place in the stream, from 1; ``(run_id, key, position)`` is the
+            key. Markers and withdrawn entries keep theirs.
+        kind: value, close, or retry (a marker).
+        value: the encoded value (``value`` entries), else ``None``.
+        generation: the run generation of the step that wrote the entry (a marker: of the
+            entries it withdraws).
+        seq: that step (a marker: the step whose entries it withdraws).
+        attempt: the activity attempt that wrote the entry, or ``None`` for a workflow step (a
+            marker: the attempt it withdraws).
+        withdrawn: the entry was withdrawn (its attempt failed, or a retry of the run dropped
+            its step); a marker with the same origin follows it. Markers never are.
+        written_at: when it was written.
+    """
+
+    run_id: str
+    key: str
+    position: int
+    kind: EntryKind
+    value: bytes | None
+    generation: int
+    seq: int
+    attempt: int | None
+    withdrawn: bool
+    written_at: float
+
+
 class UnreadableRecord(StoreError):
     """A stored row holds a value this version of durable does not know (a step kind, a step
     or run status): written by hand, by a newer version, or damaged. Raised by the store
@@ -590,7 +670,9 @@ class Store(Protocol):
         ``error_text``, ``wake_at``, ``cancelled_seq`` and ``deadline`` cleared (a retried run
         has no deadline), no cancel or pause request,
         ``recoveries`` 0 and ``rollback_requested`` set to ``rollback``; increment its token
-        (so whoever read the run before sees that it changed). Signals are left as they are.
+        (so whoever read the run before sees that it changed). Signals and events are left as
+        they are; the stream entries the dropped steps wrote (in the run's generation) are
+        withdrawn as `withdraw` withdraws them, so the retried steps do not write them twice.
 
         Returns:
             The run as it is now (reset: its token is ``token + 1``; unchanged when the
@@ -609,7 +691,7 @@ class Store(Protocol):
         delivered in the ending generation was that generation's). The id, workflow, parent,
         queue, key, priority, deadline, ``created_at``, ``started_at``, the pause request
         and the lease (owner, token, expiry) are kept: the executor goes on with the new
-        generation under the same lease.
+        generation under the same lease. Its events and streams are kept too.
 
         Returns:
             The run as it is now.
@@ -621,7 +703,8 @@ class Store(Protocol):
         ...
 
     async def delete_run(self, run_id: str) -> bool | None:
-        """Delete a finished run with its steps and signals, in one transaction, unless one
+        """Delete a finished run with its steps, signals, events and streams, in one
+        transaction, unless one
         of its ancestors (its parent, the parent's parent...) is unfinished: it may still need
         the run's outcome. Child runs of the deleted run are left as they are.
 
@@ -668,6 +751,69 @@ class Store(Protocol):
 
         Raises:
             LeaseLost: the run's token is no longer ``lease.token``.
+        """
+        ...
+
+    # -- events and streams -------------------------------------------------------------------
+
+    async def publish(
+        self,
+        lease: Lease,
+        write: EventWrite | StreamWrite,
+        *,
+        steps: Sequence[StepRecord] = (),
+        now: float,
+    ) -> int:
+        """In one transaction fenced by ``lease``: insert ``steps`` (the workflow step that
+        publishes, with any helper steps buffered before it; none for an activity's write)
+        and apply ``write``: set the run's event, or append to its stream at the next
+        positions. Then wake `wait_published` (in every process, where the store can tell),
+        but not the workers waiting for work.
+
+        Returns:
+            The position of the last stream entry written (0 for an event).
+
+        Raises:
+            LeaseLost: the run's token is no longer ``lease.token``; nothing was written.
+            StoreError: a step is already recorded; nothing was written.
+        """
+        ...
+
+    async def withdraw(
+        self, lease: Lease, *, generation: int, seq: int, below: int, now: float
+    ) -> int:
+        """In one transaction fenced by ``lease``: mark withdrawn the stream entries that
+        attempts numbered below ``below`` of step ``seq`` (of ``generation``) wrote and that
+        are not withdrawn yet, and append one ``retry`` marker per stream and attempt
+        withdrawn, after them; wake `wait_published`.
+
+        Returns:
+            How many entries were withdrawn (0: nothing was written).
+
+        Raises:
+            LeaseLost: the run's token is no longer ``lease.token``.
+        """
+        ...
+
+    async def read_events(self, run_id: str) -> dict[str, bytes]:
+        """The run's events: each key's latest encoded value (empty for an unknown run)."""
+        ...
+
+    async def read_stream(
+        self, run_id: str, key: str, *, after: int, limit: int
+    ) -> list[StreamEntry]:
+        """The entries of the run's stream ``key`` after position ``after``, in order, at most
+        ``limit`` of them (withdrawn ones and markers included)."""
+        ...
+
+    async def wait_published(self, run_id: str, *, within: float) -> bool:
+        """Wait until the run may have published (an event set, stream entries written or
+        withdrawn) or recorded its outcome, or at the latest ``within`` seconds. Other
+        processes' writes wake it where the store can tell (as `watch`); waking without such
+        a write is allowed.
+
+        Returns:
+            Whether it was woken (``False``: ``within`` passed).
         """
         ...
 
@@ -724,9 +870,9 @@ class Store(Protocol):
 
     async def prune(self, *, before: float, limit: int) -> int:
         """Delete up to ``limit`` finished runs last updated before ``before``, with their
-        steps and signals, in one short transaction. Unfinished runs are never touched, and
-        neither is a finished run with an unfinished ancestor (its parent, the parent's
-        parent...): the ancestor may still need its outcome.
+        steps, signals, events and streams, in one short transaction. Unfinished runs are
+        never touched, and neither is a finished run with an unfinished ancestor (its parent,
+        the parent's parent...): the ancestor may still need its outcome.
 
         Returns:
             How many runs were deleted (fewer than ``limit`` means none are left to delete).

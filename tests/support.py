@@ -267,6 +267,7 @@ def postgres_schema(prefix: str = "durable_test") -> Iterator[str]:
 
 
 TRUNCATE_ALL = (
-    "TRUNCATE durable_steps, durable_runs, durable_signals, durable_queues, durable_schedules"
+    "TRUNCATE durable_steps, durable_runs, durable_signals, durable_queues, durable_schedules, "
+    "durable_events, durable_streams"
 )
 """Empties every durable table of a Postgres test database between tests."""

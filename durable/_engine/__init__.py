@@ -94,6 +94,7 @@ from ._helpers import Helpers
 from ._in_flight import InFlight
 from ._journal import Journal
 from ._others import OtherRuns
+from ._publish import Publisher
 from ._replay import ReplayCursor, ReplayEnd
 from ._waits import Waits
 
@@ -164,6 +165,7 @@ class Engine:
         self.helpers = Helpers(self)
         self.activities = Activities(self)
         self.others = OtherRuns(self)
+        self.publisher = Publisher(self)  # before Activities: attempts write through it
         self.waits = Waits(self, park_after=config.park_after, pause_requested=run.pause_requested)
         self.first = FirstOf(self)  # notes the steps durable.wait_first may race
         self.parked_as: RunUpdate | None = None  # how the run was parked, once it is
@@ -425,6 +427,18 @@ class Engine:
         """Number the ``first`` step now; the awaitable returns ``(index, value)`` of the
         first of ``awaitables`` to finish (see `FirstOf`)."""
         return self.first.wait_first(awaitables, location)
+
+    def set_event(self, key: str, value: Any, location: str | None) -> Awaitable[None]:
+        """Number the step now; the awaitable records it and sets the event, once."""
+        return self.publisher.set_event(key, value, location)
+
+    def stream_write(self, key: str, value: Any, location: str | None) -> Awaitable[None]:
+        """Number the step now; the awaitable records it and appends to the stream, once."""
+        return self.publisher.stream_write(key, value, location)
+
+    def stream_close(self, key: str, location: str | None) -> Awaitable[None]:
+        """Number the step now; the awaitable records it and closes the stream, once."""
+        return self.publisher.stream_close(key, location)
 
     def saga(self) -> AbstractAsyncContextManager[None]:
         """A block whose compensable activities are undone if the block raises."""

@@ -137,7 +137,10 @@ class Activities(Part):
         done = 0 if intent is None else max(intent.attempts, 1)
         started = self._clock.time() if intent is None else intent.started_at
         call = StepCall(seq, kind, name, location, started)
+        publisher = self._e.publisher
         if intent is not None:
+            # Attempts cut off by a crash may have written to streams: withdraw that first.
+            await publisher.withdraw(seq, done + 1)
             stop: Exception | None = None
             if defn.final and not defn.idempotent:
                 key = step_key(self._run.id, self._run.generation, seq)
@@ -167,11 +170,19 @@ class Activities(Part):
                 value = await self._attempt(kind, defn, fn, args, kwargs, seq, attempt)
                 return value, attempt, call
             except Exception as exc:
+                if self._e.fatal is not None:
+                    raise
+                # A failed attempt's stream writes are withdrawn before anything else happens.
+                await publisher.withdraw(seq, attempt + 1, known=True)
                 if defn.retry.retries(exc, attempt):
                     await self._clock.sleep(defn.retry.delay(attempt))
                     continue
                 seen = await self._journal.record_failure(call, attempt, exc, replaces=True)
                 raise seen from None
+            except BaseException:
+                if self._e.fatal is None:  # cancelled: what it wrote is not the step's
+                    await publisher.withdraw_quietly(seq, attempt + 1)
+                raise
 
     async def halt(self, seq: int, kind: StepKind, name: str, location: str | None) -> NoReturn:
         """A step that was still running when the run failed, met again while the run is
@@ -240,7 +251,7 @@ class Activities(Part):
         run_id, generation = self._run.id, self._run.generation
         key = step_key(run_id, generation, seq)
         info = Info(run_id, self._defn.name, seq, attempt, key, generation)
-        tokens = _context.enter_activity(info)
+        tokens = _context.enter_activity(info, self._e.publisher)
         if self._interceptor is None:  # the hot path: no wrapper per attempt
             call: Awaitable[Any] = self._invoke(defn, fn, args, kwargs)
         else:

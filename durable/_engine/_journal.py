@@ -22,6 +22,7 @@ from durable._codec import Payloads
 from durable._errors import LeaseLost, NotInWorkflowError, PayloadDecodeError, SerializationError
 from durable._types import RunStatus, StepKind, StepStatus
 from durable.store import (
+    EventWrite,
     Interruption,
     Lease,
     RunRecord,
@@ -29,6 +30,7 @@ from durable.store import (
     StepRecord,
     Store,
     StoreError,
+    StreamWrite,
     UnreadableRecord,
 )
 
@@ -339,6 +341,46 @@ class Journal:
         """The lease was renewed: later checks use the new expiry."""
         if lease.token == self._lease.token and lease.expires_at > self._lease.expires_at:
             self._lease = lease
+
+    async def publish(self, write: EventWrite | StreamWrite, record: StepRecord | None) -> None:
+        """Publish ``write`` (see `Store.publish`): from workflow code with its step
+        ``record`` and the helper steps buffered before it, in one transaction; from an
+        activity without a step. A lost lease or store failure is fatal. Counted in flight,
+        like a commit."""
+        if record is not None and self.closed:
+            raise NotInWorkflowError(
+                f"run {self._run.id!r} has ended; a task it left behind cannot record steps"
+            )
+        pending: list[StepRecord] = []
+        if record is not None:
+            pending, self._pending = self._pending, []
+            pending.append(record)
+        self._flight.enter()
+        try:
+            await self._store.publish(self._lease, write, steps=pending, now=self._clock.time())
+        except (LeaseLost, StoreError) as exc:
+            self.fatal = exc
+            raise
+        except BaseException:
+            if record is not None:
+                self._pending[:0] = pending[:-1]
+            raise
+        finally:
+            self._flight.leave()
+
+    async def withdraw(self, generation: int, seq: int, below: int) -> None:
+        """Withdraw the stream writes of step ``seq``'s attempts below ``below`` (see
+        `Store.withdraw`); a lost lease or store failure is fatal."""
+        self._flight.enter()
+        try:
+            await self._store.withdraw(
+                self._lease, generation=generation, seq=seq, below=below, now=self._clock.time()
+            )
+        except (LeaseLost, StoreError) as exc:
+            self.fatal = exc
+            raise
+        finally:
+            self._flight.leave()
 
     async def receive_signal(self, name: str, outcome: StepRecord) -> bytes | None:
         """Consume the next buffered signal ``name`` into ``outcome`` (see

@@ -19,8 +19,18 @@ __all__ = ["REPLACEABLE", "REPLAY_ONLY_STOPS", "ReplayCursor", "ReplayEnd"]
 REPLACEABLE = frozenset({StepKind.ACTIVITY, StepKind.SIGNAL_SEND})
 """Kinds of step whose ``started`` row another call of these kinds may replace (see `next`)."""
 
-REPLAY_ONLY_STOPS = frozenset({StepKind.ACTIVITY, StepKind.CHILD, StepKind.COMPENSATION})
-"""Kinds of step a replay-only cursor refuses to execute: the replay ends there."""
+REPLAY_ONLY_STOPS = frozenset(
+    {
+        StepKind.ACTIVITY,
+        StepKind.CHILD,
+        StepKind.COMPENSATION,
+        StepKind.EVENT,
+        StepKind.STREAM,
+        StepKind.STREAM_CLOSE,
+    }
+)
+"""Kinds of step a replay-only cursor refuses to execute (they reach the world, or readers):
+the replay ends there."""
 
 
 class ReplayEnd(BaseException):

@@ -49,6 +49,8 @@ _WRITES = frozenset(
         "put_schedule",
         "set_schedule_paused",
         "fire_schedule",
+        "publish",
+        "withdraw",
     }
 )
 """Store calls that mean a run is moving (the rest are reads, polls and lease renewals)."""

@@ -21,7 +21,16 @@ from durable._types import RunStatus, StepKind, StepStatus
 __all__ = ["Filters", "error_page", "run_page", "runs_page"]
 
 INSTANT_KINDS = frozenset(
-    {StepKind.NOW, StepKind.UUID4, StepKind.RANDOM, StepKind.PATCH, StepKind.SIGNAL_SEND}
+    {
+        StepKind.NOW,
+        StepKind.UUID4,
+        StepKind.RANDOM,
+        StepKind.PATCH,
+        StepKind.SIGNAL_SEND,
+        StepKind.EVENT,
+        StepKind.STREAM,
+        StepKind.STREAM_CLOSE,
+    }
 )
 """Steps that take no time worth drawing: shown as a mark, not a bar."""
 
@@ -36,6 +45,10 @@ KIND_LABELS = {
     StepKind.RANDOM: "random",
     StepKind.PATCH: "patch",
     StepKind.SIGNAL_SEND: "send signal",
+    StepKind.FIRST: "first of",
+    StepKind.EVENT: "set event",
+    StepKind.STREAM: "stream write",
+    StepKind.STREAM_CLOSE: "stream close",
 }
 
 LEGEND = (
@@ -44,7 +57,7 @@ LEGEND = (
     (StepKind.TIMER, "sleep"),
     (StepKind.SIGNAL, "signal wait"),
     (StepKind.CHILD, "child run"),
-    (StepKind.NOW, "instant (now, uuid4, random, patch, send)"),
+    (StepKind.NOW, "instant (now, uuid4, random, patch, send, event, stream)"),
 )
 
 
