@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from pydantic_ai.messages import (
     ToolCallPart,
     ToolReturnPart,
 )
-from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
 from pydantic_ai.models.test import TestModel
 from support import PROGRAMS, Processes, eventually, python
 
@@ -444,6 +445,137 @@ async def test_a_workflow_on_trio_is_told_that_pydantic_ai_needs_asyncio(store: 
     assert calls == {}
 
 
+# -- the model's text, streamed to the run's stream "output" --------------------------------------
+
+
+async def stream_answer(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+    """A streaming model: look the order up, then answer in three deltas."""
+    calls["model"] += 1
+    returned = _returned(messages)
+    if "lookup" not in returned:
+        yield {0: DeltaToolCall(name="lookup", json_args='{"order_id": "o-1"}')}
+        return
+    for delta in (f"{returned['lookup']}, ", "refund ", "on its way"):
+        yield delta
+
+
+def streaming_agent() -> Agent[None, str]:
+    agent = support_agent(model=FunctionModel(stream_function=stream_answer))
+    return agent
+
+
+async def _read(handle: durable.WorkflowHandle, key: str = "output") -> list[Any]:
+    return [item async for item in handle.stream(key)]
+
+
+async def test_a_streaming_models_text_reaches_the_output_stream_as_it_comes(
+    store: Store,
+) -> None:
+    AGENTS["s"] = DurableAgent(streaming_agent())
+    handle = await durable.start(ask, "s", "where is my refund", id="r1", store=store)
+    live: list[Any] = []
+
+    async def follow() -> None:
+        live.extend(await _read(handle))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(follow)
+        output = await durable.execute(ask, "s", "where is my refund", id="r1", store=store)
+    assert output == "o-1 shipped, refund on its way"
+    assert live == ["o-1 shipped, ", "refund ", "on its way"]
+    assert await _read(handle) == live  # read again from the start, after the run
+    assert await _names(store, "r1") == [
+        "support.model_request",
+        "support.tool.lookup",
+        "support.model_request",
+    ]
+
+
+async def test_a_model_that_does_not_stream_writes_its_text_at_once(store: Store) -> None:
+    AGENTS["a"] = DurableAgent(support_agent())
+    output = await durable.execute(ask, "a", "hi", id="r1", store=store)
+    assert await _read(durable.get_handle("r1", store)) == [output]
+
+
+async def test_the_text_goes_to_the_stream_named_or_to_none(store: Store) -> None:
+    AGENTS["named"] = DurableAgent(streaming_agent(), output_stream="tokens")
+    AGENTS["none"] = DurableAgent(streaming_agent(), output_stream=None)
+    await durable.execute(ask, "named", "hi", id="r1", store=store)
+    await durable.execute(ask, "none", "hi", id="r2", store=store)
+    assert await _read(durable.get_handle("r1", store), "tokens") == [
+        "o-1 shipped, ",
+        "refund ",
+        "on its way",
+    ]
+    assert await _read(durable.get_handle("r1", store)) == []
+    assert await _read(durable.get_handle("r2", store)) == []
+    assert AGENTS["none"].output_stream is None
+
+
+async def test_a_failed_attempts_text_is_withdrawn_and_the_retry_streams_it_once(
+    store: Store,
+) -> None:
+    two_received = anyio.Event()
+
+    async def cut_off(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        calls["model"] += 1
+        yield "Your "
+        yield "refund "
+        if calls["model"] == 1:
+            await two_received.wait()  # the live reader has both: withdrawing them shows
+            raise ConnectionError("connection reset mid-stream")
+        yield "is on its way"
+
+    retry = durable.RetryPolicy(max_attempts=2, initial_interval=0, max_interval=0)
+    agent = Agent(FunctionModel(stream_function=cut_off), name="s")
+    AGENTS["s"] = DurableAgent(agent, activity_retry=retry)
+    handle = await durable.start(ask, "s", "hi", id="r1", store=store)
+    live: list[Any] = []
+
+    async def follow() -> None:
+        async for item in handle.stream("output"):
+            live.append(item)
+            if len(live) == 2:
+                two_received.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(follow)
+        output = await durable.execute(ask, "s", "hi", id="r1", store=store)
+    assert output == "Your refund is on its way"
+    assert live[:2] == ["Your ", "refund "]
+    assert isinstance(live[2], durable.StreamRetry) and live[2].count == 2
+    assert live[3:] == ["Your ", "refund ", "is on its way"]
+    assert await _read(handle) == ["Your ", "refund ", "is on its way"]
+    assert [(s.name, s.attempts) for s in await handle.history()] == [("s.model_request", 2)]
+
+
+def chatty(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    """`respond`, saying what it does before each tool call."""
+    response = respond(messages, info)
+    if isinstance(response.parts[0], ToolCallPart):
+        say = f"calling {response.parts[0].tool_name}. "
+        return ModelResponse(parts=[TextPart(say), *response.parts])
+    return response
+
+
+async def test_a_replayed_request_writes_nothing_again(store: Store) -> None:
+    """The run parks in the refund tool and is replayed from the top: the recorded requests
+    (whose text is in the stream) are not written again."""
+    agent = support_agent(refund_waits=True, model=FunctionModel(chatty))
+    AGENTS["w"] = DurableAgent(agent, workflow_tools=["refund"])
+    async with WorkflowEnvironment(store=store) as env:
+        handle = await env.start(ask, "w", "refund please", id="r1")
+        await eventually("the refund tool's wait", lambda: _waiting(env.store, "r1"))
+        await env.signal("r1", "approve", True)
+        output = await handle.result()
+    assert await _read(durable.get_handle("r1", store)) == [
+        "calling lookup. ",
+        "calling refund. ",
+        output,
+    ]
+    assert calls["model"] == 3
+
+
 # -- what is refused -------------------------------------------------------------------------------
 
 
@@ -477,6 +609,8 @@ def test_bad_arguments_are_refused() -> None:
         DurableAgent("support")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"must be a durable\.RetryPolicy"):
         DurableAgent(support_agent(), activity_retry=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="must name a stream"):
+        DurableAgent(support_agent(), output_stream="")
 
 
 async def test_an_event_stream_handler_is_refused_in_workflow_code(store: Store) -> None:
@@ -579,3 +713,9 @@ def test_sigkill_of_a_worker_during_an_agent_run_then_a_new_worker_resumes(
     clean, _ = anyio.run(approve_and_wait, "clean")
     assert output == clean == "o-7 arrived broken; refund o-7-r issued"
     assert _side_counts(side, "clean") == _side_counts(side, "killed")
+
+    async def texts(run_id: str) -> list[Any]:
+        async with SQLStore(url) as store:
+            return await _read(durable.get_handle(run_id, store))
+
+    assert anyio.run(texts, "killed") == anyio.run(texts, "clean") == [output]

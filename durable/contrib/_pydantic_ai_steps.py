@@ -1,6 +1,7 @@
 """The steps of a `DurableAgent` run: model requests and tool calls as activities.
 
-`AgentSteps` owns the activities of one `DurableAgent` (named after it) and what crosses them.
+`AgentSteps` owns the activities of one `DurableAgent` (named after it) and what crosses them;
+`respond` is the model request itself, which writes the model's text to the run's stream.
 A model response crosses as the plain data Pydantic AI's ``ModelMessagesTypeAdapter`` makes of
 it (dicts, lists, strings, aware datetimes), the form Pydantic AI keeps stable for stored
 conversations: every codec records it (the JSON codec too), and a history written under one
@@ -20,8 +21,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic_ai import exceptions
-from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelResponse
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelMessagesTypeAdapter,
+    ModelResponse,
+    ModelResponseStreamEvent,
+    PartDeltaEvent,
+    PartStartEvent,
+    TextPart,
+    TextPartDelta,
+)
 from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
+from pydantic_ai.models.function import FunctionModel
 from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import AgentDepsT, RunContext
@@ -92,6 +103,48 @@ def _with_non_retryable(
     return dataclasses.replace(policy, non_retryable=(*policy.non_retryable, *extra))
 
 
+def _streams(model: Model) -> bool:
+    """Whether ``model`` answers streamed requests (a `FunctionModel` only with a stream
+    function; any other model whose class implements ``request_stream``)."""
+    while isinstance(model, WrapperModel):
+        model = model.wrapped
+    if isinstance(model, FunctionModel):
+        return model.stream_function is not None
+    return type(model).request_stream is not Model.request_stream
+
+
+def _text(event: ModelResponseStreamEvent) -> str:
+    """The text an event of a streamed response adds ("" for anything but text)."""
+    if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
+        return event.part.content
+    if isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+        return event.delta.content_delta
+    return ""
+
+
+async def respond(
+    model: Model,
+    messages: list[ModelMessage],
+    settings: ModelSettings | None,
+    parameters: ModelRequestParameters,
+    output: str | None,
+) -> ModelResponse:
+    """Activity code: ``model``'s response, its text written to the run's stream ``output``
+    (unless ``None``) as it arrives when the model streams, all at once when it does not."""
+    if not _streams(model):
+        response = await model.request(messages, settings, parameters)
+        for part in response.parts:
+            if output is not None and isinstance(part, TextPart) and part.content:
+                await durable.stream_write(output, part.content)
+        return response
+    async with model.request_stream(messages, settings, parameters) as streamed:
+        async for event in streamed:
+            text = _text(event)
+            if output is not None and text:
+                await durable.stream_write(output, text)
+    return streamed.get()
+
+
 class AgentSteps:
     """The activities of one `DurableAgent`, and the workflow side of calling them.
 
@@ -100,13 +153,20 @@ class AgentSteps:
         retry: the retry policy of the model-request and tool activities (``None``: one
             attempt each).
         workflow_tools: the tools that run as workflow code, not as activities.
+        output: the run's stream that model requests write the model's text to (``None``:
+            none).
     """
 
     def __init__(
-        self, name: str, retry: durable.RetryPolicy | None, workflow_tools: frozenset[str]
+        self,
+        name: str,
+        retry: durable.RetryPolicy | None,
+        workflow_tools: frozenset[str],
+        output: str | None,
     ) -> None:
         self.name = name
         self.workflow_tools = workflow_tools
+        self.output = output
         self._tool_retry = _with_non_retryable(
             retry, exceptions.UserError, durable.NotInWorkflowError
         )
@@ -118,12 +178,12 @@ class AgentSteps:
             settings: ModelSettings | None,
             parameters: ModelRequestParameters,
         ) -> list[Any]:
-            response = await model.request(messages, settings, parameters)
+            response = await respond(model, messages, settings, parameters, output)
             return ModelMessagesTypeAdapter.dump_python([response])  # type: ignore[no-any-return]
 
         self._model_request = durable.activity(
             name=f"{name}.model_request",
-            retry=_with_non_retryable(retry, exceptions.UserError),
+            retry=_with_non_retryable(retry, exceptions.UserError, durable.StreamClosed),
         )(model_request)
 
     async def request(

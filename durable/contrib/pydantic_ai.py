@@ -17,6 +17,14 @@ Inside a workflow, ``await support.run(...)`` runs the wrapped agent so that
 - every tool call is an activity named ``"support.tool.<tool name>"``: its return value, or the
   ``ModelRetry`` / ``CallDeferred`` / ``ApprovalRequired`` it raised, is recorded (those steer
   the agent, so they are never retried as failures);
+- the text the model produces is written to the run's stream ``"output"``
+  (`durable.stream_write` from the model-request activity) as it arrives: deltas when the
+  model streams, the whole text at once when it does not (a `FunctionModel` without a
+  ``stream_function``). A reader in any process follows it with ``async for text in
+  handle.stream("output")``; the writes of a failed attempt are withdrawn (a live reader gets a
+  `durable.StreamRetry` marker), so the stream of a finished run holds the text of the recorded
+  responses once each. A replayed request writes nothing again. ``output_stream=`` names
+  another stream, or ``None`` for none;
 - ``activity_retry=`` (a `durable.RetryPolicy`) retries both kinds of activity.
 
 A crash or a redeploy therefore resumes the conversation where it stopped: the replayed run
@@ -88,12 +96,16 @@ class DurableAgent(Generic[AgentDepsT, OutputDataT]):
         workflow_tools: names of the agent's ``async def`` function tools that run as workflow
             code instead of as activities: a tool that waits for a human with
             `durable.wait_signal` must be one of them.
+        output_stream: the run's stream that the model's text is written to as it arrives
+            (``None``: no stream; a model that streams is still asked to). The stream is not
+            closed when a run of the agent ends: the workflow may run it again, and readers
+            stop when the run finishes (or when the workflow calls `durable.stream_close`).
 
     Raises:
         TypeError: ``agent`` is not a Pydantic AI agent, ``activity_retry`` is not a
             `durable.RetryPolicy`, or a workflow tool is a plain ``def``.
-        ValueError: neither ``name`` nor the agent's name is given, or a workflow tool is not
-            one of the agent's function tools.
+        ValueError: neither ``name`` nor the agent's name is given, a workflow tool is not one
+            of the agent's function tools, or ``output_stream`` is an empty string.
     """
 
     def __init__(
@@ -103,6 +115,7 @@ class DurableAgent(Generic[AgentDepsT, OutputDataT]):
         name: str | None = None,
         activity_retry: durable.RetryPolicy | None = None,
         workflow_tools: Iterable[str] = (),
+        output_stream: str | None = "output",
     ) -> None:
         if not isinstance(agent, AbstractAgent):
             raise TypeError(f"DurableAgent(agent) needs a pydantic_ai Agent, not {agent!r}")
@@ -123,10 +136,15 @@ class DurableAgent(Generic[AgentDepsT, OutputDataT]):
                 f"DurableAgent(workflow_tools=...) takes tool names, not one string: "
                 f"workflow_tools=[{workflow_tools!r}]"
             )
+        if output_stream is not None and (not isinstance(output_stream, str) or not output_stream):
+            raise ValueError(
+                "DurableAgent(output_stream=...) must name a stream (or be None), "
+                f"not {output_stream!r}"
+            )
         in_workflow = frozenset(workflow_tools)
         _check_workflow_tools(name, agent.toolsets, in_workflow)
         self._agent = agent
-        self._steps = AgentSteps(name, activity_retry, in_workflow)
+        self._steps = AgentSteps(name, activity_retry, in_workflow, output_stream)
 
     @property
     def agent(self) -> AbstractAgent[AgentDepsT, OutputDataT]:
@@ -138,6 +156,11 @@ class DurableAgent(Generic[AgentDepsT, OutputDataT]):
         """The prefix of the activity names: ``f"{name}.model_request"``,
         ``f"{name}.tool.{tool}"``."""
         return self._steps.name
+
+    @property
+    def output_stream(self) -> str | None:
+        """The run's stream the model's text is written to (``None``: none)."""
+        return self._steps.output
 
     @property
     def workflow_tools(self) -> frozenset[str]:
