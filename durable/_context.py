@@ -158,11 +158,14 @@ def current(call: str) -> RunContext:
     """
     ctx = _current.get()
     if ctx is None:
-        where = "inside an activity" if _activity.get() is not None else "outside any run"
+        in_activity = _activity.get() is not None
+        where = "inside an activity" if in_activity else "outside any run"
         raise NotInWorkflowError(
             f"durable.{call}() was called {where}; it records a step, so it may only be called "
             "from the body of a @durable.workflow that is being run (durable.run / execute / "
-            "start), not from an activity or plain code"
+            "start), not from an activity or plain code",
+            call=call,
+            in_activity=in_activity,
         )
     return ctx
 

@@ -80,7 +80,17 @@ class DurableError(Exception):
 
 
 class NotInWorkflowError(DurableError):
-    """A call that only makes sense inside a running workflow was made outside one."""
+    """A call that only makes sense inside a running workflow was made outside one.
+
+    Attributes:
+        call: the `durable` function called (``"wait_signal"``), when known.
+        in_activity: it was called from inside an activity (whose body is not workflow code).
+    """
+
+    def __init__(self, message: str, *, call: str | None = None, in_activity: bool = False) -> None:
+        super().__init__(message)
+        self.call = call
+        self.in_activity = in_activity
 
 
 class NotAWorkflowError(DurableError, TypeError):

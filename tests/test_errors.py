@@ -14,6 +14,7 @@ import durable
 ERRORS: list[BaseException] = [
     durable.DurableError("plain"),
     durable.NotInWorkflowError("outside"),
+    durable.NotInWorkflowError("in an activity", call="wait_signal", in_activity=True),
     durable.NotAWorkflowError("not a workflow"),
     durable.RunningLoopError("loop"),
     durable.WorkflowIdConflict("id-1", "a.wf", "b.wf"),
