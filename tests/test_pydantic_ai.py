@@ -183,6 +183,22 @@ async def test_a_test_model_calls_every_tool_each_as_its_activity(store: Store) 
     assert output == (await support_agent(model=TestModel()).run("hi")).output
 
 
+def unreachable(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    raise AssertionError("the agent's own model was called, not the test's override")
+
+
+async def test_an_override_of_the_model_is_what_the_durable_run_uses(store: Store) -> None:
+    agent = support_agent(model=FunctionModel(unreachable))
+    AGENTS["o"] = DurableAgent(agent)
+    with agent.override(model=FunctionModel(respond)):
+        output = await durable.execute(ask, "o", "hi", id="r1", store=store)
+        # a test environment's worker sees an override entered before the environment
+        async with WorkflowEnvironment(store=store) as env:
+            assert await env.execute(ask, "o", "hi", id="r2") == output
+    assert output == "o-1 shipped; o-1 refunded"
+    assert calls == {"model": 6, "lookup": 2, "refund": 2}
+
+
 async def test_outside_a_workflow_it_is_the_agents_own_run(store: Store) -> None:
     dagent = DurableAgent(support_agent())
     result = await dagent.run("hi")
@@ -278,12 +294,17 @@ async def test_a_tool_waits_for_a_signal_in_memory(store: Store) -> None:
 
 
 async def test_a_tool_that_waits_as_an_activity_names_the_fix(store: Store) -> None:
-    AGENTS["w"] = DurableAgent(support_agent(refund_waits=True))
+    retry = durable.RetryPolicy(max_attempts=3, initial_interval=0, max_interval=0)
+    AGENTS["w"] = DurableAgent(support_agent(refund_waits=True), activity_retry=retry)
     with pytest.raises(durable.NotInWorkflowError) as caught:
         await durable.execute(ask, "w", "refund please", id="r1", store=store)
     message = str(caught.value)
+    assert "called durable.wait_signal()" in message
     assert "'support.tool.refund'" in message and "'r1'" in message
     assert "workflow_tools=['refund']" in message
+    assert caught.value.call == "wait_signal" and caught.value.in_activity
+    history = await durable.get_handle("r1", store).history()
+    assert history[-1].attempts == 1  # a retry cannot fix it
 
 
 # -- tool control flow, retries, codecs ----------------------------------------------------------

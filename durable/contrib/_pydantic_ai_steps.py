@@ -237,10 +237,17 @@ class AgentSteps:
             except _CONTROL as exc:
                 return ToolRaised.of(exc)
             except durable.NotInWorkflowError as exc:
+                if not exc.in_activity:  # not about where the tool runs
+                    raise
+                called = f"durable.{exc.call}()" if exc.call else "a workflow-only call"
                 raise durable.NotInWorkflowError(
-                    f"{exc}. The tool {name!r} runs as the activity {step!r}, in run "
-                    f"{durable.info().run_id!r}; a tool that waits for a signal or sleeps must "
-                    f"run as workflow code: DurableAgent(..., workflow_tools=[{name!r}])"
+                    f"the tool {name!r} of the DurableAgent {self.name!r} called {called}, "
+                    f"but it runs as the activity {step!r} (run {durable.info().run_id!r}) and "
+                    "an activity's body is not workflow code; a tool that waits for a signal "
+                    "or sleeps must run as workflow code: "
+                    f"DurableAgent(..., workflow_tools=[{name!r}])",
+                    call=exc.call,
+                    in_activity=True,
                 ) from exc
 
         activity = durable.activity(name=step, retry=self._tool_retry)(call)

@@ -61,6 +61,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
 from typing import Any, Generic
 
 try:
@@ -197,7 +198,7 @@ class DurableAgent(Generic[AgentDepsT, OutputDataT]):
                 "asyncio (trio?), but Pydantic AI runs on asyncio only: run this workflow "
                 "on asyncio"
             ) from None
-        model = kwargs.pop("model", None) or self._agent.model
+        model = _chosen_model(self._agent, kwargs.pop("model", None))
         toolsets: Sequence[AbstractToolset[AgentDepsT]] = [
             *self._agent.toolsets,
             *(kwargs.pop("toolsets", None) or ()),
@@ -211,6 +212,17 @@ class DurableAgent(Generic[AgentDepsT, OutputDataT]):
         with self._agent.override(**overrides):
             result = await self._agent.run(user_prompt, **kwargs)
         return result
+
+
+def _chosen_model(agent: AbstractAgent[Any, Any], given: Any) -> Any:
+    """The model the agent's own run would use: the one of an enclosing ``agent.override(
+    model=...)`` (which wins, as in Pydantic AI, and is how tests swap in an offline model),
+    else ``run(model=...)``, else the agent's."""
+    override = getattr(agent, "_override_model", None)  # an Agent's; absent on other agents
+    chosen = override.get() if isinstance(override, ContextVar) else None
+    if chosen is not None:
+        return chosen.value
+    return agent.model if given is None else given
 
 
 def _check_workflow_tools(
