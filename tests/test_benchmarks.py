@@ -43,6 +43,29 @@ def test_step_cost_smoke(tmp_path: Path) -> None:
     assert all(v["median"] > 0 for v in figures["results"].values())
 
 
+def test_agent_overhead_smoke(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "agent_overhead.py"),
+            "--requests",
+            "3",
+            "--runs",
+            "2",
+            "--repeat",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for scenario in ("plain", "memory", "sqlite", "replay-sqlite"):
+        assert scenario in proc.stdout
+
+
 def test_wakeup_smoke(tmp_path: Path) -> None:
     proc = subprocess.run(
         [
