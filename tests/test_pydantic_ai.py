@@ -27,6 +27,7 @@ from pydantic_ai.messages import (
     ToolCallPart,
     ToolReturnPart,
 )
+from pydantic_ai.models import ModelRequestParameters
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
 from pydantic_ai.models.test import TestModel
 from support import PROGRAMS, Processes, eventually, python
@@ -34,8 +35,8 @@ from support import PROGRAMS, Processes, eventually, python
 import durable
 from durable import RunStatus
 from durable.backends import SQLStore
-from durable.contrib._pydantic_ai_steps import ToolRaised
-from durable.contrib.pydantic_ai import DurableAgent
+from durable.contrib._pydantic_ai_steps import AgentSteps, DurableModel
+from durable.contrib.pydantic_ai import DurableAgent, ToolRaised
 from durable.store import Store
 from durable.testing import WorkflowEnvironment
 
@@ -356,6 +357,13 @@ async def test_model_retry_reaches_the_model_and_is_not_retried(
     assert calls == counted
 
 
+@pytest.mark.parametrize("codec", [durable.PickleCodec(), durable.JSONCodec()])
+def test_a_recorded_tool_raised_names_the_public_module(codec: durable.Codec) -> None:
+    assert ToolRaised.__module__ == "durable.contrib.pydantic_ai"
+    raised = ToolRaised("CallDeferred", metadata={"ticket": 7}, call_kind="external")
+    assert codec.decode(codec.encode(raised)) == raised
+
+
 async def test_activity_retry_retries_a_failing_tool(store: Store) -> None:
     retry = durable.RetryPolicy(max_attempts=3, initial_interval=0, max_interval=0)
     agent = _retry_agent([ConnectionError("down"), ConnectionError("still down")])
@@ -646,6 +654,18 @@ async def test_an_event_stream_handler_is_refused_in_workflow_code(store: Store)
 
     with pytest.raises(UserError, match="event_stream_handler"):
         await durable.execute(with_handler, id="r1", store=store)
+    # a handler set on the agent (or by a capability) reaches the model's request_stream
+    with pytest.raises(UserError, match="streamed model request in workflow code"):
+        await durable.execute(streams_in_workflow, id="r2", store=store)
+    assert calls == {}
+
+
+@durable.workflow(name="pai.streams_in_workflow")
+async def streams_in_workflow() -> None:
+    steps = AgentSteps("support", None, frozenset(), "output")
+    model = DurableModel(FunctionModel(respond), steps)
+    async with model.request_stream([], None, ModelRequestParameters()):
+        pass
 
 
 # -- the optional dependency ---------------------------------------------------------------------

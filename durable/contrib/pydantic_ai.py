@@ -16,7 +16,7 @@ Inside a workflow, ``await support.run(...)`` runs the wrapped agent so that
   and a replay gets it back without calling the model;
 - every tool call is an activity named ``"support.tool.<tool name>"``: its return value, or the
   ``ModelRetry`` / ``CallDeferred`` / ``ApprovalRequired`` it raised, is recorded (those steer
-  the agent, so they are never retried as failures);
+  the agent, so they are never retried as failures; the history shows them as `ToolRaised`);
 - the text the model produces is written to the run's stream ``"output"``
   (`durable.stream_write` from the model-request activity) as it arrives: deltas when the
   model streams, the whole text at once when it does not (a `FunctionModel` without a
@@ -79,9 +79,13 @@ except ImportError as exc:  # pragma: no cover - exercised by a test in a clean 
 
 import durable
 from durable import _context
-from durable.contrib._pydantic_ai_steps import AgentSteps, DurableModel, DurableToolset
+from durable.contrib._pydantic_ai_steps import AgentSteps, DurableModel, DurableToolset, ToolRaised
 
-__all__ = ["DurableAgent"]
+__all__ = ["DurableAgent", "ToolRaised"]
+
+# Histories name the class where it is public (pickle and the JSON codec record a class by its
+# module), so moving the private module never breaks a recorded run.
+ToolRaised.__module__ = __name__
 
 
 class DurableAgent(Generic[AgentDepsT, OutputDataT]):
@@ -230,18 +234,19 @@ def _check_workflow_tools(
 ) -> None:
     """Each workflow tool is an ``async def`` function tool of the agent."""
     functions: dict[str, Any] = {}
+
+    def collect(found: AbstractToolset[Any]) -> None:
+        if isinstance(found, FunctionToolset):
+            functions.update({n: tool.function for n, tool in found.tools.items()})
+
     for toolset in toolsets:
-
-        def collect(found: AbstractToolset[Any]) -> None:
-            if isinstance(found, FunctionToolset):
-                functions.update({n: tool.function for n, tool in found.tools.items()})
-
         toolset.apply(collect)
     for tool in sorted(workflow_tools):
         if tool not in functions:
             raise ValueError(
                 f"DurableAgent {name!r}: workflow_tools names {tool!r}, which is not one of the "
-                f"agent's function tools ({', '.join(sorted(functions)) or 'none'})"
+                f"agent's function tools ({', '.join(sorted(functions)) or 'none'}); register "
+                "the tools before wrapping the agent"
             )
         if not inspect.iscoroutinefunction(functions[tool]):
             raise TypeError(
