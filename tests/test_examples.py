@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +97,65 @@ def test_the_example_tests_of_the_approval_workflow_pass() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "8 passed" in proc.stdout
+
+
+def test_the_agent_survives_a_killed_worker_and_streams_to_another_process(
+    tmp_path: Path,
+) -> None:
+    """The worker is SIGKILLed while the refund waits for approval; a new worker finishes the
+    conversation: the model is asked once per request and every tool runs once, and the asker
+    (another process) streamed the whole answer across the kill."""
+    log = tmp_path / "calls.log"
+    env = {**os.environ, "AGENT_EXAMPLE_LOG": str(log), "DURABLE_URL": "sqlite:///durable.db"}
+    script = str(EXAMPLES / "agent.py")
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, script, *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    async def waiting() -> None:
+        async with SQLStore(f"sqlite:///{tmp_path / 'durable.db'}") as store:
+
+            async def waits() -> bool:
+                run = await store.get_run("chat-1")
+                return run is not None and run.status == RunStatus.WAITING
+
+            await eventually("the refund's wait for approval", waits, within=60)
+
+    worker = start("worker")
+    asker = start("ask", "chat-1", "Order o-7 arrived broken, I want my money back")
+    second = None
+    try:
+        eventually_sync("the database", (tmp_path / "durable.db").exists, within=60)
+        anyio.run(waiting)
+        worker.send_signal(signal.SIGKILL)
+        worker.communicate(timeout=30)
+        second = start("worker")
+        approve = subprocess.run(
+            [sys.executable, script, "approve", "chat-1"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert approve.returncode == 0, approve.stderr
+        out, err = asker.communicate(timeout=120)
+    finally:
+        for proc in (worker, asker, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert asker.returncode == 0, err
+    answer = "refund o-7-R1 of 49.90 EUR issued. Thank you for your patience"
+    assert "[waiting for a human to approve the refund of o-7]" in out
+    assert "[refund approved]" in out and out.count(answer) == 2  # streamed, then the result
+    assert log.read_text().splitlines().count("model") == 3  # one per recorded request
+    assert log.read_text().splitlines().count("tool lookup_order") == 1
+    assert log.read_text().splitlines().count("tool pay_refund") == 1

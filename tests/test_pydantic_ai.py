@@ -36,7 +36,7 @@ import durable
 from durable import RunStatus
 from durable.backends import SQLStore
 from durable.contrib._pydantic_ai_steps import AgentSteps, DurableModel
-from durable.contrib.pydantic_ai import DurableAgent, ToolRaised
+from durable.contrib.pydantic_ai import DurableAgent, RanAsWorkflowCode, ToolRaised
 from durable.store import Store
 from durable.testing import WorkflowEnvironment
 
@@ -294,9 +294,45 @@ async def test_a_tool_waits_for_a_signal_in_memory(store: Store) -> None:
     assert calls == {"model": 3, "lookup": 1}
 
 
-async def test_a_tool_that_waits_as_an_activity_names_the_fix(store: Store) -> None:
+async def test_a_tool_that_waits_without_being_named_runs_as_workflow_code(
+    store: Store,
+) -> None:
+    """Not in workflow_tools: its activity records that it needs workflow code, and the call
+    runs as workflow code, on the first run and on the replay after the signal."""
+    AGENTS["w"] = DurableAgent(support_agent(refund_waits=True))
+    async with WorkflowEnvironment(store=store) as env:
+        handle = await env.start(ask, "w", "refund please", id="r1")
+        await eventually("the refund tool's wait", lambda: _waiting(env.store, "r1"))
+        await env.signal("r1", "approve", True)
+        assert await handle.result() == "o-1 shipped; o-1 refunded"
+    assert calls == {"model": 3, "lookup": 1, "issue_refund": 1}
+    history = await durable.get_handle("r1", store).history()
+    assert [step.name for step in history] == [
+        "support.model_request",
+        "support.tool.lookup",
+        "support.model_request",
+        "support.tool.refund",
+        "approve",
+        "test.issue_refund",
+        "support.model_request",
+    ]
+    assert history[3].result == RanAsWorkflowCode("wait_signal")
+
+
+async def test_a_plain_def_tool_that_waits_names_the_fix(store: Store) -> None:
     retry = durable.RetryPolicy(max_attempts=3, initial_interval=0, max_interval=0)
-    AGENTS["w"] = DurableAgent(support_agent(refund_waits=True), activity_retry=retry)
+    agent = Agent(FunctionModel(respond), name="support")
+
+    @agent.tool_plain
+    async def lookup(order_id: str) -> str:
+        return f"{order_id} shipped"
+
+    @agent.tool_plain
+    def refund(order_id: str) -> str:
+        anyio.from_thread.run(durable.wait_signal, "approve")
+        return "never"
+
+    AGENTS["w"] = DurableAgent(agent, activity_retry=retry)
     with pytest.raises(durable.NotInWorkflowError) as caught:
         await durable.execute(ask, "w", "refund please", id="r1", store=store)
     message = str(caught.value)

@@ -15,6 +15,7 @@ workflow code they are the plain model and toolset).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from pydantic_ai.models.function import FunctionModel
 from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import AgentDepsT, RunContext
-from pydantic_ai.toolsets import AbstractToolset, ToolsetTool, WrapperToolset
+from pydantic_ai.toolsets import AbstractToolset, FunctionToolset, ToolsetTool, WrapperToolset
 
 import durable
 from durable import _context
@@ -92,6 +93,19 @@ class ToolRaised:
         if self.call_kind is not None:
             return cls(*args, kind=self.call_kind)  # type: ignore[no-any-return]
         return cls(*args)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class RanAsWorkflowCode:
+    """Recorded as a tool call's result when the tool, run as its activity, called a function
+    only workflow code may call (`durable.wait_signal`, `durable.sleep`...): the call then runs
+    as workflow code, on the first run and on every replay alike.
+
+    Attributes:
+        call: the `durable` function the tool called (``"wait_signal"``), when known.
+    """
+
+    call: str | None = None
 
 
 def _with_non_retryable(
@@ -218,7 +232,24 @@ class AgentSteps:
         outcome = await self._tool_activity(name)(toolset, args, ctx, tool)
         if isinstance(outcome, ToolRaised):
             raise outcome.exception()
+        if isinstance(outcome, RanAsWorkflowCode):
+            # The tool waits (or sleeps...): it runs as workflow code after all, as the
+            # recorded outcome says, so a replay makes the same steps.
+            return await toolset.call_tool(name, args, ctx, tool)
         return outcome
+
+    @staticmethod
+    def _runs_in_workflow(toolset: AbstractToolset[Any], name: str) -> bool:
+        """Whether the tool ``name`` can run as workflow code: an ``async def`` function tool
+        (a plain ``def`` one runs in a thread, which is no workflow code)."""
+        found: list[Any] = []
+
+        def collect(candidate: AbstractToolset[Any]) -> None:
+            if isinstance(candidate, FunctionToolset) and name in candidate.tools:
+                found.append(candidate.tools[name].function)
+
+        toolset.apply(collect)
+        return bool(found) and inspect.iscoroutinefunction(found[0])
 
     def _tool_activity(self, name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
         found = self._tools.get(name)
@@ -239,6 +270,8 @@ class AgentSteps:
             except durable.NotInWorkflowError as exc:
                 if not exc.in_activity:  # not about where the tool runs
                     raise
+                if self._runs_in_workflow(toolset, name):
+                    return RanAsWorkflowCode(exc.call)
                 called = f"durable.{exc.call}()" if exc.call else "a workflow-only call"
                 raise durable.NotInWorkflowError(
                     f"the tool {name!r} of the DurableAgent {self.name!r} called {called}, "

@@ -35,14 +35,16 @@ deterministic.
 
 **Where tools run.** An activity may not wait for a signal or sleep: those are steps of the
 workflow, and an activity's body is not workflow code. A tool that asks a human for approval
-needs to. As in Pydantic AI's Temporal integration, tools run as activities by default, and the
-tools named in ``workflow_tools=`` run as workflow code instead. Such a tool (an ``async def``
+needs to. Tools run as activities by default; the tools named in ``workflow_tools=`` run as
+workflow code instead (as in Pydantic AI's Temporal integration). Such a tool (an ``async def``
 function tool) may call `durable.wait_signal`, `durable.sleep` and activities, which are its
 steps; like all workflow code it runs again on each replay, so its side effects belong in the
-activities it calls. A tool that calls `durable.wait_signal` while running as an activity fails
-with a `durable.NotInWorkflowError` that names it and this parameter. The tools are named rather
-than detected because whether a tool waits shows only once it runs, and a wrong guess either
-repeats a side effect on replay or fails the tool.
+activities it calls. A tool that is not named but calls a workflow-only function while running
+as its activity (``durable.wait_signal``...) is caught there: the activity records
+`RanAsWorkflowCode` and the call runs again as workflow code, on this run and on every replay
+(so what the tool did before that call happens twice on the first run: name such a tool to
+skip the activity). A plain ``def`` tool cannot become workflow code and fails with a
+`durable.NotInWorkflowError` naming it.
 
 Tool calls that one model response asks for run one after another in a durable run (Pydantic AI
 runs them concurrently otherwise): steps are numbered as they start, and concurrent tools would
@@ -79,13 +81,20 @@ except ImportError as exc:  # pragma: no cover - exercised by a test in a clean 
 
 import durable
 from durable import _context
-from durable.contrib._pydantic_ai_steps import AgentSteps, DurableModel, DurableToolset, ToolRaised
+from durable.contrib._pydantic_ai_steps import (
+    AgentSteps,
+    DurableModel,
+    DurableToolset,
+    RanAsWorkflowCode,
+    ToolRaised,
+)
 
-__all__ = ["DurableAgent", "ToolRaised"]
+__all__ = ["DurableAgent", "RanAsWorkflowCode", "ToolRaised"]
 
 # Histories name the class where it is public (pickle and the JSON codec record a class by its
 # module), so moving the private module never breaks a recorded run.
 ToolRaised.__module__ = __name__
+RanAsWorkflowCode.__module__ = __name__
 
 
 class DurableAgent(Generic[AgentDepsT, OutputDataT]):
