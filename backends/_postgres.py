@@ -120,6 +120,7 @@ class PostgresRunner:
         notify: str | None = None,
         single: bool = False,
         no_flush: bool = False,
+        group: bool = False,
     ) -> _T:
         """Run ``fn(cursor, *args)`` in one transaction (plus a ``NOTIFY`` whose payload is
         ``notify``, the run written or ``""``, unless it is ``None``),
@@ -130,7 +131,9 @@ class PostgresRunner:
             StoreError: the database stayed unreachable for ``reconnect_timeout`` seconds.
             Exception: whatever ``fn`` raises (the transaction is rolled back).
         """
-        del write, no_flush  # a read is a single statement (the store says so); no_flush: SQLite
+        # A read is a single statement (the store says so); no_flush: SQLite. ``group``:
+        # Postgres already shares the write-ahead log's flushes between concurrent commits.
+        del write, no_flush, group
         return await self._run(fn, args, verify, notify, single and notify is None)
 
     async def _run(

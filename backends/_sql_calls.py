@@ -60,6 +60,7 @@ class Runner(Protocol):
         notify: str | None = None,
         single: bool = False,
         no_flush: bool = False,
+        group: bool = False,
     ) -> _T:
         """Run ``await fn(cursor, *args)`` in one transaction (see `Calls.call`)."""
         ...
@@ -117,6 +118,7 @@ class Calls:
         run_id: str | None = None,
         steps: Sequence[StepRecord] = (),
         bell: str | None = None,
+        group: bool = False,
     ) -> _T:
         """Run ``await fn(cursor, *args)`` in one transaction.
 
@@ -128,7 +130,9 @@ class Calls:
         (``synchronous=NORMAL`` for this transaction; the next full commit syncs it too).
         ``run_id`` and ``steps``: what the call reads or writes, named in its errors.
         ``bell``: what ``notify`` rings instead of ``run_id`` (a run's publications,
-        `._rules.published_bell`).
+        `._rules.published_bell`). ``group``: the write may share one transaction with other
+        runs' grouped writes made at the same moment (`._group.GroupCommit`); its outcome is
+        its own all the same.
         """
         self.check_open()
         try:
@@ -140,6 +144,7 @@ class Calls:
                 notify=(bell or run_id or "") if notify else None,
                 single=single or not write,
                 no_flush=no_flush,
+                group=group,
             )
         except (self._dbapi_error, sa.exc.DBAPIError) as exc:
             raise self.say.failure(exc, write, run_id, steps) from exc

@@ -93,6 +93,7 @@ class Commits:
                 no_flush=relaxed,
                 run_id=lease.run_id,
                 steps=(step,),
+                group=True,
             )
         values: dict[str, Any] = {"rid": lease.run_id, "token": lease.token, "now": now}
         if update is not None:
@@ -122,6 +123,7 @@ class Commits:
             no_flush=relaxed,
             run_id=lease.run_id,
             steps=[*steps, *outcomes],
+            group=True,
         )
 
     async def _verify_commit(

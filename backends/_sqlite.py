@@ -23,6 +23,8 @@ import anyio
 
 from durable.store import StoreError
 
+from ._group import GroupCommit, Grouped, fail_all, run_in_savepoint
+
 __all__ = ["BUSY_SLICE_SECONDS", "POLL_SECONDS", "SQLiteCursor", "SQLiteRunner"]
 
 _T = TypeVar("_T")
@@ -92,6 +94,7 @@ class SQLiteRunner:
         self._closed = False
         self._version = 0  # data_version as last read, and when
         self._version_read_at = -POLL_SECONDS
+        self._group = GroupCommit(self._alone, self._flush)
 
     async def run(
         self,
@@ -103,20 +106,36 @@ class SQLiteRunner:
         notify: str | None = None,
         single: bool = False,
         no_flush: bool = False,
+        group: bool = False,
     ) -> _T:
         """Run ``await fn(cursor, *args)``: a write in one ``BEGIN IMMEDIATE`` transaction (if
         another process holds the write lock, retried until ``busy_timeout`` while the event
         loop runs), a read as it is. ``no_flush`` (power-safe durability only): commit without
         waiting for an fsync (``synchronous=NORMAL`` for this transaction; the next full
-        commit syncs it too). ``verify``, ``notify`` and ``single`` concern Postgres only:
-        SQLite never loses a commit's reply, and the store rings this process's doorbell.
+        commit syncs it too). ``group``: the write may share its transaction with other
+        runs' grouped writes made at the same moment (see `GroupCommit`). ``verify``,
+        ``notify`` and ``single`` concern Postgres only: SQLite never loses a commit's reply,
+        and the store rings this process's doorbell.
         """
         del verify, notify, single
+        if group and write:
+            grouped: _T = await self._group.run(fn, args, no_flush and self._power_safe)
+            return grouped
+        return await self._alone(fn, args, no_flush and self._power_safe, write)
+
+    async def _alone(
+        self,
+        fn: Callable[..., Awaitable[_T]],
+        args: tuple[Any, ...],
+        no_flush: bool,
+        write: bool = True,
+    ) -> _T:
+        """One transaction of its own, waiting for another process's write lock."""
         deadline = time.monotonic() + self._busy_timeout
         delay = 0.001
         while True:
             try:
-                return await self._once(fn, args, write, no_flush and self._power_safe)
+                return await self._once(fn, args, write, no_flush)
             except self._dbapi_error as exc:
                 if "locked" not in str(exc) or time.monotonic() + delay > deadline:
                     raise
@@ -150,6 +169,51 @@ class SQLiteRunner:
                 if no_flush:
                     cur.raw.execute("PRAGMA synchronous = FULL")
             return result
+
+    async def _flush(self, batch: Sequence[Grouped]) -> None:
+        """Write ``batch`` in one transaction (`GroupCommit`), waiting for another process's
+        write lock as `run` does; a failure that is no request's own fails them all."""
+        deadline = time.monotonic() + self._busy_timeout
+        delay = 0.001
+        while True:
+            try:
+                await self._flush_once(batch)
+                return
+            except self._dbapi_error as exc:
+                if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                    fail_all(batch, exc)
+                    return
+            except Exception as exc:
+                fail_all(batch, exc)
+                return
+            await anyio.sleep(delay)  # shielded by the group: a started batch finishes
+            delay = min(delay * 2, BUSY_SLICE_SECONDS)
+
+    async def _flush_once(self, batch: Sequence[Grouped]) -> None:
+        with self._lock:
+            if self._closed:
+                raise StoreError("this SQLite store is closed; open a new SQLStore")
+            conn, cur = self._raw, self._cur
+            no_flush = all(request.relaxed for request in batch)
+            if no_flush:
+                cur.raw.execute("PRAGMA synchronous = NORMAL")
+            try:
+                cur.raw.execute("BEGIN IMMEDIATE")
+                try:
+                    for request in batch:
+                        await run_in_savepoint(request, cur)
+                    if conn.in_transaction:
+                        conn.commit()  # may fail too (a full disk): then nothing is written
+                except BaseException:
+                    try:
+                        if conn.in_transaction:
+                            conn.rollback()
+                    except self._dbapi_error:
+                        pass  # the original error says more
+                    raise
+            finally:
+                if no_flush:
+                    cur.raw.execute("PRAGMA synchronous = FULL")
 
     async def wait(self, event: anyio.Event, within: float) -> bool:
         """Wait up to ``within`` seconds for ``event`` (a ring of the store's doorbell: a
