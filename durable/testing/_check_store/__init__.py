@@ -4,8 +4,8 @@ that any backend, durable's own or a third party's, can prove that it keeps the 
 The checks live in this package's modules by area: `._runs` (runs and leases), `._commits`
 (commits and steps), `._requests` (requests and signals), `._waiting` (waiting and pruning),
 `._operate` (forks, retries and deletions), `._queues` (queue limits), `._continue`
-(continue-as-new), `._schedules` (cron schedules); `._support` holds their registry, records
-and helpers.
+(continue-as-new), `._schedules` (cron schedules), `._publications` (events and streams);
+`._support` holds their registry, records and helpers.
 
 Each check is an ``async def`` taking a fresh, empty store; it uses only the protocol, plain
 ``assert`` statements with messages and the small `_Raises` helper, and needs no pytest (a
@@ -28,7 +28,17 @@ import anyio
 
 from durable.store import Store
 
-from . import _commits, _continue, _operate, _queues, _requests, _runs, _schedules, _waiting
+from . import (
+    _commits,
+    _continue,
+    _operate,
+    _publications,
+    _queues,
+    _requests,
+    _runs,
+    _schedules,
+    _waiting,
+)
 from ._support import _CHECKS
 
 __all__ = [
@@ -151,10 +161,21 @@ def _reason(exc: BaseException) -> str:
 
 STORE_CHECKS: tuple[str, ...] = tuple(
     name
-    for area in (_runs, _commits, _requests, _waiting, _operate, _queues, _continue, _schedules)
+    for area in (
+        _runs,
+        _commits,
+        _requests,
+        _waiting,
+        _operate,
+        _queues,
+        _continue,
+        _schedules,
+        _publications,
+    )
     for name, check in _CHECKS.items()
     if check.__module__ == area.__name__
 )
 """The names of the checks `check_store` runs, in order (each is documented by its
 function's docstring in this package's modules: runs and leases, commits and steps, requests
-and signals, waiting and pruning, forks, retries and deletions, continue-as-new, schedules)."""
+and signals, waiting and pruning, forks, retries and deletions, continue-as-new, schedules,
+events and streams)."""
