@@ -62,7 +62,8 @@ class Requests:
         rules.check_step_batch(lease.run_id, [step])
         with self._t.lock:
             self._t.check_open()
-            self._t.fenced(lease)
+            run = self._t.fenced(lease)
+            self._t.runs[lease.run_id] = rules.signal_taken(run)  # the executor looks itself
             buffered = self._t.signals.get(lease.run_id, [])
             index = next((i for i, (n, _) in enumerate(buffered) if n == name), None)
             if index is None:

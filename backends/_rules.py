@@ -224,9 +224,14 @@ def interruption(run: RunRecord) -> Interruption | None:
 
 def updated(run: RunRecord, update: RunUpdate, now: float) -> RunRecord:
     """A `RunUpdate` applied by `Store.commit`: ``updated_at`` becomes ``now``; a ``None``
-    ``result`` / ``error`` / ``cancelled_seq`` / ``wake_at`` keeps the stored value;
-    ``error_text`` is always replaced; ``release`` also `released` the lease.
+    ``result`` / ``error`` / ``cancelled_seq`` / ``wake_at`` keeps the stored value (a release
+    with a ``wake_at`` takes the earlier of the two: see `on_signal`); ``error_text`` is always
+    replaced; ``release`` also `released` the lease.
     SQL: ``Statements.update`` / ``update_release`` (``coalesce`` keeps a value)."""
+    wake_at = run.wake_at if update.wake_at is None else update.wake_at
+    if update.release and run.wake_at is not None and update.wake_at is not None:
+        # a signal set it while the run was leased (`on_signal`): the earlier wins
+        wake_at = min(run.wake_at, update.wake_at)
     run = replace(
         run,
         updated_at=now,
@@ -235,7 +240,7 @@ def updated(run: RunRecord, update: RunUpdate, now: float) -> RunRecord:
         error=run.error if update.error is None else update.error,
         error_text=update.error_text,
         cancelled_seq=run.cancelled_seq if update.cancelled_seq is None else update.cancelled_seq,
-        wake_at=run.wake_at if update.wake_at is None else update.wake_at,
+        wake_at=wake_at,
     )
     return released(run) if update.release else run
 
@@ -354,13 +359,21 @@ def signal_accepted(run: RunRecord) -> bool:
 
 
 def on_signal(run: RunRecord, now: float) -> RunRecord:
-    """A buffered signal's effect on its run: a ``waiting`` run that nobody executes becomes
-    due now (``wake_at = now``); others are unchanged (a sleeping run wakes at its timer, a
-    running one finds the signal itself). ``updated_at`` is left alone.
+    """A buffered signal's effect on its run: a ``waiting`` run becomes due now (``wake_at =
+    now``); others are unchanged (a sleeping run wakes at its timer, a running one finds the
+    signal itself). A run still leased keeps it when it parks (`updated` takes the earlier
+    wake time), so a signal sent just before it parked wakes it; if its executor takes the
+    signal itself, `signal_taken` clears it. ``updated_at`` is left alone.
     SQL: ``Statements.wake_waiting``."""
-    if run.status == RunStatus.WAITING and run.lease_owner is None:
+    if run.status == RunStatus.WAITING:
         return replace(run, wake_at=now)
     return run
+
+
+def signal_taken(run: RunRecord) -> RunRecord:
+    """The executor consumed a signal itself (`Store.receive_signal`): a wake time a signal set
+    while it held the lease is spent. SQL: ``Statements.clear_wake``."""
+    return replace(run, wake_at=None)
 
 
 def woken(run: RunRecord, now: float) -> RunRecord:

@@ -142,8 +142,9 @@ class Requests:
         self, cur: Any, lease: Lease, name: str, step: StepRecord
     ) -> bytes | None:
         s = self._s
-        row = await fetch_one(cur, s.check_token, {"rid": lease.run_id})
-        if row is None or row[0] != lease.token:
+        # Fenced, and `_rules.signal_taken` (a wake time a signal set while leased is spent
+        # once the signal is taken here; a rollback keeps it, since nothing was taken).
+        if await execute(cur, s.clear_wake, {"rid": lease.run_id, "token": lease.token}) != 1:
             raise LeaseLost(lease.run_id, await fence_detail(cur, s, lease))
         found = await fetch_one(cur, s.oldest_signal, {"rid": lease.run_id, "name": name})
         if found is None:

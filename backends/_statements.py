@@ -371,7 +371,17 @@ class _StepStatements:
             sa.or_(c.cancel_requested == sa.false(), c.cancelled_seq.is_not(None)),
         )
         self.update = comp(runs.update().where(fenced).values(**changes))
-        self.update_release = comp(runs.update().where(fenced).values(**changes, **p.released))
+        # `_rules.updated` on release: the earlier of the update's wake time and the one a
+        # signal set while the run was leased (else a signal sent as it parked is never seen).
+        new_wake = sa.cast(bp("new_wake_at", type_=sa.Double), sa.Double)  # typed for Postgres
+        soonest = sa.case(
+            (new_wake.is_(None), c.wake_at),
+            (c.wake_at.is_(None), new_wake),
+            (c.wake_at < new_wake, c.wake_at),
+            else_=new_wake,
+        )
+        released = {**changes, "wake_at": soonest}
+        self.update_release = comp(runs.update().where(fenced).values(**released, **p.released))
         self.insert_step = comp(steps.insert())
         # One step, fenced, in one statement: inserted only while the run's token is the
         # lease's (Postgres holds the run row FOR SHARE until the commit, so a takeover waits).
@@ -465,9 +475,11 @@ class _RequestStatements:
         )
         self.wake_waiting = comp(  # `_rules.on_signal`
             runs.update()
-            .where(by_id, c.status == sa.literal(RunStatus.WAITING.value), c.lease_owner.is_(None))
+            .where(by_id, c.status == sa.literal(RunStatus.WAITING.value))
             .values(wake_at=bp("now"))
         )
+        # `_rules.signal_taken`: the executor found the signal itself
+        self.clear_wake = comp(runs.update().where(p.fenced).values(wake_at=sa.null()))
         sig = signals_table().c
         insert = sqlite_insert if p.dialect.name == "sqlite" else postgresql_insert
         # A second signal with the same idempotency key to one run inserts nothing.

@@ -250,7 +250,8 @@ class RunUpdate:
         release: also release the lease (clear owner, host, pid and expiry; keep the token).
         cancelled_seq: record the step at which cancellation was delivered (``None`` keeps it).
         wake_at: when a parked run becomes runnable (set with a parking status and
-            ``release``; ``None`` keeps the stored value).
+            ``release``; ``None`` keeps the stored value). With ``release``, a wake time a
+            signal set while the run was leased wins when it is earlier.
     """
 
     status: RunStatus
@@ -724,7 +725,9 @@ class Store(Protocol):
         idempotency_key: str | None = None,
     ) -> RunRecord | None:
         """Buffer signal ``name`` for an unfinished run (no lease needed), after any signals
-        buffered before it; a parked ``waiting`` run becomes runnable (``wake_at = now``).
+        buffered before it; a ``waiting`` run becomes due (``wake_at = now``): at once when
+        it is parked, and when it parks if it is still leased (its executor may be about to
+        park it without having seen the signal; a release takes the earlier wake time).
         With an ``idempotency_key`` already used for a signal to this run (consumed or not),
         nothing is buffered: the send is a no-op, so a sender may retry it safely.
 
@@ -744,7 +747,8 @@ class Store(Protocol):
     ) -> bytes | None:
         """In one fenced transaction: consume the oldest buffered signal ``name`` of
         ``lease.run_id`` and record ``step`` (kind ``signal``) with the signal's payload as its
-        result, replacing the step's ``started`` record if there is one.
+        result, replacing the step's ``started`` record if there is one. The run's
+        ``wake_at`` is cleared (the executor looked at the signals itself).
 
         Returns:
             The payload, or ``None`` (and nothing written) when no such signal is buffered.

@@ -106,11 +106,6 @@ async def test_a_pause_just_before_parking_leaves_the_run_paused(
         tg.cancel_scope.cancel()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a signal buffered while the run is still leased, just before its parking commit, "
-    "does not make the parked run due (nothing sets wake_at): it waits until another write",
-)
 async def test_a_signal_just_before_parking_is_received(store: Store) -> None:
     racing = RequestBeforeParking(store, "signal")
     with anyio.fail_after(2):  # a hang guard: the run waits for a signal it has

@@ -118,8 +118,9 @@ async def a_signal_to_a_finished_run_is_not_buffered(store: Store) -> None:
 
 @_check
 async def a_signal_wakes_a_waiting_run(store: Store) -> None:
-    """A signal makes a ``waiting`` run nobody executes due now; a sleeping run keeps its
-    timer, a waiting run with an executor its wake time."""
+    """A signal makes a ``waiting`` run due now, one that an executor still holds included
+    (it keeps that when it parks: the earlier wake time wins), and a signal the executor then
+    takes itself spends it; a sleeping run keeps its timer."""
     await store.create_run(_run("waiting", status=RunStatus.WAITING))
     run = await store.send_signal("waiting", "go", b"1", now=150.0)
     _same(run and run.wake_at, 150.0, "wake_at of a signalled waiting run")
@@ -129,9 +130,23 @@ async def a_signal_wakes_a_waiting_run(store: Store) -> None:
     lease = await _leased(store, "leased", now=140.0)
     await store.commit(lease, (), RunUpdate(RunStatus.WAITING, wake_at=5_000.0), now=141.0)
     run = await store.send_signal("leased", "go", b"1", now=152.0)
-    _same(run and run.wake_at, 5_000.0, "wake_at of a signalled leased waiting run")
+    _same(run and run.wake_at, 152.0, "wake_at of a signalled leased waiting run")
     claimed = await store.claim(A, now=150.0, duration=30.0, limit=5, workflows=[WORKFLOW])
     _same([run.id for run, _ in claimed], ["waiting"], "the claim after the signal")
+    # it parks without having seen the signal: due at the signal, not at its own wake time
+    update = RunUpdate(RunStatus.WAITING, wake_at=5_000.0, release=True)
+    await store.commit(lease, (), update, now=153.0)
+    parked = await store.get_run("leased")
+    _same(parked and parked.wake_at, 152.0, "wake_at of a run parked after a signal")
+    # an executor that takes a signal itself spends the wake time the signal set
+    lease = await _leased(store, "taker", now=160.0)
+    await store.commit(lease, (), RunUpdate(RunStatus.WAITING), now=161.0)
+    await store.send_signal("taker", "go", b"1", now=162.0)
+    step = _step("taker", 1, kind=StepKind.SIGNAL)
+    _same(await store.receive_signal(lease, "go", step, now=163.0), b"1", "the signal taken")
+    await store.commit(lease, (), RunUpdate(RunStatus.WAITING, release=True), now=164.0)
+    taken = await store.get_run("taker")
+    _same(taken and taken.wake_at, None, "wake_at after the executor took the signal")
 
 
 @_check
