@@ -123,6 +123,10 @@ async def read_stream(
     payloads = payloads_of(store, run.workflow)
     live = not RunStatus(run.status).finished
     position = after
+    if after > 0:  # resuming right after the close: nothing more will come
+        last = await store.read_stream(run_id, key, after=after - 1, limit=1)
+        if last and last[0].kind == EntryKind.CLOSE and not last[0].withdrawn:
+            return
     received: dict[tuple[int, int, int | None], list[int]] = {}
     while True:
         finished = (await _run(store, run_id)).status.finished  # read before the entries

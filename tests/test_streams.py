@@ -373,6 +373,7 @@ async def test_a_closed_stream_ends_its_readers_and_refuses_writes(store: Store)
         assert await _read(handle, "numbers") == [1, 2, 3]
         assert await _read(handle, "numbers", after=1) == [2, 3]
         assert await _read(handle, "numbers", after=3) == []
+        assert await _read(handle, "numbers", after=4) == []  # resumed right after the close
         assert not (await handle.status()).finished
         await _status(store, "cl-1", RunStatus.WAITING)
         await handle.signal("finish")
