@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,10 +32,16 @@ from durable.store import Store
 
 def start_worker(
     url: str, concurrency: int = 200, env: dict[str, str] | None = None
-) -> subprocess.Popen[str]:
+) -> subprocess.Popen[bytes]:
     """A ``durable worker bench_app`` process on ``url`` (park after 0.2 s, ``concurrency``
     runs at once, ``env`` added to this process's environment), returned once it is ready,
-    i.e. once SIGTERM stops it cleanly."""
+    i.e. once SIGTERM stops it cleanly.
+
+    Its log goes to an unnamed temporary file, not a pipe: nobody reads a pipe once the worker
+    is ready, and a worker logging a line per run would block on a full one (and stop
+    executing runs) after a few hundred runs.
+    """
+    log = tempfile.TemporaryFile()
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -52,15 +59,20 @@ def start_worker(
         cwd=Path(__file__).parent,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=log,
     )
-    assert worker.stderr is not None
-    for line in worker.stderr:
-        if "durable worker: ready" in line:
-            return worker
-    worker.communicate()
-    raise RuntimeError(f"the worker exited before it was ready ({worker.returncode})")
+    with log:  # the worker holds its own descriptor of the file
+        while True:
+            exited = worker.poll() is not None
+            text = os.pread(log.fileno(), 1 << 20, 0)
+            if b"durable worker: ready" in text:
+                return worker
+            if exited:
+                tail = text.decode(errors="replace")[-3000:]
+                raise RuntimeError(
+                    f"the worker exited before it was ready ({worker.returncode}):\n{tail}"
+                )
+            time.sleep(0.01)
 
 
 @contextlib.contextmanager
