@@ -174,6 +174,21 @@ def _completed(conn: psycopg.Connection[Any]) -> int:
     return int(row[0])  # type: ignore[index]
 
 
+def _wait_completed(conn: psycopg.Connection[Any], runs: int, stalled: float = 120.0) -> None:
+    """Wait until ``runs`` runs completed; fail, saying where the runs are, if none completes
+    for ``stalled`` seconds."""
+    seen, since = -1, time.monotonic()
+    while (count := _completed(conn)) < runs:
+        if count != seen:
+            seen, since = count, time.monotonic()
+        elif time.monotonic() - since > stalled:
+            statuses = conn.execute(
+                "SELECT status, count(*) FROM durable_runs GROUP BY status"
+            ).fetchall()
+            raise RuntimeError(f"no run completed for {stalled:g} s; runs by status: {statuses}")
+        time.sleep(0.02)
+
+
 def _store_calls(folder: Path) -> tuple[dict[str, list[float]], list[int], float]:
     """The workers' store-call durations by method, runs per claim, and their CPU seconds."""
     durations: dict[str, list[float]] = collections.defaultdict(list)
@@ -204,8 +219,7 @@ def drain(server: str, workers: int, runs: int, concurrency: int) -> dict[str, A
                     cpu_before = {pid: _cpu_seconds(pid) for pid in backends}
                     workers_before = sum(_cpu_seconds(p.pid) for p in procs)
                     machine_before = _machine_busy()
-                    while _completed(counter) < runs:
-                        time.sleep(0.02)
+                    _wait_completed(counter, runs)
                     done = time.time()
                     machine_after = _machine_busy()
                     workers_cpu = sum(_cpu_seconds(p.pid) for p in procs) - workers_before
