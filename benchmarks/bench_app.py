@@ -1,16 +1,28 @@
-"""Workflows for benchmarks/wakeup.py (imported by the worker process it starts), and the
-helpers it shares with tests/test_parking_scale.py: start that worker, read its memory."""
+"""Workflows for benchmarks/wakeup.py and pg_workers.py (imported by the worker processes they
+start), and the helpers they share with tests/test_parking_scale.py: start that worker, read its
+memory.
+
+With ``BENCH_STORE_TIMINGS`` set to a folder, a process that imports this module times every
+call of `SQLStore`'s public coroutine methods and writes what it measured to
+``FOLDER/PID.json`` when it exits (`pg_workers.py` reads it: where a worker's time goes).
+"""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
+import inspect
+import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -18,9 +30,18 @@ import durable
 from durable.store import Store
 
 
-def start_worker(url: str, concurrency: int = 200) -> subprocess.Popen[str]:
+def start_worker(
+    url: str, concurrency: int = 200, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """A ``durable worker bench_app`` process on ``url`` (park after 0.2 s, ``concurrency``
-    runs at once), returned once it is ready, i.e. once SIGTERM stops it cleanly."""
+    runs at once, ``env`` added to this process's environment), returned once it is ready,
+    i.e. once SIGTERM stops it cleanly.
+
+    Its log goes to an unnamed temporary file, not a pipe: nobody reads a pipe once the worker
+    is ready, and a worker logging a line per run would block on a full one (and stop
+    executing runs) after a few hundred runs.
+    """
+    log = tempfile.TemporaryFile()
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -36,16 +57,22 @@ def start_worker(url: str, concurrency: int = 200) -> subprocess.Popen[str]:
             str(concurrency),
         ],
         cwd=Path(__file__).parent,
+        env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=log,
     )
-    assert worker.stderr is not None
-    for line in worker.stderr:
-        if "durable worker: ready" in line:
-            return worker
-    worker.communicate()
-    raise RuntimeError(f"the worker exited before it was ready ({worker.returncode})")
+    with log:  # the worker holds its own descriptor of the file
+        while True:
+            exited = worker.poll() is not None
+            text = os.pread(log.fileno(), 1 << 20, 0)
+            if b"durable worker: ready" in text:
+                return worker
+            if exited:
+                tail = text.decode(errors="replace")[-3000:]
+                raise RuntimeError(
+                    f"the worker exited before it was ready ({worker.returncode}):\n{tail}"
+                )
+            time.sleep(0.01)
 
 
 @contextlib.contextmanager
@@ -122,3 +149,49 @@ async def five() -> int:
     for n in range(1, 6):
         total += await step(n)
     return total
+
+
+def _time_store_calls(folder: str) -> None:
+    """Wrap `SQLStore`'s public coroutine methods to record each call's duration (and, for
+    ``claim``, how many runs it leased); write them to ``folder/PID.json`` at exit."""
+    from durable.backends import SQLStore
+
+    durations: dict[str, list[float]] = {}
+    claimed: list[int] = []
+
+    def timed(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        seen = durations.setdefault(name, [])
+
+        @functools.wraps(method)
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                result = await method(*args, **kwargs)
+            finally:
+                seen.append(time.perf_counter() - started)
+            if name == "claim":
+                claimed.append(len(result))
+            return result
+
+        return call
+
+    for name, method in list(vars(SQLStore).items()):
+        if not name.startswith("_") and inspect.iscoroutinefunction(method):
+            setattr(SQLStore, name, timed(name, method))
+    try:  # waiting for a pooled Postgres connection (an internal: timed only where it exists)
+        from durable.backends._pg_conn import PgPool
+    except ImportError:
+        pass
+    else:
+        if inspect.iscoroutinefunction(getattr(PgPool, "take", None)):
+            PgPool.take = timed("(connection from the pool)", PgPool.take)  # type: ignore[method-assign]
+
+    def write() -> None:
+        report = {"durations": durations, "claimed": claimed, "cpu": os.times()[:2]}
+        Path(folder, f"{os.getpid()}.json").write_text(json.dumps(report))
+
+    atexit.register(write)
+
+
+if os.environ.get("BENCH_STORE_TIMINGS"):
+    _time_store_calls(os.environ["BENCH_STORE_TIMINGS"])

@@ -9,14 +9,22 @@ server is off. Scenarios: ``step-sqlite`` (= ``step-sqlite-full``, DBOS has one 
 ``step-postgres``, ``wf-seq``, ``wf-100``, ``replay-completed``, ``replay-resume``, ``signal``
 and ``parked`` (see `sdk_durable.py`; the waiting workflows run in a second DBOS process, and
 messages are sent with ``DBOSClient``).
+
+``drain-sqlite`` / ``drain-postgres`` (issue 18): N workflows of `DRAIN_STEPS` steps enqueued on
+a DBOS queue whose ``worker_concurrency`` is 0, so none starts; then it is set to
+`DRAIN_CONCURRENCY` and the figure is steps per second until the last one succeeded (its
+``runs_per_s`` the same as workflows). The queue polls every `DRAIN_POLL_SECONDS` (DBOS's
+default is 1 s, which would make the drain mostly waiting for polls).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -48,6 +56,19 @@ def steps(n: int) -> int:
 @DBOS.workflow()
 def three(i: int) -> int:
     return noop(i) + noop(i) + noop(i)
+
+
+@DBOS.workflow()
+def noops(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += noop(i)
+    return total
+
+
+DRAIN_STEPS = 10  # as in sdk_durable.py
+DRAIN_CONCURRENCY = 100
+DRAIN_POLL_SECONDS = 0.05
 
 
 @DBOS.step()
@@ -163,6 +184,58 @@ def _parked(url: str, count: int) -> dict[str, float]:
     }
 
 
+def _succeeded(url: str) -> int:
+    """How many workflows of the drain succeeded (read straight from DBOS's tables)."""
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///"), timeout=30) as db:
+            row = db.execute(
+                "SELECT count(*) FROM workflow_status WHERE status = 'SUCCESS' AND name LIKE ?",
+                ("%noops",),
+            ).fetchone()
+    else:
+        import psycopg
+
+        with psycopg.connect(url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM dbos.workflow_status WHERE status = 'SUCCESS' "
+                "AND name LIKE %s",
+                ("%noops",),
+            ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _drain(url: str, n: int) -> dict[str, float]:
+    """DBOS with ``DRAIN_CONCURRENCY`` workflows at once on a queue draining ``n`` enqueued ones."""
+    launch(url)
+    try:
+        queue = DBOS.register_queue(
+            "bench-drain", worker_concurrency=0, polling_interval_sec=DRAIN_POLL_SECONDS
+        )
+        for i in range(n):
+            with SetWorkflowID(f"d{i:05d}"):
+                queue.enqueue(noops, DRAIN_STEPS)
+        # DBOS starts a queue's polling thread within a second of its registration.
+        deadline = time.monotonic() + 30
+        while not any(t.name == "queue-worker-bench-drain" for t in threading.enumerate()):
+            assert time.monotonic() < deadline, "DBOS started no thread for the queue"
+            time.sleep(0.01)
+        started, cpu = time.perf_counter(), time.process_time()
+        queue.set_worker_concurrency(DRAIN_CONCURRENCY)
+        while _succeeded(url) < n:
+            time.sleep(0.02)
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        assert DBOS.retrieve_workflow(f"d{n - 1:05d}").get_result() == sum(range(DRAIN_STEPS))
+    finally:
+        DBOS.destroy()
+    return {
+        "value": n * DRAIN_STEPS / elapsed,
+        "unit": "steps/s",
+        "runs_per_s": n / elapsed,
+        "cpu_share": cpu / elapsed,
+    }
+
+
 def launch(url: str, executor: str = "local") -> None:
     DBOS(
         config={
@@ -189,6 +262,8 @@ def measure(scenario: str, n: int, workdir: Path, pg: str | None) -> dict[str, A
         return {"value": _signal_latency(url, n), "unit": "ms"}
     if scenario == "timers":
         return {"value": _timer_lateness(url, n), "unit": "ms"}
+    if scenario.startswith("drain-"):
+        return _drain(url, n)
     if scenario == "parked":
         parked = _parked(url, n)
         return {"value": parked["bytes_per_run"], "unit": "bytes/run", "threads": parked["threads"]}

@@ -19,6 +19,18 @@ Prints one JSON object: ``{"value": ..., "unit": ...}``. Scenarios:
 * ``floor-sqlite`` / ``floor-sqlite-full`` / ``floor-postgres``: µs per raw INSERT + COMMIT
   (sqlite3 with WAL and synchronous NORMAL / FULL, durable's two modes; one
   single-statement Postgres commit).
+
+Throughput (issue 18), each on SQLite (default durability) or Postgres:
+
+* ``inflight1-sqlite``, ``inflight10-sqlite``, ``inflight100-sqlite`` (and ``-postgres``):
+  steps per second of K runs executed at once in this process (``durable.execute`` in K
+  tasks), N steps in all (N / K trivial activities each); ``cpu_share`` in the output is this
+  process's CPU time over the wall time measured (on Postgres the server's CPU is not in it);
+* ``drain-sqlite`` / ``drain-postgres``: steps per second of one in-process
+  ``durable.Worker(concurrency=100)`` draining N runs of `DRAIN_STEPS` activities, all started
+  (pending) before the worker is; ``runs_per_s`` in the output is the same as runs;
+* ``commits-sqlite`` / ``commits-postgres``: raw single-row commits per second (the floors
+  above, as a rate): the most a design with one commit per step can reach.
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +71,22 @@ async def steps(n: int) -> int:
         total += await noop(i)
     await die(n)
     return total
+
+
+@durable.workflow(name="bench.noops")
+async def noops(n: int) -> int:
+    """Exactly ``n`` trivial activities (the throughput scenarios count every step)."""
+    total = 0
+    for i in range(n):
+        total += await noop(i)
+    return total
+
+
+DRAIN_STEPS = 10
+"""Activities per run in the ``drain-*`` scenarios (`sdk_dbos.py` runs the same)."""
+
+DRAIN_CONCURRENCY = 100
+"""Runs the draining worker executes at once."""
 
 
 @durable.workflow(name="bench.three")
@@ -99,6 +128,49 @@ async def _workflows(n: int, workdir: Path, concurrent: int) -> float:
                 for i in range(n):
                     tg.start_soon(one, i)
         return n / (time.perf_counter() - started)
+
+
+async def _in_flight(scenario: str, n: int, workdir: Path, pg: str | None) -> dict[str, Any]:
+    """K runs at once (K from the scenario's name), ``n`` steps in all."""
+    runs = int(scenario.split("-")[0].removeprefix("inflight"))
+    per_run = max(n // runs, 1)
+    async with _store(scenario, workdir, pg) as store:
+        await durable.execute(noops, 3, id="warm-up", store=store)
+        started, cpu = time.perf_counter(), time.process_time()
+        async with anyio.create_task_group() as tg:
+            for r in range(runs):
+                tg.start_soon(partial(durable.execute, noops, per_run, id=f"r{r}", store=store))
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {
+        "value": runs * per_run / elapsed,
+        "unit": "steps/s",
+        "runs_per_s": runs / elapsed,
+        "cpu_share": cpu / elapsed,
+    }
+
+
+async def _drain(scenario: str, n: int, workdir: Path, pg: str | None) -> dict[str, Any]:
+    """One in-process worker drains ``n`` runs that were all started before it."""
+    async with _store(scenario, workdir, pg) as store:
+        await durable.execute(noops, 3, id="warm-up", store=store)
+        for i in range(n):
+            await durable.start(noops, DRAIN_STEPS, id=f"d{i:05d}", store=store)
+        worker = durable.Worker(store, [noops], concurrency=DRAIN_CONCURRENCY)
+        started, cpu = time.perf_counter(), time.process_time()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            while worker.completed < n:  # noqa: ASYNC110 (the finish line, looked at every 5 ms)
+                await anyio.sleep(0.005)
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+            worker.stop()
+        for i in (0, n - 1):  # they ran to the end, not to a failure
+            assert await durable.get_handle(f"d{i:05d}", store).result() == sum(range(DRAIN_STEPS))
+    return {
+        "value": n * DRAIN_STEPS / elapsed,
+        "unit": "steps/s",
+        "runs_per_s": n / elapsed,
+        "cpu_share": cpu / elapsed,
+    }
 
 
 async def _replay_completed(n: int, workdir: Path) -> float:
@@ -262,6 +334,15 @@ def measure(scenario: str, n: int, workdir: Path, pg: str | None) -> dict[str, A
     if scenario == "floor-postgres":
         assert pg is not None
         return {"value": _floor_postgres(n, pg), "unit": "us/step"}
+    if scenario.startswith("inflight"):
+        return anyio.run(_in_flight, scenario, n, workdir, pg)
+    if scenario.startswith("drain-"):
+        return anyio.run(_drain, scenario, n, workdir, pg)
+    if scenario == "commits-sqlite":
+        return {"value": 1e6 / _floor_sqlite(n, workdir, False), "unit": "commits/s"}
+    if scenario == "commits-postgres":
+        assert pg is not None
+        return {"value": 1e6 / _floor_postgres(n, pg), "unit": "commits/s"}
     raise SystemExit(f"unknown scenario {scenario!r}")
 
 

@@ -108,7 +108,11 @@ def test_queue_claims_smoke(tmp_path: Path) -> None:
 def test_postgres_benchmarks_smoke(tmp_path: Path) -> None:
     server = require_postgres()
     commands = [
-        [str(BENCH / "pg_workers.py"), server, "--runs", "10", "--workers", "1", "--pings", "2"],
+        [
+            str(BENCH / "pg_workers.py"),
+            server,
+            *("--runs", "10", "--workers", "1", "2", "--repeat", "1", "--pings", "2"),
+        ],
         [
             str(BENCH / "wakeup.py"),
             "--postgres",
@@ -134,6 +138,8 @@ def test_postgres_benchmarks_smoke(tmp_path: Path) -> None:
         assert proc.returncode == 0, proc.stderr
         outputs.append(proc.stdout)
     assert "1 worker process(es)" in outputs[0] and "runs/s" in outputs[0]
+    assert "| 2 |" in outputs[0] and "2 worker process(es)" in outputs[0]
+    assert "store calls in the workers" in outputs[0] and "commits/run" in outputs[0]
     assert "start -> first activity in an idle worker" in outputs[0]
     assert "Postgres (LISTEN/NOTIFY)" in outputs[1] and "signal -> resumed, ms" in outputs[1]
 
@@ -145,7 +151,7 @@ def test_side_by_side_suite_smoke(tmp_path: Path) -> None:
             sys.executable,
             str(BENCH / "suite.py"),
             *("--repeat", "1", "--steps", "5", "--workflows", "4", "--replay", "5"),
-            *("--signals", "2", "--parked", "5", "--timers", "2"),
+            *("--signals", "2", "--parked", "5", "--timers", "2", "--group", "core"),
             *("--json", str(out)),
         ],
         capture_output=True,
@@ -164,4 +170,36 @@ def test_side_by_side_suite_smoke(tmp_path: Path) -> None:
         if row["label"].startswith("bytes"):  # memory growth of 5 runs is noise: only present
             assert row["durable"]["threads"] == 0 and row["dbos"]["threads"] >= 1
         else:
+            assert row["durable"]["median"] > 0 and row["dbos"]["median"] > 0
+
+
+def test_throughput_suite_smoke(tmp_path: Path) -> None:
+    """Issue 18's rows: runs in flight, a draining worker against DBOS, the commit floor."""
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "suite.py"),
+            *("--group", "throughput", "--repeat", "1"),
+            *("--in-flight-steps", "200", "--drain-runs", "5", "--json", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "steps/s, 100 runs in flight, SQLite" in proc.stdout
+    assert "SQLite: 100 in flight / 1 in flight = " in proc.stdout
+    figures = json.loads(out.read_text())
+    rows = {row["label"]: row for row in figures["rows"]}
+    databases = ["SQLite"] + (["Postgres"] if postgres_problem() is None else [])
+    assert len(rows) == 5 * len(databases)
+    for db in databases:
+        for runs in ("1 run", "10 runs", "100 runs"):
+            row = rows[f"steps/s, {runs} in flight, {db}"]
+            assert row["durable"]["median"] > 0 and row["floor"]["median"] > 0
+        for unit in ("steps/s", "runs/s"):
+            row = rows[f"{unit}, worker draining, 100 at once, {db}"]
             assert row["durable"]["median"] > 0 and row["dbos"]["median"] > 0
