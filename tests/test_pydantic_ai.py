@@ -194,7 +194,10 @@ async def test_an_override_of_the_model_is_what_the_durable_run_uses(store: Stor
     with agent.override(model=FunctionModel(respond)):
         output = await durable.execute(ask, "o", "hi", id="r1", store=store)
         # a test environment's worker sees an override entered before the environment
-        async with WorkflowEnvironment(store=store) as env:
+        # auto_skip=False here and below: nothing waits for time, and on a loaded machine the
+        # skip could jump the virtual clock past the lease of a run whose model request takes
+        # real time (a takeover each time, until the run's max_recoveries ends it)
+        async with WorkflowEnvironment(store=store, auto_skip=False) as env:
             assert await env.execute(ask, "o", "hi", id="r2") == output
     assert output == "o-1 shipped; o-1 refunded"
     assert calls == {"model": 6, "lookup": 2, "refund": 2}
@@ -256,7 +259,7 @@ async def test_a_crash_resumes_without_repeating_a_model_request_or_a_tool_call(
 async def test_a_tool_waits_for_a_human_while_the_run_is_parked(store: Store) -> None:
     """In the test environment every wait parks the run: the signal resumes it by replay."""
     AGENTS["w"] = DurableAgent(support_agent(refund_waits=True), workflow_tools=["refund"])
-    async with WorkflowEnvironment(store=store) as env:
+    async with WorkflowEnvironment(store=store, auto_skip=False) as env:
         handle = await env.start(ask, "w", "refund please", id="r1")
         await eventually("the refund tool's wait", lambda: _waiting(env.store, "r1"))
         assert calls == {"model": 2, "lookup": 1}
@@ -300,7 +303,7 @@ async def test_a_tool_that_waits_without_being_named_runs_as_workflow_code(
     """Not in workflow_tools: its activity records that it needs workflow code, and the call
     runs as workflow code, on the first run and on the replay after the signal."""
     AGENTS["w"] = DurableAgent(support_agent(refund_waits=True))
-    async with WorkflowEnvironment(store=store) as env:
+    async with WorkflowEnvironment(store=store, auto_skip=False) as env:
         handle = await env.start(ask, "w", "refund please", id="r1")
         await eventually("the refund tool's wait", lambda: _waiting(env.store, "r1"))
         await env.signal("r1", "approve", True)
@@ -628,7 +631,7 @@ async def test_a_replayed_request_writes_nothing_again(store: Store) -> None:
     (whose text is in the stream) are not written again."""
     agent = support_agent(refund_waits=True, model=FunctionModel(chatty))
     AGENTS["w"] = DurableAgent(agent, workflow_tools=["refund"])
-    async with WorkflowEnvironment(store=store) as env:
+    async with WorkflowEnvironment(store=store, auto_skip=False) as env:
         handle = await env.start(ask, "w", "refund please", id="r1")
         await eventually("the refund tool's wait", lambda: _waiting(env.store, "r1"))
         await env.signal("r1", "approve", True)
