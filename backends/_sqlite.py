@@ -171,14 +171,49 @@ class SQLiteRunner:
             return result
 
     async def _flush(self, batch: Sequence[Grouped]) -> None:
-        """Write ``batch`` in one transaction (`GroupCommit`), each request in a savepoint,
-        waiting for another process's write lock as `run` does; a failure that is no
-        request's own fails them all."""
-        relaxed = all(request.relaxed for request in batch)
-        try:
-            await self._alone(_in_savepoints, (batch,), relaxed)
-        except Exception as exc:
-            fail_all(batch, exc)
+        """Write ``batch`` in one transaction (`GroupCommit`), waiting for another process's
+        write lock as `run` does; a failure that is no request's own fails them all."""
+        deadline = time.monotonic() + self._busy_timeout
+        delay = 0.001
+        while True:
+            try:
+                await self._flush_once(batch)
+                return
+            except self._dbapi_error as exc:
+                if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                    fail_all(batch, exc)
+                    return
+            except Exception as exc:
+                fail_all(batch, exc)
+                return
+            await anyio.sleep(delay)  # shielded by the group: a started batch finishes
+            delay = min(delay * 2, BUSY_SLICE_SECONDS)
+
+    async def _flush_once(self, batch: Sequence[Grouped]) -> None:
+        with self._lock:
+            if self._closed:
+                raise StoreError("this SQLite store is closed; open a new SQLStore")
+            conn, cur = self._raw, self._cur
+            no_flush = all(request.relaxed for request in batch)
+            if no_flush:
+                cur.raw.execute("PRAGMA synchronous = NORMAL")
+            try:
+                cur.raw.execute("BEGIN IMMEDIATE")
+                try:
+                    for request in batch:
+                        await run_in_savepoint(request, cur)
+                    if conn.in_transaction:
+                        conn.commit()  # may fail too (a full disk): then nothing is written
+                except BaseException:
+                    try:
+                        if conn.in_transaction:
+                            conn.rollback()
+                    except self._dbapi_error:
+                        pass  # the original error says more
+                    raise
+            finally:
+                if no_flush:
+                    cur.raw.execute("PRAGMA synchronous = FULL")
 
     async def wait(self, event: anyio.Event, within: float) -> bool:
         """Wait up to ``within`` seconds for ``event`` (a ring of the store's doorbell: a
@@ -214,11 +249,6 @@ class SQLiteRunner:
                 return
             self._closed = True
             self._cur.close()
-
-
-async def _in_savepoints(cur: Any, batch: Sequence[Grouped]) -> None:
-    for request in batch:
-        await run_in_savepoint(request, cur)
 
 
 async def _read_data_version(cur: Any) -> int:
