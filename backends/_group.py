@@ -83,19 +83,26 @@ class GroupCommit:
                 # on this leader), so the runs ready now reach their commits and queue them.
                 await anyio.lowlevel.cancel_shielded_checkpoint()
             if not self._queue:  # alone: the plain transaction, no batch
-                return await self._alone(fn, args, relaxed)
+                try:
+                    return await self._alone(fn, args, relaxed)
+                finally:  # it may have waited for another process's lock: others queued
+                    await self._drain()
             own = Grouped(fn, args, relaxed)
-            batch, self._queue = [own, *self._queue], []
-            with anyio.CancelScope(shield=True):  # the others' writes depend on it
-                await self._write(batch)
-                while self._queue:  # queued while this batch was written (Postgres)
-                    later, self._queue = self._queue, []
-                    await self._write(later)
+            self._queue.insert(0, own)
+            await self._drain()
         finally:
             self._leading = False
         if own.error is not None:
             raise own.error
         return own.result
+
+    async def _drain(self) -> None:
+        """Write what is queued, batch after batch, until nothing is (shielded: the queued
+        callers wait for it, and a leader that leaves early would strand them)."""
+        with anyio.CancelScope(shield=True):
+            while self._queue:
+                batch, self._queue = self._queue, []
+                await self._write(batch)
 
     async def _write(self, batch: list[Grouped]) -> None:
         self.batches += 1
