@@ -26,7 +26,7 @@ that sets none) find a dead peer even on an idle connection.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
@@ -35,6 +35,7 @@ import psycopg
 from durable.store import StoreError
 
 from ._doorbell import Doorbell
+from ._group import GroupCommit, Grouped
 from ._pg_conn import QUERY_TIMEOUT, PgConnection, PgCursor, PgPool
 from ._redact import redact, secrets_in
 from ._verify import NOT_APPLIED
@@ -107,6 +108,7 @@ class PostgresRunner:
         self._doorbell = doorbell  # rung for each notification heard (payload: the run id)
         self._reader_left = Doorbell()  # the reading task stopped: another one takes over
         self._closed = False
+        self._group = GroupCommit(self._grouped_alone, self._pipeline)
 
     # -- transactions ---------------------------------------------------------------------------
 
@@ -121,20 +123,28 @@ class PostgresRunner:
         single: bool = False,
         no_flush: bool = False,
         group: bool = False,
+        pipelined: tuple[str, Sequence[Any]] | None = None,
     ) -> _T:
         """Run ``fn(cursor, *args)`` in one transaction (plus a ``NOTIFY`` whose payload is
         ``notify``, the run written or ``""``, unless it is ``None``),
         retrying transient failures; see the module docstring for ``verify``. ``single``:
         ``fn`` runs one statement (atomic by itself), so no ``BEGIN``/``COMMIT`` is sent.
+        ``group`` with ``pipelined`` (``fn``'s statement, when changing one row is all it
+        does): the statement may share one transaction with other runs' made at the same
+        moment (`_Pipelines`). ``no_flush``: the statement itself says so (SQLite only);
+        here it only keeps relaxed statements out of strict transactions.
 
         Raises:
             StoreError: the database stayed unreachable for ``reconnect_timeout`` seconds.
             Exception: whatever ``fn`` raises (the transaction is rolled back).
         """
-        # A read is a single statement (the store says so); no_flush: SQLite. ``group``:
-        # Postgres already shares the write-ahead log's flushes between concurrent commits.
-        del write, no_flush, group
-        return await self._run(fn, args, verify, notify, single and notify is None)
+        del write  # a read is a single statement (the store says so)
+        single = single and notify is None
+        if group and pipelined is not None and single and verify is not None:
+            request = (args, verify, pipelined)
+            grouped: _T = await self._group.run(fn, request, no_flush)
+            return grouped
+        return await self._run(fn, args, verify, notify, single)
 
     async def _run(
         self,
@@ -143,10 +153,12 @@ class PostgresRunner:
         verify: Callable[[Any], Awaitable[Any]] | None,
         notify: str | None,
         single: bool,
+        unknown: bool = False,
     ) -> _T:
+        """`run`, one transaction of its own; ``unknown``: it may have been committed already
+        (``verify`` says)."""
         deadline = anyio.current_time() + self._reconnect_timeout
         delay = _FIRST_DELAY
-        unknown = False
         while True:
             try:
                 if unknown and verify is not None:
@@ -236,6 +248,51 @@ class PostgresRunner:
             await conn.query("ROLLBACK")
         except psycopg.Error:
             conn.close()
+
+    # -- grouped statements ---------------------------------------------------------------------
+
+    async def _grouped_alone(
+        self, fn: Callable[..., Awaitable[_T]], request: tuple[Any, ...], relaxed: bool
+    ) -> _T:
+        args, verify, _ = request
+        return await self._run(fn, args, verify, None, True)
+
+    async def _pipeline(self, batch: Sequence[Grouped]) -> None:
+        """Write a batch of grouped statements in shared transactions, sent at once (one for
+        the strict statements, one for the relaxed ones: a relaxed statement turns the WAL
+        flush off for its whole transaction). A statement that changed one row is done; one
+        that changed none wrote nothing, and its call runs again alone, which says why (the
+        lease was lost, a request stops the step). If a statement fails, its transaction wrote
+        nothing, and each of its calls runs alone to get its own outcome; if the connection
+        breaks, each call first re-reads whether its write was applied (``verify``)."""
+        groups = [[r for r in batch if not r.relaxed], [r for r in batch if r.relaxed]]
+        groups = [g for g in groups if g]
+        statements = [[r.args[2] for r in g] for g in groups]
+        unknown = False
+        try:
+            conn = await self._pool.take(self._url)
+        except Exception:  # each call waits for a connection, and retries, on its own
+            outcomes: list[list[Any]] = [[None] * len(g) for g in groups]
+        else:
+            try:
+                outcomes = await conn.pipeline(statements)
+            except psycopg.OperationalError:
+                unknown = True
+                outcomes = [[None] * len(g) for g in groups]
+                if conn.broken:
+                    self._pool.drop_idle()  # a restart: the idle ones are dead as well
+            finally:
+                self._pool.give(conn)
+        for group, results in zip(groups, outcomes, strict=True):
+            failed = any(r is None or isinstance(r, psycopg.Error) for r in results)
+            for request, result in zip(group, results, strict=True):
+                if not failed and result.command_tuples == 1:
+                    continue  # written; ``fn`` returns None then
+                args, verify, _ = request.args
+                try:
+                    request.result = await self._run(request.fn, args, verify, None, True, unknown)
+                except Exception as exc:
+                    request.error = exc
 
     # -- notifications --------------------------------------------------------------------------
 

@@ -61,6 +61,7 @@ class Runner(Protocol):
         single: bool = False,
         no_flush: bool = False,
         group: bool = False,
+        pipelined: tuple[str, Sequence[Any]] | None = None,
     ) -> _T:
         """Run ``await fn(cursor, *args)`` in one transaction (see `Calls.call`)."""
         ...
@@ -119,6 +120,7 @@ class Calls:
         steps: Sequence[StepRecord] = (),
         bell: str | None = None,
         group: bool = False,
+        pipelined: tuple[str, Sequence[Any]] | None = None,
     ) -> _T:
         """Run ``await fn(cursor, *args)`` in one transaction.
 
@@ -132,7 +134,9 @@ class Calls:
         ``bell``: what ``notify`` rings instead of ``run_id`` (a run's publications,
         `._rules.published_bell`). ``group``: the write may share one transaction with other
         runs' grouped writes made at the same moment (`._group.GroupCommit`); its outcome is
-        its own all the same.
+        its own all the same. ``pipelined``: ``fn``'s one statement and its parameters, when
+        ``fn`` returns ``None`` as soon as that statement changed one row (Postgres sends
+        grouped ones together, `._postgres.PostgresRunner.run`).
         """
         self.check_open()
         try:
@@ -145,6 +149,7 @@ class Calls:
                 single=single or not write,
                 no_flush=no_flush,
                 group=group,
+                pipelined=pipelined,
             )
         except (self._dbapi_error, sa.exc.DBAPIError) as exc:
             raise self.say.failure(exc, write, run_id, steps) from exc

@@ -94,6 +94,7 @@ class Commits:
                 run_id=lease.run_id,
                 steps=(step,),
                 group=True,
+                pipelined=(fenced.sql, args),
             )
         values: dict[str, Any] = {"rid": lease.run_id, "token": lease.token, "now": now}
         if update is not None:

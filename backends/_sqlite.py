@@ -107,6 +107,7 @@ class SQLiteRunner:
         single: bool = False,
         no_flush: bool = False,
         group: bool = False,
+        pipelined: tuple[str, Sequence[Any]] | None = None,
     ) -> _T:
         """Run ``await fn(cursor, *args)``: a write in one ``BEGIN IMMEDIATE`` transaction (if
         another process holds the write lock, retried until ``busy_timeout`` while the event
@@ -115,9 +116,9 @@ class SQLiteRunner:
         commit syncs it too). ``group``: the write may share its transaction with other
         runs' grouped writes made at the same moment (see `GroupCommit`). ``verify``,
         ``notify`` and ``single`` concern Postgres only: SQLite never loses a commit's reply,
-        and the store rings this process's doorbell.
+        and the store rings this process's doorbell; so does ``pipelined``.
         """
-        del verify, notify, single
+        del verify, notify, single, pipelined
         if group and write:
             grouped: _T = await self._group.run(fn, args, no_flush and self._power_safe)
             return grouped

@@ -109,15 +109,26 @@ def test_the_agent_survives_a_killed_worker_and_streams_to_another_process(
     env = {**os.environ, "AGENT_EXAMPLE_LOG": str(log), "DURABLE_URL": "sqlite:///durable.db"}
     script = str(EXAMPLES / "agent.py")
 
+    outputs: list[Path] = []
+
     def start(*args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, script, *args],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        # Output goes to files, not pipes: a pipe nobody reads yet fills up, and the process
+        # writing to it (a worker logging under load) would block where the test waits for it.
+        output = tmp_path / f"{len(outputs)}-{args[0]}.out"
+        outputs.append(output)
+        with open(output, "w") as sink:
+            return subprocess.Popen(
+                [sys.executable, script, *args],
+                cwd=tmp_path,
+                env=env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+
+    def said() -> str:
+        """What every process started printed (for a failure's message)."""
+        return "\n".join(f"--- {path.name}:\n{path.read_text()}" for path in outputs)
 
     async def waiting() -> None:
         async with SQLStore(f"sqlite:///{tmp_path / 'durable.db'}") as store:
@@ -135,7 +146,7 @@ def test_the_agent_survives_a_killed_worker_and_streams_to_another_process(
         eventually_sync("the database", (tmp_path / "durable.db").exists, within=60)
         anyio.run(waiting)
         worker.send_signal(signal.SIGKILL)
-        worker.communicate(timeout=30)
+        worker.wait(timeout=30)
         second = start("worker")
         approve = subprocess.run(
             [sys.executable, script, "approve", "chat-1"],
@@ -146,13 +157,17 @@ def test_the_agent_survives_a_killed_worker_and_streams_to_another_process(
             timeout=120,
         )
         assert approve.returncode == 0, approve.stderr
-        out, err = asker.communicate(timeout=120)
+        asker.wait(timeout=120)
+    except BaseException as exc:
+        exc.add_note(said())
+        raise
     finally:
         for proc in (worker, asker, second):
             if proc is not None and proc.poll() is None:
                 proc.kill()
-                proc.communicate()
-    assert asker.returncode == 0, err
+                proc.wait()
+    out = outputs[1].read_text()
+    assert asker.returncode == 0, said()
     answer = "refund o-7-R1 of 49.90 EUR issued. Thank you for your patience"
     assert "[waiting for a human to approve the refund of o-7]" in out
     assert "[refund approved]" in out and out.count(answer) == 2  # streamed, then the result

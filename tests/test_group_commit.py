@@ -131,32 +131,163 @@ def _step(run_id: str, seq: int, at: float) -> StepRecord:
     )
 
 
+def _started(run_id: str, seq: int) -> StepRecord:
+    return StepRecord(run_id, seq, StepKind.ACTIVITY, "a", StepStatus.STARTED, 1, 1.0, 1.0)
+
+
+async def _commit_together(
+    store: Store, leases: list[Any], steps: list[StepRecord], **options: Any
+) -> dict[int, BaseException]:
+    """Commit ``steps[k]`` under ``leases[k]``, all at the same moment; the errors, by k."""
+    errors: dict[int, BaseException] = {}
+
+    async def commit(k: int) -> None:
+        try:
+            await store.commit(leases[k], [steps[k]], now=2.0, **options)
+        except durable.StoreError as exc:
+            errors[k] = exc
+
+    async with anyio.create_task_group() as tg:
+        for k in range(len(steps)):
+            tg.start_soon(commit, k)
+    return errors
+
+
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
-async def test_a_step_recorded_twice_fails_alone_in_its_batch(tmp_path: Any) -> None:
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgres"])
+async def test_a_step_recorded_twice_fails_alone_in_its_batch(store: Store) -> None:
     """Commits made together: one writes a step that is already recorded (its own error:
     StoreError, nothing of it written), the others are written."""
-    async with SQLStore(f"sqlite:///{tmp_path / 'g.db'}") as store:
-        leases = [await _leased(store, f"r{k}") for k in range(10)]
-        await store.commit(leases[3], [_step("r3", 1, 1.0)], now=1.0)
+    leases = [await _leased(store, f"r{k}") for k in range(10)]
+    await store.commit(leases[3], [_step("r3", 1, 1.0)], now=1.0)
+    group = _group_of(store)
+    assert group is not None
+    batches = group.batches
+    errors = await _commit_together(store, leases, [_step(f"r{k}", 1, 2.0) for k in range(10)])
+    assert list(errors) == [3] and "already recorded" in str(errors[3])
+    assert group.batches - batches < 10  # they shared transactions
+    for k in range(10):
+        steps = await store.load_steps(f"r{k}")
+        assert [(s.seq, s.finished_at) for s in steps] == [(1, 1.0 if k == 3 else 2.0)]
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgres"])
+async def test_relaxed_and_strict_commits_made_together_are_all_written(store: Store) -> None:
+    """Starting steps (relaxed: they may skip the flush) and recorded steps (strict) of
+    different runs at the same moment: each is written, none refused. (On Postgres a relaxed
+    statement turns the flush off for its whole transaction, so the two kinds go to separate
+    transactions; whether a commit waited for the disk cannot be seen from here.)"""
+    leases = [await _leased(store, f"m{k}") for k in range(20)]
+    steps = [_started(f"m{k}", 1) if k % 2 else _step(f"m{k}", 1, 2.0) for k in range(len(leases))]
+    errors: dict[int, BaseException] = {}
+
+    async def commit(k: int) -> None:
+        relaxed = bool(k % 2)
+        try:
+            stopped = await store.commit(
+                leases[k], [steps[k]], now=2.0, check_requests=relaxed, relaxed=relaxed
+            )
+            assert stopped is None
+        except durable.StoreError as exc:
+            errors[k] = exc
+
+    async with anyio.create_task_group() as tg:
+        for k in range(len(leases)):
+            tg.start_soon(commit, k)
+    assert errors == {}
+    for k, step in enumerate(steps):
+        assert [s.status for s in await store.load_steps(f"m{k}")] == [step.status]
+
+
+@pytest.mark.parametrize("lost", ["after", "before"])
+async def test_a_pipeline_whose_connection_breaks_writes_each_step_once(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, lost: str
+) -> None:
+    """Postgres: the connection breaks while a batch's pipeline is in flight, so which of its
+    transactions committed is unknown. Each call re-reads whether its step is recorded:
+    written once either way (``after``: the batch committed and its reply was lost; ``before``:
+    it never reached the server), and every caller told it succeeded."""
+    import psycopg
+
+    from durable.backends._pg_conn import PgConnection
+
+    real = PgConnection.pipeline
+    broken: list[int] = []
+
+    async def breaks(self: PgConnection, transactions: Any) -> Any:
+        if not broken:
+            broken.append(sum(map(len, transactions)))
+            if lost == "after":
+                await real(self, transactions)
+            self.close()
+            raise psycopg.OperationalError("the connection was lost (a test broke it)")
+        return await real(self, transactions)
+
+    monkeypatch.setattr(PgConnection, "pipeline", breaks)
+    async with SQLStore(postgres_url) as store:
+        _empty_schema(postgres_url)
+        leases = [await _leased(store, f"p{k}") for k in range(10)]
+        errors = await _commit_together(store, leases, [_step(f"p{k}", 1, 2.0) for k in range(10)])
+        assert errors == {}
+        assert broken and broken[0] > 1  # a batch, not a call alone, lost its connection
+        for k in range(10):
+            steps = await store.load_steps(f"p{k}")
+            assert [(s.seq, s.finished_at) for s in steps] == [(1, 2.0)]
+
+
+def _empty_schema(url: str) -> None:
+    import sqlalchemy as sa
+    from support import TRUNCATE_ALL
+
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(sa.text(TRUNCATE_ALL))
+    engine.dispose()
+
+
+async def test_commits_queued_while_another_process_holds_the_lock_are_all_written(
+    tmp_path: Path,
+) -> None:
+    """SQLite: another connection holds the write lock, so a commit made alone waits for it;
+    the commits made meanwhile queue behind that one. Once the lock is free, every one of them
+    is written and returns (none is left waiting for a batch that nobody writes)."""
+    import sqlite3
+
+    path = tmp_path / "locked.db"
+    async with SQLStore(f"sqlite:///{path}") as store:
+        leases = [await _leased(store, f"q{k}") for k in range(10)]
         group = _group_of(store)
         assert group is not None
-        batches = group.batches
-        errors: dict[int, BaseException] = {}
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # the write lock, held by "another process"
+        done: list[int] = []
 
         async def commit(k: int) -> None:
-            try:
-                await store.commit(leases[k], [_step(f"r{k}", 1, 2.0)], now=2.0)
-            except durable.StoreError as exc:
-                errors[k] = exc
+            await store.commit(leases[k], [_step(f"q{k}", 1, 2.0)], now=2.0)
+            done.append(k)
 
-        async with anyio.create_task_group() as tg:
-            for k in range(10):
-                tg.start_soon(commit, k)
-        assert list(errors) == [3] and "already recorded" in str(errors[3])
-        assert group.batches - batches < 10  # they shared transactions
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(commit, 0)
+
+                async def leading() -> bool:
+                    return group._leading and not group._queue
+
+                await eventually("the first commit waiting for the lock", leading)
+                for k in range(1, 10):
+                    tg.start_soon(commit, k)
+
+                async def queued() -> bool:
+                    return len(group._queue) == 9
+
+                await eventually("the other commits queued behind it", queued)
+                assert done == []
+                blocker.execute("ROLLBACK")
+        finally:
+            blocker.close()
+        assert sorted(done) == list(range(10))
         for k in range(10):
-            steps = await store.load_steps(f"r{k}")
-            assert [(s.seq, s.finished_at) for s in steps] == [(1, 1.0 if k == 3 else 2.0)]
+            assert [s.seq for s in await store.load_steps(f"q{k}")] == [1]
 
 
 async def test_a_failing_transaction_fails_every_request_of_its_batch() -> None:
@@ -191,14 +322,18 @@ async def test_a_failing_transaction_fails_every_request_of_its_batch() -> None:
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 @pytest.mark.timeout(300)
 async def test_a_sigkill_during_grouped_commits_loses_no_step_a_workflow_saw(
-    tmp_path: Path, processes: Processes
+    tmp_path: Path, processes: Processes, kind: str, request: pytest.FixtureRequest
 ) -> None:
     """A worker executes 100 runs at once (their commits grouped) and is SIGKILLed at a
     random moment: every step a workflow logged as returned is recorded; a new worker then
     finishes every run."""
-    url = f"sqlite:///{tmp_path / 'kill.db'}"
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'kill.db'}"
+    else:
+        url = request.getfixturevalue("fresh_postgres_url")
     returned = tmp_path / "returned.txt"
     returned.touch()
     env = {**os.environ, "RETURNED_FILE": str(returned)}
