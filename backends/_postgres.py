@@ -276,8 +276,8 @@ class PostgresRunner:
         else:
             try:
                 outcomes = await conn.pipeline(statements)
-            except psycopg.OperationalError:
-                unknown = True
+            except psycopg.Error:  # a value it cannot send (nothing was), or a broken line
+                unknown = conn.broken
                 outcomes = [[None] * len(g) for g in groups]
                 if conn.broken:
                     self._pool.drop_idle()  # a restart: the idle ones are dead as well

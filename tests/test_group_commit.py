@@ -215,8 +215,9 @@ async def test_a_pipeline_whose_connection_breaks_writes_each_step_once(
     broken: list[int] = []
 
     async def breaks(self: PgConnection, transactions: Any) -> Any:
-        if not broken:
-            broken.append(sum(map(len, transactions)))
+        statements = sum(map(len, transactions))
+        if not broken and statements > 1:  # a batch (not a statement prepared as it runs)
+            broken.append(statements)
             if lost == "after":
                 await real(self, transactions)
             self.close()
@@ -229,7 +230,7 @@ async def test_a_pipeline_whose_connection_breaks_writes_each_step_once(
         leases = [await _leased(store, f"p{k}") for k in range(10)]
         errors = await _commit_together(store, leases, [_step(f"p{k}", 1, 2.0) for k in range(10)])
         assert errors == {}
-        assert broken and broken[0] > 1  # a batch, not a call alone, lost its connection
+        assert broken  # a batch lost its connection
         for k in range(10):
             steps = await store.load_steps(f"p{k}")
             assert [(s.seq, s.finished_at) for s in steps] == [(1, 2.0)]

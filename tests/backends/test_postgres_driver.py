@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import psycopg
 import pytest
 
@@ -71,3 +72,101 @@ async def test_a_full_pool_raises_pool_timeout_and_the_wait_can_be_cancelled(
         for conn in held:
             pool.give(conn)
     assert await pg.get_run("x") is None
+
+
+def _pool(url: str, size: int) -> Any:
+    from durable.backends._pg_conn import PgPool
+
+    return PgPool(url, size, size)
+
+
+async def _prepared_on_server(conn: Any) -> set[str]:
+    result = await conn.query("SELECT statement FROM pg_prepared_statements")
+    return {result.get_value(row, 0).decode() for row in range(result.ntuples)}
+
+
+async def test_a_statement_sent_again_is_prepared_and_answers_the_same(
+    fresh_postgres_url: str,
+) -> None:
+    """The first time a statement with parameters is sent unnamed; from the second on it is
+    prepared on the connection and sent by name, with the same results."""
+    pool = _pool(fresh_postgres_url, 1)
+    conn = await pool.take("test")
+    try:
+        sql = "SELECT $1::int + 1"
+        answers = []
+        for k in range(4):
+            result = await conn.query(sql, (k,))
+            answers.append(int.from_bytes(result.get_value(0, 0), "big"))  # binary int4
+            if k == 0:
+                assert sql not in await _prepared_on_server(conn)
+        assert answers == [1, 2, 3, 4]
+        assert sql in await _prepared_on_server(conn)
+        parameterless = "SELECT 1"
+        for _ in range(3):
+            await conn.query(parameterless)
+        assert parameterless not in await _prepared_on_server(conn)
+    finally:
+        pool.give(conn)
+        pool.closed = True
+        pool.drop_idle()
+
+
+async def test_a_pipeline_commits_each_transaction_alone(fresh_postgres_url: str) -> None:
+    """Two transactions in one pipeline: the first has a failing statement, so none of it is
+    written (and the statement after the failure is reported not run); the second commits.
+    The statements to prepare are prepared all the same, and the connection stays usable."""
+    pool = _pool(fresh_postgres_url, 1)
+    conn = await pool.take("test")
+    try:
+        await conn.query("CREATE TABLE piped (k int PRIMARY KEY)")
+        insert = "INSERT INTO piped VALUES ($1)"
+        await conn.query(insert, (0,))  # sent once: the pipeline prepares it
+        outcomes = await conn.pipeline(
+            [[(insert, (1,)), (insert, (0,)), (insert, (2,))], [(insert, (3,))]]
+        )
+        first, second = outcomes
+        assert not isinstance(first[0], psycopg.Error)
+        assert isinstance(first[1], psycopg.errors.UniqueViolation)
+        assert isinstance(first[2], psycopg.Error) and "not run" in str(first[2])
+        assert [r.command_tuples for r in second] == [1]
+        rows = await conn.query("SELECT k FROM piped ORDER BY k")
+        keys = [int.from_bytes(rows.get_value(r, 0), "big") for r in range(rows.ntuples)]
+        assert keys == [0, 3]
+        assert insert in await _prepared_on_server(conn)
+        assert conn.idle and not conn.broken
+    finally:
+        pool.give(conn)
+        pool.closed = True
+        pool.drop_idle()
+
+
+async def test_a_returned_connection_goes_to_the_longest_waiting_task(
+    fresh_postgres_url: str,
+) -> None:
+    """First come, first served; a waiter that is cancelled passes its turn on."""
+    pool = _pool(fresh_postgres_url, 1)
+    held = await pool.take("test")
+    served: list[str] = []
+    scopes: dict[str, anyio.CancelScope] = {}
+
+    async def wait(name: str) -> None:
+        with anyio.CancelScope() as scope:
+            scopes[name] = scope
+            conn = await pool.take("test")
+            served.append(name)
+            await anyio.lowlevel.checkpoint()
+            pool.give(conn)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for name in ("a", "b", "c", "d"):
+                tg.start_soon(wait, name)
+                await anyio.wait_all_tasks_blocked()
+            scopes["b"].cancel()
+            await anyio.wait_all_tasks_blocked()
+            pool.give(held)
+        assert served == ["a", "c", "d"]
+    finally:
+        pool.closed = True
+        pool.drop_idle()
