@@ -171,11 +171,12 @@ class PgConnection:
     the store's fenced step writes that was three quarters of their cost on the server). A
     statement sent only once is not prepared."""
 
-    __slots__ = ("_names", "_pg", "_prepared", "_seen")
+    __slots__ = ("_most", "_names", "_pg", "_prepared", "_seen")
 
-    def __init__(self, pgconn: pq.abc.PGconn) -> None:
+    def __init__(self, pgconn: pq.abc.PGconn, *, prepare: bool = True) -> None:
         pgconn.nonblocking = 1
         self._pg = pgconn
+        self._most = MAX_PREPARED if prepare else 0  # statements it may prepare
         self._prepared: dict[str, bytes] = {}  # statement -> its name on this connection
         self._seen: set[str] = set()  # statements sent once, unnamed
         self._names = 0  # names given so far (a name is never reused)
@@ -288,7 +289,7 @@ class PgConnection:
             bool(params)
             and sql in self._seen
             and sql not in self._prepared
-            and len(self._prepared) < MAX_PREPARED
+            and len(self._prepared) < self._most
         )
 
     @staticmethod
@@ -404,8 +405,9 @@ class PgPool:
     the pool keeps between calls is bound to one event loop (a store may outlive the loop that
     opened it)."""
 
-    def __init__(self, conninfo: str, keep: int, limit: int) -> None:
+    def __init__(self, conninfo: str, keep: int, limit: int, *, prepare: bool = True) -> None:
         self._conninfo = conninfo.encode()
+        self._prepare = prepare  # its connections prepare statements (see `PgConnection`)
         self._keep = keep
         self._limit = limit
         self._idle: deque[PgConnection] = deque()
@@ -421,7 +423,7 @@ class PgPool:
             message = (pgconn.get_error_message() or "cannot connect").strip()
             pgconn.finish()
             raise psycopg.OperationalError(message)
-        return PgConnection(pgconn)
+        return PgConnection(pgconn, prepare=self._prepare)
 
     async def take(self, url: str) -> PgConnection:
         deadline = anyio.current_time() + POOL_TIMEOUT

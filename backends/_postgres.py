@@ -79,6 +79,7 @@ class PostgresRunner:
             and kept open once opened.
         reconnect_timeout: how long a call keeps retrying transient failures.
         channel: the ``NOTIFY`` channel of this database schema.
+        prepared_statements: connections prepare the statements sent again (`PgConnection`).
     """
 
     loses_replies = True  # a connection can break while the commit is in flight
@@ -92,12 +93,13 @@ class PostgresRunner:
         reconnect_timeout: float,
         channel: str,
         doorbell: Doorbell,
+        prepared_statements: bool = True,
     ) -> None:
         # Connections opened under load are kept (up to the limit): closing the ones beyond
         # pool_size as soon as they were given back made a busy worker reconnect all the time
         # (a server process forked per connect, the connect itself on a worker thread), which
         # delayed lease renewals past short leases.
-        self._pool = PgPool(conninfo, 2 * pool_size, 2 * pool_size)
+        self._pool = PgPool(conninfo, 2 * pool_size, 2 * pool_size, prepare=prepared_statements)
         self._url = url
         self._secrets = secrets_in(conninfo)
         self._reconnect_timeout = reconnect_timeout

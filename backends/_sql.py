@@ -91,6 +91,10 @@ class SQLStore:
             a warning in the log: for workers that start before their database. ``0``
             (default): opening fails at once (within the connect timeout, 10 s unless the
             URL sets ``connect_timeout``) with a `StoreError` naming the host and port.
+        prepared_statements: Postgres only. ``True`` (default): a statement sent a second
+            time on a connection is prepared there (parsed and planned once per connection).
+            ``False`` behind a connection pooler in transaction mode that does not keep
+            prepared statements (PgBouncer before 1.21, or without ``max_prepared_statements``).
         secret_keys: sign every payload written with the first key, and refuse payloads that
             no key verifies (see README "Security"); default: ``DURABLE_SECRET_KEY``.
         allowed_codecs: the codec names whose payloads may be written and read, e.g.
@@ -115,6 +119,7 @@ class SQLStore:
         pool_size: int = 5,
         reconnect_timeout: float = 60.0,
         wait_for_server: float = 0.0,
+        prepared_statements: bool = True,
         secret_keys: str | bytes | Iterable[str | bytes] | None = None,
         allowed_codecs: Iterable[str] | None = None,
     ) -> None:
@@ -129,6 +134,7 @@ class SQLStore:
             reconnect_timeout=reconnect_timeout,
             wait_for_server=wait_for_server,
             doorbell=self._doorbell,
+            prepared_statements=prepared_statements,
         )
         self.url, self.schema_change = db.url, db.schema_change
         self._runner, self._calls, self._s = db.runner, db.calls, db.calls.s

@@ -98,6 +98,7 @@ def open_database(
     reconnect_timeout: float,
     wait_for_server: float,
     doorbell: Doorbell,
+    prepared_statements: bool = True,
 ) -> Database:
     """Open (and create or upgrade, if needed) the database at ``url`` for a `SQLStore`; the
     arguments are `SQLStore`'s. ``doorbell``: the store's; rung after its own writes, and by
@@ -110,6 +111,10 @@ def open_database(
     """
     if not isinstance(pool_size, int) or pool_size < 1:
         raise StoreError(f"SQLStore(pool_size=...) must be an int >= 1, not {pool_size!r}")
+    if not isinstance(prepared_statements, bool):
+        raise StoreError(
+            f"SQLStore(prepared_statements=...) must be True or False, not {prepared_statements!r}"
+        )
     for name, seconds in (
         ("reconnect_timeout", reconnect_timeout),
         ("wait_for_server", wait_for_server),
@@ -155,6 +160,7 @@ def open_database(
             float(reconnect_timeout),
             f"durable.{schema}",
             doorbell,
+            prepared_statements=prepared_statements,
         )
     calls = Calls(
         runner,

@@ -170,3 +170,38 @@ async def test_a_returned_connection_goes_to_the_longest_waiting_task(
     finally:
         pool.closed = True
         pool.drop_idle()
+
+
+@pytest.mark.parametrize("prepared", [True, False])
+async def test_prepared_statements_can_be_turned_off(
+    fresh_postgres_url: str, prepared: bool
+) -> None:
+    """``SQLStore(prepared_statements=False)`` (for a pooler in transaction mode that does not
+    keep them): the store works the same and its connections prepare nothing."""
+    from durable.store import LeaseOwner, RunRecord, RunStatus, StepKind, StepRecord, StepStatus
+
+    async with SQLStore(fresh_postgres_url, pool_size=1, prepared_statements=prepared) as store:
+        for k in range(3):
+            run = RunRecord(
+                id=f"p{k}", workflow="w", status=RunStatus.PENDING, args=b"x",
+                created_at=1.0, updated_at=1.0,
+            )  # fmt: skip
+            await store.create_run(run)
+            lease = await store.acquire_lease(run.id, LeaseOwner("o", "h", 1), now=1, duration=60)
+            assert lease is not None
+            step = StepRecord(
+                run.id, 1, StepKind.ACTIVITY, "a", StepStatus.COMPLETED, 1, 1.0, 1.0, result=b"r"
+            )
+            await store.commit(lease, [step], now=1.0)
+            assert [s.seq for s in await store.load_steps(run.id)] == [1]
+        pool = store._runner._pool  # type: ignore[attr-defined]
+        conn = await pool.take("test")
+        try:
+            assert bool(await _prepared_on_server(conn)) is prepared
+        finally:
+            pool.give(conn)
+
+
+def test_prepared_statements_must_be_a_bool(fresh_postgres_url: str) -> None:
+    with pytest.raises(durable.StoreError, match="prepared_statements"):
+        SQLStore(fresh_postgres_url, prepared_statements="no")  # type: ignore[arg-type]
