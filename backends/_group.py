@@ -99,6 +99,8 @@ class GroupCommit:
     async def _drain(self) -> None:
         """Write what is queued, batch after batch, until nothing is (shielded: the queued
         callers wait for it, and a leader that leaves early would strand them)."""
+        if not self._queue:  # the common case of a run alone: no scope to enter
+            return
         with anyio.CancelScope(shield=True):
             while self._queue:
                 batch, self._queue = self._queue, []
