@@ -203,3 +203,20 @@ def test_throughput_suite_smoke(tmp_path: Path) -> None:
         for unit in ("steps/s", "runs/s"):
             row = rows[f"{unit}, worker draining, 100 at once, {db}"]
             assert row["durable"]["median"] > 0 and row["dbos"]["median"] > 0
+
+
+@pytest.mark.skipif(
+    subprocess.run(["which", "valgrind"], capture_output=True).returncode != 0,
+    reason="valgrind is not installed (instructions.py counts with callgrind)",
+)
+def test_instructions_smoke() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "instructions.py"), "--store", "memory"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    per_step = proc.stdout.split(":")[1].split("k")[0]
+    assert int(per_step.replace(",", "")) > 0, proc.stdout
