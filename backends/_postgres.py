@@ -21,6 +21,11 @@ connection and the pauses between retries can be cancelled. Every query has a de
 (`._pg_conn.QUERY_TIMEOUT`): a server that stops answering breaks the connection (and the call is
 retried) instead of holding the task forever; TCP keepalives (which `SQLStore` adds to a URL
 that sets none) find a dead peer even on an idle connection.
+
+Grouped writes (`._group.GroupCommit`): the one-statement step writes of runs ready at the same
+moment are sent together in libpq's pipeline mode, one transaction for the strict ones and one
+for the relaxed ones (`PostgresRunner._pipeline`). A grouped call waits for its batch whatever
+happens (shielded, waiting for the batch's connection included): others rely on its leader.
 """
 
 from __future__ import annotations
@@ -32,10 +37,10 @@ from typing import Any, TypeVar
 import anyio
 import psycopg
 
-from durable.store import StoreError
+from durable.store import PoolTimeout, StoreError
 
 from ._doorbell import Doorbell
-from ._group import GroupCommit, Grouped
+from ._group import GroupCommit, Grouped, fail_all
 from ._pg_conn import QUERY_TIMEOUT, PgConnection, PgCursor, PgPool
 from ._redact import redact, secrets_in
 from ._verify import NOT_APPLIED
@@ -133,7 +138,7 @@ class PostgresRunner:
         ``fn`` runs one statement (atomic by itself), so no ``BEGIN``/``COMMIT`` is sent.
         ``group`` with ``pipelined`` (``fn``'s statement, when changing one row is all it
         does): the statement may share one transaction with other runs' made at the same
-        moment (`_Pipelines`). ``no_flush``: the statement itself says so (SQLite only);
+        moment (`_pipeline`). ``no_flush``: the statement itself says so (SQLite only);
         here it only keeps relaxed statements out of strict transactions.
 
         Raises:
@@ -273,7 +278,10 @@ class PostgresRunner:
         unknown = False
         try:
             conn = await self._pool.take(self._url)
-        except Exception:  # each call waits for a connection, and retries, on its own
+        except PoolTimeout as exc:  # every connection stayed busy: so would each call's
+            fail_all(batch, exc)
+            return
+        except Exception:  # connecting failed: each call retries through the outage
             outcomes: list[list[Any]] = [[None] * len(g) for g in groups]
         else:
             try:

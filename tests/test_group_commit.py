@@ -361,3 +361,51 @@ async def test_a_sigkill_during_grouped_commits_loses_no_step_a_workflow_saw(
         for k in range(RUNS):
             handle = durable.get_handle(f"k{k}", store)
             assert await handle.result(timeout=120) == sum(range(30))
+
+
+async def test_a_batch_that_gets_no_connection_fails_each_call_with_pool_timeout(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Postgres: every pooled connection stays busy past POOL_TIMEOUT, so a batch gets none.
+    Each of its calls fails with PoolTimeout at once (the batch waited once; each call
+    waiting again in turn would hold the others for as long per call), and nothing is
+    written; once connections are free, the same commits succeed."""
+    from durable.backends import _pg_conn
+
+    async with SQLStore(postgres_url, pool_size=1) as store:
+        _empty_schema(postgres_url)
+        leases = [await _leased(store, f"t{k}") for k in range(10)]
+        pool = store._runner._pool  # type: ignore[attr-defined]
+        held = [await pool.take("test") for _ in range(2)]  # pool_size=1: 2 connections
+        monkeypatch.setattr(_pg_conn, "POOL_TIMEOUT", 0.2)
+        takes = 0
+        real_take = pool.take
+
+        async def counting_take(url: str) -> Any:
+            nonlocal takes
+            takes += 1
+            return await real_take(url)
+
+        monkeypatch.setattr(pool, "take", counting_take)
+        group = _group_of(store)
+        assert group is not None
+        batches = group.batches
+        steps = [_step(f"t{k}", 1, 2.0) for k in range(10)]
+        errors: dict[int, BaseException] = {}
+
+        async def commit(k: int) -> None:
+            try:
+                await store.commit(leases[k], [steps[k]], now=2.0)
+            except durable.PoolTimeout as exc:
+                errors[k] = exc
+
+        async with anyio.create_task_group() as tg:
+            for k in range(10):
+                tg.start_soon(commit, k)
+        assert sorted(errors) == list(range(10))
+        assert takes == group.batches - batches < 10  # one wait per batch, not per call
+        for conn in held:
+            pool.give(conn)
+        assert await _commit_together(store, leases, steps) == {}
+        for k in range(10):
+            assert [s.seq for s in await store.load_steps(f"t{k}")] == [1]
