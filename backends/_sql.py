@@ -95,6 +95,7 @@ class SQLStore:
             time on a connection is prepared there (parsed and planned once per connection).
             ``False`` behind a connection pooler in transaction mode that does not keep
             prepared statements (PgBouncer before 1.21, or without ``max_prepared_statements``).
+            ``?prepared_statements=false`` in the URL does the same (and wins).
         secret_keys: sign every payload written with the first key, and refuse payloads that
             no key verifies (see README "Security"); default: ``DURABLE_SECRET_KEY``.
         allowed_codecs: the codec names whose payloads may be written and read, e.g.

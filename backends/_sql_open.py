@@ -121,6 +121,7 @@ def open_database(
     ):
         if not seconds >= 0:
             raise StoreError(f"SQLStore({name}=...) must be a number of seconds >= 0")
+    prepared_statements = _prepared_option(url, prepared_statements)
     secrets = secrets_in(url)
     engine, sqlite, shown = _make_engine(url, durability, busy_timeout, pool_size)
     messages = Messages(shown, secrets, sqlite=sqlite, busy_timeout=busy_timeout)
@@ -390,6 +391,27 @@ def _create_private(path: str | None) -> None:
         pass
 
 
+_PREPARED_OPTION = "prepared_statements"
+_BOOLEANS = {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}
+
+
+def _prepared_option(url: str, given: bool) -> bool:
+    """``SQLStore(prepared_statements=...)``, or ``?prepared_statements=false`` in a Postgres
+    URL (for stores opened from a URL alone: ``DURABLE_URL``, the CLI); the URL's wins."""
+    try:
+        value = make_url(url).query.get(_PREPARED_OPTION)
+    except sa.exc.ArgumentError:
+        return given  # not a URL: opening it says so
+    if value is None:
+        return given
+    if isinstance(value, tuple) or value.lower() not in _BOOLEANS:
+        raise StoreError(
+            f"cannot open the store {redact(url)!r}: ?{_PREPARED_OPTION}= must be true or "
+            f"false, not {value!r}"
+        )
+    return _BOOLEANS[value.lower()]
+
+
 def _make_engine(
     url: str, durability: str, busy_timeout: float, pool_size: int
 ) -> tuple[Engine, bool, str]:
@@ -418,6 +440,8 @@ def _make_engine(
             # which `PostgresRunner` retries on a fresh one.
             if "connect_timeout" not in parsed.query:  # a stalled connect fails, or is retried
                 parsed = parsed.update_query_dict({"connect_timeout": "10"})
+            # durable's own option (see `_prepared_option`), not libpq's
+            parsed = parsed.difference_update_query([_PREPARED_OPTION])
             if not any(key.startswith("keepalives") for key in parsed.query):
                 parsed = parsed.update_query_dict(_KEEPALIVES)  # a vanished peer is noticed
             engine = sa.create_engine(

@@ -172,15 +172,20 @@ async def test_a_returned_connection_goes_to_the_longest_waiting_task(
         pool.drop_idle()
 
 
-@pytest.mark.parametrize("prepared", [True, False])
-async def test_prepared_statements_can_be_turned_off(
-    fresh_postgres_url: str, prepared: bool
-) -> None:
-    """``SQLStore(prepared_statements=False)`` (for a pooler in transaction mode that does not
-    keep them): the store works the same and its connections prepare nothing."""
+@pytest.mark.parametrize("how", ["default", "argument", "url"])
+async def test_prepared_statements_can_be_turned_off(fresh_postgres_url: str, how: str) -> None:
+    """``SQLStore(prepared_statements=False)``, or ``?prepared_statements=false`` in the URL
+    (for a pooler in transaction mode that does not keep them): the store works the same and
+    its connections prepare nothing."""
     from durable.store import LeaseOwner, RunRecord, RunStatus, StepKind, StepRecord, StepStatus
 
-    async with SQLStore(fresh_postgres_url, pool_size=1, prepared_statements=prepared) as store:
+    prepared = how == "default"
+    url, options = fresh_postgres_url, {}
+    if how == "argument":
+        options["prepared_statements"] = False
+    elif how == "url":
+        url += ("&" if "?" in url else "?") + "prepared_statements=false"
+    async with SQLStore(url, pool_size=1, **options) as store:
         for k in range(3):
             run = RunRecord(
                 id=f"p{k}", workflow="w", status=RunStatus.PENDING, args=b"x",
@@ -205,3 +210,6 @@ async def test_prepared_statements_can_be_turned_off(
 def test_prepared_statements_must_be_a_bool(fresh_postgres_url: str) -> None:
     with pytest.raises(durable.StoreError, match="prepared_statements"):
         SQLStore(fresh_postgres_url, prepared_statements="no")  # type: ignore[arg-type]
+    url = fresh_postgres_url + ("&" if "?" in fresh_postgres_url else "?")
+    with pytest.raises(durable.StoreError, match=r"prepared_statements= must be true or false"):
+        SQLStore(url + "prepared_statements=maybe")
