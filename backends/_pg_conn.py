@@ -477,24 +477,26 @@ class PgPool:
 
     async def _wait(self, waiter: _Waiter, within: float) -> PgConnection | None:
         """Wait (at most ``within`` s) to be handed a connection, or told a slot is free
-        (``None``: look again). A waiter that leaves (cancelled, timed out) passes on what it
-        was handed."""
-        handed = False
+        (``None``: look again). A waiter cancelled after the hand-over passes on what it was
+        handed."""
         try:
             with anyio.move_on_after(max(within, 0)):
                 await waiter.event.wait()
-            handed = True
-        finally:
-            with self._lock:
-                conn, waiter.conn = waiter.conn, None
-                if not waiter.event.is_set():
-                    self._waiters.remove(waiter)
-            if not handed and waiter.event.is_set():  # cancelled after the hand-over:
-                if conn is not None:  # the next waiter gets what this one was given
-                    self.give(conn)
-                else:
-                    self._wake_one()
-                conn = None
+        except BaseException:
+            conn = self._leave(waiter)
+            if conn is not None:  # the next waiter gets what this one was given
+                self.give(conn)
+            elif waiter.event.is_set():  # or the free slot it was told of
+                self._wake_one()
+            raise
+        return self._leave(waiter)
+
+    def _leave(self, waiter: _Waiter) -> PgConnection | None:
+        """Take ``waiter`` out of the queue; what it was handed, if anything."""
+        with self._lock:
+            conn, waiter.conn = waiter.conn, None
+            if not waiter.event.is_set():
+                self._waiters.remove(waiter)
         return conn
 
     def give(self, conn: PgConnection) -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 
 import anyio
 import psycopg
@@ -68,6 +68,19 @@ _TRANSIENT_STATES = frozenset(
         "57P05",  # idle_session_timeout
     }
 )
+
+
+class _Piped(NamedTuple):
+    """What a grouped call carries (`Grouped.args`): its own ``fn`` arguments and ``verify``,
+    and the one statement ``fn`` runs, with its parameters, sent in the batch's pipeline."""
+
+    args: tuple[Any, ...]
+    verify: Callable[[Any], Awaitable[Any]]
+    statement: tuple[str, Sequence[Any]]
+
+
+def _piped(request: Grouped) -> _Piped:
+    return cast(_Piped, request.args)
 
 
 class _CommitUnknown(Exception):
@@ -148,8 +161,8 @@ class PostgresRunner:
         del write  # a read is a single statement (the store says so)
         single = single and notify is None
         if group and pipelined is not None and single and verify is not None:
-            request = (args, verify, pipelined)
-            grouped: _T = await self._group.run(fn, request, no_flush)
+            piped = _Piped(args, verify, pipelined)
+            grouped: _T = await self._group.run(fn, piped, no_flush)
             return grouped
         return await self._run(fn, args, verify, notify, single)
 
@@ -259,9 +272,9 @@ class PostgresRunner:
     # -- grouped statements ---------------------------------------------------------------------
 
     async def _grouped_alone(
-        self, fn: Callable[..., Awaitable[_T]], request: tuple[Any, ...], relaxed: bool
+        self, fn: Callable[..., Awaitable[_T]], piped: tuple[Any, ...], relaxed: bool
     ) -> _T:
-        args, verify, _ = request
+        args, verify, _ = cast(_Piped, piped)
         return await self._run(fn, args, verify, None, True)
 
     async def _pipeline(self, batch: Sequence[Grouped]) -> None:
@@ -274,7 +287,7 @@ class PostgresRunner:
         breaks, each call first re-reads whether its write was applied (``verify``)."""
         groups = [[r for r in batch if not r.relaxed], [r for r in batch if r.relaxed]]
         groups = [g for g in groups if g]
-        statements = [[r.args[2] for r in g] for g in groups]
+        outcomes: list[list[Any]] = [[] for _ in groups]  # none: each call runs alone
         unknown = False
         try:
             conn = await self._pool.take(self._url)
@@ -282,25 +295,26 @@ class PostgresRunner:
             fail_all(batch, exc)
             return
         except Exception:  # connecting failed: each call retries through the outage
-            outcomes: list[list[Any]] = [[None] * len(g) for g in groups]
+            pass
         else:
             try:
-                outcomes = await conn.pipeline(statements)
+                outcomes = await conn.pipeline([[_piped(r).statement for r in g] for g in groups])
             except psycopg.Error:  # a value it cannot send (nothing was), or a broken line
                 unknown = conn.broken
-                outcomes = [[None] * len(g) for g in groups]
                 if conn.broken:
                     self._pool.drop_idle()  # a restart: the idle ones are dead as well
             finally:
                 self._pool.give(conn)
         for group, results in zip(groups, outcomes, strict=True):
-            failed = any(r is None or isinstance(r, psycopg.Error) for r in results)
-            for request, result in zip(group, results, strict=True):
-                if not failed and result.command_tuples == 1:
+            committed = bool(results) and not any(isinstance(r, psycopg.Error) for r in results)
+            for k, request in enumerate(group):
+                if committed and results[k].command_tuples == 1:
                     continue  # written; ``fn`` returns None then
-                args, verify, _ = request.args
+                piped = _piped(request)
                 try:
-                    request.result = await self._run(request.fn, args, verify, None, True, unknown)
+                    request.result = await self._run(
+                        request.fn, piped.args, piped.verify, None, True, unknown
+                    )
                 except Exception as exc:
                     request.error = exc
 

@@ -4,13 +4,13 @@ with the machine's load, for telling a change's cost apart from noise.
 Usage: python benchmarks/instructions.py [--store memory|sqlite|postgres] [--python PY]
            [--postgres URL]
 
-Runs one workflow of trivial activities (``durable.execute``) under ``valgrind
---tool=callgrind`` twice, with 10 and with 510 steps, each in a fresh process on a fresh store,
-and prints ``(count(510) - count(10)) / 500``: the instructions one step costs this process,
-start-up and imports cancelled out. On Postgres only the client is counted (the server is
-another process), and the count varies by a few per cent between runs (how often the event
-loop polls depends on the server's timing). ``--python``: the interpreter of another virtual
-environment, to count another installed version of durable (run this from outside the
+Runs one workflow of trivial activities (``sdk_durable.noops``, by ``durable.execute``) under
+``valgrind --tool=callgrind`` twice, with 10 and with 510 steps, each in a fresh process on a
+fresh store, and prints ``(count(510) - count(10)) / 500``: the instructions one step costs
+this process, start-up and imports cancelled out. On Postgres only the client is counted (the
+server is another process), and the count varies by a few per cent between runs (how often the
+event loop polls depends on the server's timing). ``--python``: the interpreter of another
+virtual environment, to count another installed version of durable (run this from outside the
 checkout so that it imports the installed one).
 """
 
@@ -29,23 +29,14 @@ SMALL, LARGE = 10, 510
 
 _CHILD = """
 import sys, anyio, durable
+sys.path.insert(0, sys.argv[3])  # this folder: the workflow of the suite's scenarios
+from sdk_durable import noops
 from durable.backends import MemoryStore, SQLStore
-
-@durable.activity
-async def noop(i: int) -> int:
-    return i
-
-@durable.workflow(name="instructions.steps")
-async def steps(n: int) -> int:
-    total = 0
-    for i in range(n):
-        total += await noop(i)
-    return total
 
 async def main(n: int, url: str) -> None:
     store = MemoryStore() if url == "memory" else SQLStore(url)
     async with store:
-        await durable.execute(steps, n, id="x", store=store)
+        await durable.execute(noops, n, id="x", store=store)
 
 anyio.run(main, int(sys.argv[1]), sys.argv[2])
 """
@@ -56,7 +47,7 @@ def _count(python: str, steps: int, url: str, workdir: Path) -> int:
     script.write_text(_CHILD)
     done = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", python, str(script),
-         str(steps), url],
+         str(steps), url, str(Path(__file__).parent)],
         cwd=workdir, capture_output=True, text=True, check=True,
     )  # fmt: skip
     found = re.search(r"Collected : (\d+)", done.stderr)

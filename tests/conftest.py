@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from support import TRUNCATE_ALL, Processes, postgres_schema
+from support import Processes, empty_postgres, postgres_schema
 
 from durable.backends import MemoryStore, SQLStore
 from durable.store import Store
@@ -87,19 +87,9 @@ async def store(
     else:
         url = request.getfixturevalue("postgres_url")
         s = SQLStore(url)
-        _empty(url)
+        empty_postgres(url)
     async with s:
         yield s
-
-
-def _empty(url: str) -> None:
-    """Remove every run from this session's schema so each test starts from nothing."""
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.begin() as conn:
-        conn.execute(sa.text(TRUNCATE_ALL))
-    engine.dispose()
 
 
 @pytest.fixture

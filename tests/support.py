@@ -271,3 +271,14 @@ TRUNCATE_ALL = (
     "durable_events, durable_streams"
 )
 """Empties every durable table of a Postgres test database between tests."""
+
+
+def empty_postgres(url: str) -> None:
+    """Remove every run from the Postgres schema of ``url`` (`TRUNCATE_ALL`), so a test starts
+    from nothing."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(sa.text(TRUNCATE_ALL))
+    engine.dispose()

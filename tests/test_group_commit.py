@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
-from support import PROGRAMS, Processes, eventually
+from support import PROGRAMS, Processes, empty_postgres, eventually
 
 import durable
 from durable import StepStatus
@@ -226,7 +226,7 @@ async def test_a_pipeline_whose_connection_breaks_writes_each_step_once(
 
     monkeypatch.setattr(PgConnection, "pipeline", breaks)
     async with SQLStore(postgres_url) as store:
-        _empty_schema(postgres_url)
+        empty_postgres(postgres_url)
         leases = [await _leased(store, f"p{k}") for k in range(10)]
         errors = await _commit_together(store, leases, [_step(f"p{k}", 1, 2.0) for k in range(10)])
         assert errors == {}
@@ -234,16 +234,6 @@ async def test_a_pipeline_whose_connection_breaks_writes_each_step_once(
         for k in range(10):
             steps = await store.load_steps(f"p{k}")
             assert [(s.seq, s.finished_at) for s in steps] == [(1, 2.0)]
-
-
-def _empty_schema(url: str) -> None:
-    import sqlalchemy as sa
-    from support import TRUNCATE_ALL
-
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.begin() as conn:
-        conn.execute(sa.text(TRUNCATE_ALL))
-    engine.dispose()
 
 
 async def test_commits_queued_while_another_process_holds_the_lock_are_all_written(
@@ -373,7 +363,7 @@ async def test_a_batch_that_gets_no_connection_fails_each_call_with_pool_timeout
     from durable.backends import _pg_conn
 
     async with SQLStore(postgres_url, pool_size=1) as store:
-        _empty_schema(postgres_url)
+        empty_postgres(postgres_url)
         leases = [await _leased(store, f"t{k}") for k in range(10)]
         pool = store._runner._pool  # type: ignore[attr-defined]
         held = [await pool.take("test") for _ in range(2)]  # pool_size=1: 2 connections
